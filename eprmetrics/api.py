@@ -1,0 +1,146 @@
+"""Public entry points: inputs → tiled engine → metrics → :class:`Result`."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional, Sequence, Union
+
+import torch
+
+from .defaults import DEFAULTS
+from .inputs import FeaturesLike, as_feature_set, validate_pair
+from .metrics import exact_knn, exact_membership
+from .profiling import Profiler
+from .result import KResult, Result
+from .tiles import TileEngine, default_memory_budget, resolve_device
+
+__all__ = ["compute_pr", "normalize_k"]
+
+
+def normalize_k(k: Union[int, Sequence[int]]) -> tuple[int, ...]:
+    """``k`` as a tuple of distinct positive ints, in the order given."""
+    ks = (k,) if isinstance(k, int) and not isinstance(k, bool) else tuple(k) if isinstance(k, (list, tuple)) else None
+    if not ks or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in ks):
+        raise ValueError(f"k: expected a positive int or a non-empty sequence of them, got {k!r}")
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"k: values must be distinct, got {k!r}")
+    return ks
+
+
+def _check_budget(memory_budget: Optional[int]) -> None:
+    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget <= 0):
+        raise ValueError(f"memory_budget: expected a positive int (bytes) or None, got {memory_budget!r}")
+
+
+@contextlib.contextmanager
+def _fp32_matmul() -> Iterator[None]:
+    """Exact fp32 GEMMs for the duration (no TF32/bf16 shortcuts): the error bound assumes them."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="row", leave=False)
+
+
+def compute_pr(
+    real: FeaturesLike,
+    fake: FeaturesLike,
+    *,
+    k: Union[int, Sequence[int]] = DEFAULTS["k"],
+    strict: bool = DEFAULTS["strict"],
+    device: Union[str, torch.device] = DEFAULTS["device"],
+    memory_budget: Optional[int] = DEFAULTS["memory_budget"],
+    density_coverage: bool = DEFAULTS["density_coverage"],
+    realism: bool = DEFAULTS["realism"],
+    progress: bool = False,
+) -> Result:
+    """Exact precision & recall (Kynkäänniemi et al., 2019) of ``fake`` against ``real``.
+
+    ``precision = mean_g 1[∃ r: ‖g − r‖ ≤ r_k(r)]`` and
+    ``recall = mean_r 1[∃ g: ‖r − g‖ ≤ r_k(g)]``, where ``r_k(x)`` is the distance
+    from ``x`` to its k-th nearest other point of its own set. Decisions equal a
+    float64 brute force: borderline fp32 cases are re-checked in float64.
+
+    Args:
+        real: real features, n_real × d (numpy, torch, or a ``.npy``/``.npz`` path).
+        fake: generated features, n_fake × d.
+        k: neighbourhood size, or several (e.g. ``(3, 5, 10)``) computed in one pass;
+            the first is the headline value.
+        strict: use ``<`` instead of ``≤`` for ball membership (the ``prdc`` package's rule).
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        memory_budget: bytes a tile may use; default half of free CUDA memory, or
+            1/8 of available RAM capped at 1 GiB.
+        density_coverage: also compute density and coverage (Naeem et al., 2020).
+        realism: also return the realism score of every fake sample (first k).
+        progress: show tqdm progress bars.
+
+    Returns:
+        :class:`Result` with values, counts, per-stage time and peak memory.
+
+    Raises:
+        ValueError: bad shapes, dimensions, non-finite values, too few samples for k.
+        TypeError: an unsupported input type.
+
+    Example:
+        >>> import numpy as np
+        >>> from eprmetrics import compute_pr
+        >>> rng = np.random.default_rng(0)
+        >>> real = rng.normal(size=(500, 16)).astype("float32")
+        >>> res = compute_pr(real, real[:250], k=3)
+        >>> res.precision, res.recall < 1.0
+        (1.0, True)
+    """
+    ks = normalize_k(k)
+    if not isinstance(strict, bool):
+        raise ValueError(f"strict: expected True or False, got {strict!r}")
+    _check_budget(memory_budget)
+    dev = resolve_device(device)
+    real_fs, fake_fs = as_feature_set(real, "real"), as_feature_set(fake, "fake")
+    validate_pair(real_fs, fake_fs, max(ks))
+    budget = memory_budget or default_memory_budget(dev)
+    engine = TileEngine(real_fs.dim, dev, budget)
+    prof = Profiler(dev)
+    k_max = max(ks)
+
+    with _fp32_matmul(), torch.inference_mode():
+        with prof.stage("prepare (centre, norms)"):
+            center = engine.center_of(real_fs)
+            real_p, fake_p = engine.prepare(real_fs, center), engine.prepare(fake_fs, center)
+        knn = {}
+        for name, p in (("real", real_p), ("fake", fake_p)):
+            with prof.stage(f"{name}↔{name} distances + top-k → radii"), _progress(progress, p.n, f"radii {name}") as bar:
+                knn[name] = exact_knn(engine, p, k_max, progress=bar.update if bar else None)
+        real_r2 = {kk: knn["real"].radii2(kk) for kk in ks}
+        fake_r2 = {kk: knn["fake"].radii2(kk) for kk in ks}
+        with prof.stage("real↔fake distances + ratios"), _progress(progress, real_p.n, "real↔fake") as bar:
+            member, realism_scores = exact_membership(
+                engine, real_p, fake_p, real_r2, fake_r2, ks, strict=strict,
+                density_coverage=density_coverage, realism_k=ks[0] if realism else None,
+                progress=bar.update if bar else None)
+
+    per_k = {}
+    for kk in ks:
+        m = member[kk]
+        per_k[kk] = KResult(
+            k=kk,
+            precision=float(m.precision_hits.double().mean()),
+            recall=float(m.recall_hits.double().mean()),
+            density=None if m.density_counts is None else float(m.density_counts.double().sum() / (kk * fake_fs.n)),
+            coverage=None if m.coverage_hits is None else float(m.coverage_hits.double().mean()),
+        )
+    head = per_k[ks[0]]
+    n_redecided = sum(v.n_redecided for v in knn.values()) + sum(m.n_redecided for m in member.values())
+    return Result(
+        precision=head.precision, recall=head.recall, k=ks[0], n_real=real_fs.n, n_fake=fake_fs.n,
+        dim=real_fs.dim, per_k=per_k, method="exact", strict=strict, density=head.density,
+        coverage=head.coverage, realism=None if realism_scores is None else realism_scores.cpu().numpy(),
+        device=str(dev), memory_budget=budget, tile=engine.tile, n_redecided=n_redecided, stages=prof.stages,
+    )

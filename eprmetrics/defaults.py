@@ -1,0 +1,20 @@
+"""One mapping of defaults shared by the Python API and the CLI."""
+from __future__ import annotations
+
+DEFAULTS = {
+    "k": 3,
+    "t": 3,
+    "strict": False,
+    "device": "auto",
+    "memory_budget": None,
+    "density_coverage": True,
+    "realism": False,
+    "seed": 0,
+}
+
+# Fraction of available host RAM a tiled pass may use when no budget is given,
+# and the cap on it: large tiles buy nothing once GEMMs are a few thousand wide.
+HOST_BUDGET_FRACTION = 0.125
+HOST_BUDGET_CAP = 1 << 30
+# Fraction of free CUDA memory a tiled pass may use when no budget is given.
+CUDA_BUDGET_FRACTION = 0.5

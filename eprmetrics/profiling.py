@@ -1,0 +1,146 @@
+"""Per-stage wall time and peak memory.
+
+Host memory is the process's resident set size (RSS). On Linux the kernel's
+high-water mark (``VmHWM``) is reset at the start of every stage through
+``/proc/self/clear_refs``, so the recorded peak is exact and costs nothing while
+the stage runs. Where that is not permitted, a background thread samples RSS
+with :mod:`psutil` (the method of ``memory-profiler``). On CUDA,
+``torch.cuda.max_memory_allocated`` is reset and read per stage.
+
+Example:
+    >>> from eprmetrics.profiling import Profiler
+    >>> prof = Profiler()
+    >>> with prof.stage("sum"):
+    ...     _ = sum(range(1000))
+    >>> prof.stages[0].name
+    'sum'
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+from typing import Iterator, Optional
+
+import psutil
+import torch
+
+__all__ = ["Stage", "Profiler", "current_rss"]
+
+_STATUS = "/proc/self/status"
+
+
+def current_rss() -> int:
+    """Resident set size of this process in bytes."""
+    return psutil.Process(os.getpid()).memory_info().rss
+
+
+def _read_hwm() -> Optional[int]:
+    try:
+        with open(_STATUS) as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _RssSampler:
+    """Fallback peak-RSS meter: samples every ``interval`` seconds in a thread."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.peak = current_rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        proc = psutil.Process(os.getpid())
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, proc.memory_info().rss)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, current_rss())
+
+
+@dataclasses.dataclass
+class Stage:
+    """One named stage: wall seconds, host RSS at start and peak, device peak."""
+
+    name: str
+    seconds: float
+    rss_start: int
+    rss_peak: int
+    device_peak: Optional[int] = None
+
+    @property
+    def rss_growth(self) -> int:
+        """Peak RSS above the RSS at the start of the stage, in bytes."""
+        return max(self.rss_peak - self.rss_start, 0)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "rss_growth": self.rss_growth}
+
+
+class Profiler:
+    """Collects :class:`Stage` records; stages may not nest.
+
+    Args:
+        device: the torch device whose peak memory is tracked when it is CUDA.
+        enabled: when False, ``stage`` only times (no memory bookkeeping).
+    """
+
+    def __init__(self, device: Optional[torch.device] = None, enabled: bool = True) -> None:
+        self.device = device
+        self.enabled = enabled
+        self.stages: list[Stage] = []
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        cuda = self.device is not None and self.device.type == "cuda"
+        rss_start = current_rss()
+        sampler = None
+        hwm_ok = self.enabled and _reset_hwm() and _read_hwm() is not None
+        if self.enabled and not hwm_ok:
+            sampler = _RssSampler()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start
+            if sampler is not None:
+                peak = sampler.stop()
+            elif hwm_ok:
+                peak = _read_hwm() or current_rss()
+            else:
+                peak = current_rss()
+            device_peak = torch.cuda.max_memory_allocated(self.device) if cuda else None
+            self.stages.append(Stage(name, seconds, rss_start, max(peak, rss_start), device_peak))
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+    @property
+    def peak_rss(self) -> int:
+        return max((s.rss_peak for s in self.stages), default=current_rss())

@@ -1,0 +1,303 @@
+"""Memory-budgeted tiled distance engine with streaming reductions.
+
+Squared distances of one tile come from a single GEMM via the norm expansion
+``‖a‖² − 2a·b + ‖b‖²`` (fp32, on the centred data) and the tile is reduced
+before the next one is made: a running top-K merge for nearest neighbours, and
+running lower/upper ball tests for membership. No n×m array is ever built.
+
+Exactness. Every fp32 squared distance ``D`` is within ``δ = c·(‖a‖ + ‖b‖)²`` of
+the float64 value of ``Σ (a_i − b_i)²`` (see :func:`rounding_factor`). A ball
+test against a squared radius ``r²`` is therefore *certain* when
+``D < r² − δ`` (inside) or ``D > r² + δ`` (outside); everything in between is
+*ambiguous* and is re-decided in float64 from direct differences of the
+original values (:meth:`TileEngine.collect_pairs`). Decisions hence equal a
+float64 brute force, ties and duplicates included, at the cost of a few extra
+rows for the rare borderline cases.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Iterator, Optional, Union
+
+import psutil
+import torch
+
+from .defaults import CUDA_BUDGET_FRACTION, HOST_BUDGET_CAP, HOST_BUDGET_FRACTION
+from .inputs import FeatureSet
+
+__all__ = ["resolve_device", "default_memory_budget", "rounding_factor", "Prepared", "BallTest", "TileEngine"]
+
+_U32 = 2.0 ** -24  # unit round-off of float32
+_U64 = 2.0 ** -53
+# Bytes of workspace per tile element: the fp32 tile, two bool masks and the
+# reduction temporaries (top-K of a tile, broadcast thresholds).
+_BYTES_PER_ELEMENT = 12
+_MIN_TILE = 32
+
+
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    """The one place ``device="auto"`` is resolved: CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available on this machine")
+    return resolved
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Workspace bytes for tiles: half of free CUDA memory, or 1/8 of free RAM capped at 1 GiB."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * CUDA_BUDGET_FRACTION)
+    return int(min(psutil.virtual_memory().available * HOST_BUDGET_FRACTION, HOST_BUDGET_CAP))
+
+
+def rounding_factor(dim: int) -> float:
+    """``c`` with ``|D_fp32 − d²_fp64| ≤ c·(‖a‖ + ‖b‖)²`` for centred fp32 data.
+
+    Terms: the dot product of length ``dim`` plus the norm bias inside the GEMM
+    (``γ_{dim+2}·(‖a‖+‖b‖)²``), rounding of the norms and the two additions
+    (``3u``), rounding the centred inputs to fp32 (``≈2u``), and the float64
+    reference's own rounding; with a 5% margin on top.
+    """
+    n = dim + 2
+    if n * _U32 >= 0.5:
+        raise ValueError(f"dim={dim} is too large for a float32 error bound")
+    gamma = n * _U32 / (1 - n * _U32)
+    gamma64 = n * _U64 / (1 - n * _U64)
+    return (gamma + 8 * _U32 + 4 * gamma64) * 1.05
+
+
+def down32(x: torch.Tensor) -> torch.Tensor:
+    """Largest float32 ≤ each float64 value."""
+    y = x.float()
+    return torch.where(y.double() > x, torch.nextafter(y, torch.full_like(y, -math.inf)), y)
+
+
+def up32(x: torch.Tensor) -> torch.Tensor:
+    """Smallest float32 ≥ each float64 value."""
+    y = x.float()
+    return torch.where(y.double() < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A feature set ready for tiling: its source, the shared centre and fp32 norms."""
+
+    source: FeatureSet
+    center: torch.Tensor  # (d,) in the compute dtype of the source
+    sqnorm: torch.Tensor  # (n,) float32, ‖x − centre‖² rounded once from float64
+    norm: torch.Tensor  # (n,) float64, ‖x − centre‖ of the fp32 rows
+
+    @property
+    def n(self) -> int:
+        return self.source.n
+
+    @property
+    def max_norm(self) -> float:
+        return float(self.norm.max())
+
+
+@dataclasses.dataclass
+class BallTest:
+    """Streaming test "is a point inside a ball": balls owned by the tile's rows or columns.
+
+    For every non-owner point it accumulates the number (``count=True``) or the
+    existence of balls that certainly contain it (``other_lo``) and that may
+    contain it (``other_hi``); with ``owner_any`` it also flags, per ball owner,
+    whether some non-owner point certainly/maybe lies in its ball.
+    """
+
+    lo: torch.Tensor  # (n_owner,) float32: D < lo ⇒ certainly inside
+    hi: torch.Tensor  # (n_owner,) float32: D > hi ⇒ certainly outside
+    owner: str  # "row" or "col"
+    n_other: int
+    count: bool = False
+    owner_any: bool = False
+
+    def __post_init__(self) -> None:
+        kind = dict(dtype=torch.int32) if self.count else dict(dtype=torch.bool)
+        dev = self.lo.device
+        self.other_lo = torch.zeros(self.n_other, device=dev, **kind)
+        self.other_hi = torch.zeros(self.n_other, device=dev, **kind)
+        n_owner = self.lo.shape[0]
+        self.owner_lo = torch.zeros(n_owner if self.owner_any else 0, dtype=torch.bool, device=dev)
+        self.owner_hi = torch.zeros(n_owner if self.owner_any else 0, dtype=torch.bool, device=dev)
+
+    def update(self, dist: torch.Tensor, rows: slice, cols: slice) -> None:
+        if self.owner == "row":
+            own, other, other_dim, owner_dim = rows, cols, 0, 1
+            lo, hi = self.lo[rows, None], self.hi[rows, None]
+        else:
+            own, other, other_dim, owner_dim = cols, rows, 1, 0
+            lo, hi = self.lo[None, cols], self.hi[None, cols]
+        for mask, other_acc, owner_acc in (
+            (dist < lo, self.other_lo, self.owner_lo),
+            (dist <= hi, self.other_hi, self.owner_hi),
+        ):
+            if self.count:
+                other_acc[other] += mask.sum(other_dim, dtype=torch.int32)
+            else:
+                other_acc[other] |= mask.any(other_dim)
+            if self.owner_any:
+                owner_acc[own] |= mask.any(owner_dim)
+            del mask
+
+
+class TileEngine:
+    """Tiled squared-distance passes on one device within a memory budget.
+
+    Args:
+        dim: feature dimension.
+        device: resolved torch device.
+        memory_budget: workspace bytes for one tile (features not included).
+    """
+
+    def __init__(self, dim: int, device: torch.device, memory_budget: int) -> None:
+        if memory_budget <= 0:
+            raise ValueError(f"memory_budget: expected a positive number of bytes, got {memory_budget}")
+        self.dim = dim
+        self.device = device
+        self.memory_budget = int(memory_budget)
+        self.c = rounding_factor(dim)
+        self.tile = self._square_tile()
+        self.n_tiles = 0
+
+    def _square_tile(self) -> int:
+        # t² tile elements plus two t×d blocks (fp32, and a float64 staging copy).
+        e, f = _BYTES_PER_ELEMENT, 2 * 12 * self.dim
+        t = (-f + math.sqrt(f * f + 4 * e * self.memory_budget)) / (2 * e)
+        return max(int(t), _MIN_TILE)
+
+    # ------------------------------------------------------------------ inputs
+    def center_of(self, fs: FeatureSet) -> torch.Tensor:
+        """Float64 mean of ``fs`` (computed in blocks)."""
+        total = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
+        for start in range(0, fs.n, self.tile):
+            total += fs.block(start, start + self.tile, self.device, torch.float64).sum(0)
+        return total / fs.n
+
+    def prepare(self, fs: FeatureSet, center64: torch.Tensor) -> Prepared:
+        # Centre float64 inputs in float64 so that the only rounding is the final cast.
+        dtype = torch.float64 if fs.is_float64 else torch.float32
+        center = center64.to(dtype)
+        norms = []
+        for start in range(0, fs.n, self.tile):
+            rows = (fs.block(start, start + self.tile, self.device, dtype) - center).float()
+            norms.append(rows.double().pow(2).sum(1).sqrt())
+        norm = torch.cat(norms)
+        return Prepared(fs, center, norm.pow(2).float(), norm)
+
+    def rows(self, p: Prepared, start: int, stop: int) -> torch.Tensor:
+        return (p.source.block(start, stop, self.device, p.center.dtype) - p.center).float()
+
+    def rows_at(self, p: Prepared, index: torch.Tensor) -> torch.Tensor:
+        return (p.source.take(index, self.device, p.center.dtype) - p.center).float()
+
+    # ------------------------------------------------------------- distances
+    def sqdist(self, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
+        """fp32 squared distances of two blocks by one GEMM, clamped at 0."""
+        self.n_tiles += 1
+        d = torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0)
+        d += a_sq[:, None]
+        return d.clamp_min_(0.0)
+
+    def bound(self, norm: torch.Tensor, other_max_norm: float) -> torch.Tensor:
+        """Per-point float64 error bound δ against any point of the other set."""
+        return self.c * (norm + other_max_norm) ** 2
+
+    def thresholds(self, r2: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 (lo, hi) bracketing ``r² ∓ δ`` conservatively."""
+        return down32(r2 - delta), up32(r2 + delta)
+
+    def exact_sqdist_pairs(self, a: Prepared, ia: torch.Tensor, b: Prepared, ib: torch.Tensor) -> torch.Tensor:
+        """Float64 ``Σ (a − b)²`` from direct differences of the original values."""
+        out = torch.empty(ia.numel(), dtype=torch.float64, device=self.device)
+        chunk = max(self.memory_budget // (3 * 8 * self.dim), 1)
+        for s in range(0, ia.numel(), chunk):
+            diff = a.source.take(ia[s:s + chunk], self.device) - b.source.take(ib[s:s + chunk], self.device)
+            out[s:s + chunk] = diff.pow_(2).sum(1)
+        return out
+
+    # ---------------------------------------------------------------- passes
+    def self_topk(self, p: Prepared, K: int, progress: Optional[Callable[[int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``K`` smallest fp32 squared distances to *other* points, per point.
+
+        Uses symmetry: only tiles on and above the diagonal are computed, each
+        reduced along its rows and along its columns.
+        """
+        n, t = p.n, self.tile
+        vals = torch.full((n, K), math.inf, dtype=torch.float32, device=self.device)
+        idx = torch.full((n, K), -1, dtype=torch.int64, device=self.device)
+
+        def merge(rows: slice, d: torch.Tensor, col0: int) -> None:
+            kk = min(K, d.shape[1])
+            v, i = torch.topk(d, kk, dim=1, largest=False, sorted=False)
+            v = torch.cat([vals[rows], v], 1)
+            i = torch.cat([idx[rows], i + col0], 1)
+            best, pos = torch.topk(v, K, dim=1, largest=False, sorted=False)
+            vals[rows], idx[rows] = best, torch.gather(i, 1, pos)
+
+        for i0 in range(0, n, t):
+            rs = slice(i0, min(i0 + t, n))
+            a = self.rows(p, rs.start, rs.stop)
+            for j0 in range(i0, n, t):
+                cs = slice(j0, min(j0 + t, n))
+                b = a if j0 == i0 else self.rows(p, cs.start, cs.stop)
+                d = self.sqdist(a, p.sqnorm[rs], b, p.sqnorm[cs])
+                if j0 == i0:
+                    d.fill_diagonal_(math.inf)
+                merge(rs, d, j0)
+                if j0 != i0:
+                    merge(cs, d.T, i0)
+                del d
+            if progress:
+                progress(rs.stop - rs.start)
+        return vals, idx
+
+    def ball_pass(self, rows: Prepared, cols: Prepared, tests: list[BallTest],
+                  extra: Optional[Callable[[torch.Tensor, slice, slice], None]] = None,
+                  progress: Optional[Callable[[int], None]] = None) -> None:
+        """One pass over all row×column tiles, feeding every tile to every test."""
+        t = self.tile
+        for i0 in range(0, rows.n, t):
+            rs = slice(i0, min(i0 + t, rows.n))
+            a = self.rows(rows, rs.start, rs.stop)
+            for j0 in range(0, cols.n, t):
+                cs = slice(j0, min(j0 + t, cols.n))
+                d = self.sqdist(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
+                for test in tests:
+                    test.update(d, rs, cs)
+                if extra is not None:
+                    extra(d, rs, cs)
+                del d
+            if progress:
+                progress(rs.stop - rs.start)
+
+    def collect_pairs(self, queries: Prepared, q_index: torch.Tensor, refs: Prepared,
+                      select: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield ``(query position, ref index, exact float64 d²)`` for selected pairs.
+
+        ``select(dist, q_pos, ref_slice)`` gets an fp32 tile for the queries at
+        positions ``q_pos`` of ``q_index`` against ``refs[ref_slice]`` and returns
+        a boolean mask of the pairs to re-decide in float64.
+        """
+        t = self.tile
+        for s in range(0, q_index.numel(), t):
+            q_pos = torch.arange(s, min(s + t, q_index.numel()), device=self.device)
+            qi = q_index[q_pos]
+            a = self.rows_at(queries, qi)
+            for j0 in range(0, refs.n, t):
+                cs = slice(j0, min(j0 + t, refs.n))
+                d = self.sqdist(a, queries.sqnorm[qi], self.rows(refs, cs.start, cs.stop), refs.sqnorm[cs])
+                qq, jj = select(d, q_pos, cs).nonzero(as_tuple=True)
+                del d
+                if qq.numel():
+                    pos, ref = q_pos[qq], jj + j0
+                    yield pos, ref, self.exact_sqdist_pairs(queries, q_index[pos], refs, ref)
