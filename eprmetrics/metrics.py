@@ -9,11 +9,14 @@ Conventions (Kynkäänniemi et al. 2019; DESIGN.md):
 * precision = mean over fake of ``f(g, real)``; recall = mean over real of ``f(r, fake)``;
 * density = Σ_g #{real balls holding g} / (k·n_fake); coverage = share of real
   points whose own ball holds some fake (Naeem et al. 2020, same ``strict`` rule);
-* realism of a fake = ``max_{r: r_k(r) ≤ median} r_k(r) / ‖g − r‖``.
+* realism of a fake = ``max_{r: r_k(r) ≤ median} r_k(r) / ‖g − r‖``, from fp32
+  distances (a continuous score, not a decision: a fake on a real centre gets a
+  huge or infinite value).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -84,8 +87,8 @@ def _redo_rows(engine: TileEngine, p: Prepared, rows: torch.Tensor, thr: torch.T
     ref = torch.cat([r for _, r, _ in parts])
     dd = torch.cat([v for _, _, v in parts])
     # Sort by (row position, distance, index): successive stable sorts, least significant first.
-    for key in (ref, dd, pos):
-        o = key.argsort(stable=True)
+    for key in range(3):
+        o = (ref, dd, pos)[key].argsort(stable=True)
         pos, ref, dd = pos[o], ref[o], dd[o]
     start = torch.searchsorted(pos, torch.arange(rows.numel(), device=pos.device))
     rank = torch.arange(pos.numel(), device=pos.device) - start[pos]
@@ -160,7 +163,8 @@ def exact_membership(engine: TileEngine, real: Prepared, fake: Prepared,
         best = torch.zeros(fake.n, dtype=torch.float32, device=engine.device)
 
         def extra(d: torch.Tensor, rs: slice, cs: slice) -> None:
-            ratio = (r2_sel[rs, None] / d.clamp_min(torch.finfo(torch.float32).tiny)).amax(0)
+            # A fake on a real centre has ratio r²/0 = inf; 0/0 (unselected ball) counts as 0.
+            ratio = (r2_sel[rs, None] / d).nan_to_num_(nan=0.0, posinf=math.inf).amax(0)
             torch.maximum(best[cs], ratio, out=best[cs])
 
     engine.ball_pass(real, fake, tests, extra=extra, progress=progress)

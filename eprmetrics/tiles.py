@@ -26,14 +26,20 @@ import torch
 from .defaults import CUDA_BUDGET_FRACTION, HOST_BUDGET_CAP, HOST_BUDGET_FRACTION
 from .inputs import FeatureSet
 
-__all__ = ["resolve_device", "default_memory_budget", "rounding_factor", "Prepared", "BallTest", "TileEngine"]
+__all__ = ["resolve_device", "default_memory_budget", "budget_for_tile", "rounding_factor", "Prepared", "BallTest", "TileEngine"]
 
 _U32 = 2.0 ** -24  # unit round-off of float32
 _U64 = 2.0 ** -53
 # Bytes of workspace per tile element: the fp32 tile, two bool masks and the
 # reduction temporaries (top-K of a tile, broadcast thresholds).
 _BYTES_PER_ELEMENT = 12
+_BYTES_PER_BLOCK_ELEMENT = 24  # a row block and a column block, each fp32 plus a float64 staging copy
 _MIN_TILE = 32
+
+
+def budget_for_tile(tile: int, dim: int) -> int:
+    """The smallest ``memory_budget`` giving square tiles of ``tile`` rows for ``dim`` features."""
+    return _BYTES_PER_ELEMENT * tile * tile + _BYTES_PER_BLOCK_ELEMENT * dim * tile + 1
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
@@ -170,7 +176,7 @@ class TileEngine:
 
     def _square_tile(self) -> int:
         # t² tile elements plus two t×d blocks (fp32, and a float64 staging copy).
-        e, f = _BYTES_PER_ELEMENT, 2 * 12 * self.dim
+        e, f = _BYTES_PER_ELEMENT, _BYTES_PER_BLOCK_ELEMENT * self.dim
         t = (-f + math.sqrt(f * f + 4 * e * self.memory_budget)) / (2 * e)
         return max(int(t), _MIN_TILE)
 
