@@ -8,7 +8,7 @@ import torch
 
 from .defaults import DEFAULTS
 from .inputs import FeaturesLike, as_feature_set, validate_pair
-from .metrics import exact_knn, exact_membership
+from .metrics import Radii, exact_membership
 from .profiling import Profiler
 from .result import KResult, Result
 from .tiles import TileEngine, default_memory_budget, resolve_device
@@ -114,15 +114,13 @@ def compute_pr(
         with prof.stage("prepare (centre, norms)"):
             center = engine.center_of(real_fs)
             real_p, fake_p = engine.prepare(real_fs, center), engine.prepare(fake_fs, center)
-        knn = {}
+        radii = {}
         for name, p in (("real", real_p), ("fake", fake_p)):
             with prof.stage(f"{name}↔{name} distances + top-k → radii"), _progress(progress, p.n, f"radii {name}") as bar:
-                knn[name] = exact_knn(engine, p, k_max, progress=bar.update if bar else None)
-        real_r2 = {kk: knn["real"].radii2(kk) for kk in ks}
-        fake_r2 = {kk: knn["fake"].radii2(kk) for kk in ks}
+                radii[name] = Radii(engine, p, k_max, progress=bar.update if bar else None)
         with prof.stage("real↔fake distances + ratios"), _progress(progress, real_p.n, "real↔fake") as bar:
             member, realism_scores = exact_membership(
-                engine, real_p, fake_p, real_r2, fake_r2, ks, strict=strict,
+                engine, radii["real"], radii["fake"], ks, strict=strict,
                 density_coverage=density_coverage, realism_k=ks[0] if realism else None,
                 progress=bar.update if bar else None)
 
@@ -137,7 +135,7 @@ def compute_pr(
             coverage=None if m.coverage_hits is None else float(m.coverage_hits.double().mean()),
         )
     head = per_k[ks[0]]
-    n_redecided = sum(v.n_redecided for v in knn.values()) + sum(m.n_redecided for m in member.values())
+    n_redecided = sum(v.n_redecided for v in radii.values()) + sum(m.n_redecided for m in member.values())
     return Result(
         precision=head.precision, recall=head.recall, k=ks[0], n_real=real_fs.n, n_fake=fake_fs.n,
         dim=real_fs.dim, per_k=per_k, method="exact", strict=strict, density=head.density,

@@ -23,7 +23,7 @@ import torch
 
 from .tiles import BallTest, Prepared, TileEngine, up32
 
-__all__ = ["KNN", "exact_knn", "ball_counts", "MembershipResult", "exact_membership"]
+__all__ = ["KNN", "Radii", "exact_knn", "ball_counts", "MembershipResult", "exact_membership"]
 
 # Extra fp32 candidates kept beyond k so that float64 refinement rarely needs a second look.
 KNN_MARGIN = 8
@@ -37,9 +37,6 @@ class KNN:
     index: torch.Tensor  # (n, k_max) int64
     n_redecided: int  # rows whose fp32 candidates could not settle the k-th distance
 
-    def radii2(self, k: int) -> torch.Tensor:
-        return self.sqdist[:, k - 1]
-
 
 def _sort_pairs(d2: torch.Tensor, index: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Sort by distance, ties by index."""
@@ -49,28 +46,59 @@ def _sort_pairs(d2: torch.Tensor, index: torch.Tensor, dim: int = 1) -> tuple[to
     return d2.gather(dim, o), index.gather(dim, o)
 
 
-def exact_knn(engine: TileEngine, p: Prepared, k_max: int, progress: Optional[Callable[[int], None]] = None) -> KNN:
-    """Exact k-NN (self excluded) of ``p`` against itself.
+class Radii:
+    """k-NN radii of one set: fp32 values with a rounding bracket, float64 on demand.
 
-    fp32 tiles give ``k_max + KNN_MARGIN`` candidates per point; their float64
-    distances are exact. A row is settled when its farthest candidate exceeds
-    the k_max-th exact distance by more than the rounding bound; other rows are
-    searched again in float64 among every point that could be that close.
+    The self pass keeps ``k_max + KNN_MARGIN`` fp32 candidates per point. The
+    k-th smallest fp32 value ``v_k`` is within ``δ = c·(‖x‖ + max‖y‖)²`` of the
+    true float64 one (each candidate is), which is all the tiled ball tests
+    need. The float64 radius of a point is computed only when a borderline
+    decision needs it (:meth:`exact2`), or for all points by :meth:`knn`.
     """
-    n = p.n
-    K = min(k_max + KNN_MARGIN, n - 1)
-    vals, idx = engine.self_topk(p, K, progress=progress)
-    rows = torch.arange(n, device=engine.device).repeat_interleave(K)
-    d2 = engine.exact_sqdist_pairs(p, rows, p, idx.reshape(-1)).view(n, K)
-    d2, idx = _sort_pairs(d2, idx)
-    d2, idx = d2[:, :k_max].contiguous(), idx[:, :k_max].contiguous()
-    if K == n - 1:  # every other point is a candidate: nothing can be missed
-        return KNN(d2, idx, 0)
-    delta = engine.bound(p.norm, p.max_norm)
-    bad = (vals.max(dim=1).values.double() - delta < d2[:, -1]).nonzero().squeeze(1)
-    if bad.numel():
-        _redo_rows(engine, p, bad, up32(d2[bad, -1] + delta[bad]), k_max, d2, idx)
-    return KNN(d2, idx, int(bad.numel()))
+
+    def __init__(self, engine: TileEngine, p: Prepared, k_max: int,
+                 progress: Optional[Callable[[int], None]] = None) -> None:
+        self.engine, self.p, self.k_max = engine, p, k_max
+        K = min(k_max + KNN_MARGIN, p.n - 1)
+        vals, idx = engine.self_topk(p, K, progress=progress)
+        vals, order = vals.sort(dim=1)
+        self.vals, self.idx = vals, idx.gather(1, order)
+        self.delta = engine.bound(p.norm, p.max_norm)
+        self._d2 = torch.full((p.n, k_max), math.nan, dtype=torch.float64, device=engine.device)
+        self._index = torch.full((p.n, k_max), -1, dtype=torch.int64, device=engine.device)
+        self.n_redecided = 0
+
+    def approx2(self, k: int) -> torch.Tensor:
+        """fp32 squared k-NN radius (as float64); the true one is within :attr:`delta`."""
+        return self.vals[:, k - 1].double()
+
+    def exact2(self, k: int, rows: torch.Tensor) -> torch.Tensor:
+        """Float64 squared k-NN radius of ``rows``, computed once per row and cached."""
+        todo = rows[torch.isnan(self._d2[rows, 0])].unique()
+        if todo.numel():
+            self._refine(todo)
+        return self._d2[rows, k - 1]
+
+    def knn(self) -> KNN:
+        """The exact float64 k-NN graph of every point."""
+        self.exact2(1, torch.arange(self.p.n, device=self.engine.device))
+        return KNN(self._d2, self._index, self.n_redecided)
+
+    def _refine(self, rows: torch.Tensor) -> None:
+        engine, p, k_max = self.engine, self.p, self.k_max
+        K = self.idx.shape[1]
+        cand = self.idx[rows]
+        d2 = engine.exact_sqdist_pairs(p, rows.repeat_interleave(K), p, cand.reshape(-1)).view(-1, K)
+        d2, cand = _sort_pairs(d2, cand)
+        self._d2[rows], self._index[rows] = d2[:, :k_max], cand[:, :k_max]
+        if K == p.n - 1:  # every other point is a candidate: nothing can be missed
+            return
+        # A point outside the candidates has fp32 value ≥ the largest candidate's,
+        # so its true value is ≥ that − δ: settled when that exceeds the k_max-th.
+        bad = rows[self.vals[rows, -1].double() - self.delta[rows] < d2[:, k_max - 1]]
+        if bad.numel():
+            self.n_redecided += bad.numel()
+            _redo_rows(engine, p, bad, up32(self._d2[bad, -1] + self.delta[bad]), k_max, self._d2, self._index)
 
 
 def _redo_rows(engine: TileEngine, p: Prepared, rows: torch.Tensor, thr: torch.Tensor, k_max: int,
@@ -97,14 +125,19 @@ def _redo_rows(engine: TileEngine, p: Prepared, rows: torch.Tensor, thr: torch.T
     idx[rows[pos[keep]], rank[keep]] = ref[keep]
 
 
+def exact_knn(engine: TileEngine, p: Prepared, k_max: int, progress: Optional[Callable[[int], None]] = None) -> KNN:
+    """Exact k-NN (self excluded, float64 distances, ties by index) of ``p`` against itself."""
+    return Radii(engine, p, k_max, progress=progress).knn()
+
+
 def ball_counts(engine: TileEngine, queries: Prepared, q_index: torch.Tensor, refs: Prepared,
-                r2: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, owner: str, strict: bool) -> torch.Tensor:
+                radii: Radii, k: int, lo: torch.Tensor, hi: torch.Tensor, owner: str, strict: bool) -> torch.Tensor:
     """Exact number of balls holding each query, for a (small) subset of queries.
 
     Args:
-        r2, lo, hi: squared radii (float64) and their fp32 brackets, indexed by
-            ball owner: the reference points (``owner="ref"``) or the queries
-            themselves (``owner="query"``, per full query index).
+        radii: the radii of the ball owners: the reference points
+            (``owner="ref"``) or the queries themselves (``owner="query"``).
+        lo, hi: the fp32 brackets of the main pass, indexed like ``radii``.
     """
     counts = torch.zeros(q_index.numel(), dtype=torch.int64, device=engine.device)
 
@@ -117,8 +150,10 @@ def ball_counts(engine: TileEngine, queries: Prepared, q_index: torch.Tensor, re
         counts[q_pos] += (d < lo_b).sum(1)
         return (d >= lo_b) & (d <= hi_b)
 
+    # Counting certain pairs in this pass too keeps counts consistent: a pair's
+    # fp32 value may differ by rounding between differently shaped tiles.
     for pos, ref, d2 in engine.collect_pairs(queries, q_index, refs, select):
-        radius2 = r2[ref] if owner == "ref" else r2[q_index[pos]]
+        radius2 = radii.exact2(k, ref if owner == "ref" else q_index[pos])
         inside = d2 < radius2 if strict else d2 <= radius2
         counts.index_add_(0, pos, inside.long())
     return counts
@@ -135,8 +170,13 @@ class MembershipResult:
     n_redecided: int  # points whose decision needed a float64 re-check
 
 
-def exact_membership(engine: TileEngine, real: Prepared, fake: Prepared,
-                     real_r2: dict[int, torch.Tensor], fake_r2: dict[int, torch.Tensor], ks: Sequence[int], *,
+def _brackets(engine: TileEngine, radii: Radii, k: int, other: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 (lo, hi) around each squared radius: its own rounding plus that of a cross distance."""
+    delta = radii.delta + engine.bound(radii.p.norm, other.max_norm)
+    return engine.thresholds(radii.approx2(k), delta)
+
+
+def exact_membership(engine: TileEngine, real: Radii, fake: Radii, ks: Sequence[int], *,
                      strict: bool, density_coverage: bool, realism_k: Optional[int] = None,
                      progress: Optional[Callable[[int], None]] = None
                      ) -> tuple[dict[int, MembershipResult], Optional[torch.Tensor]]:
@@ -146,28 +186,29 @@ def exact_membership(engine: TileEngine, real: Prepared, fake: Prepared,
         per-k :class:`MembershipResult`, and the realism score of each fake
         sample for ``realism_k`` (None when not requested).
     """
+    rp, fp = real.p, fake.p
     brackets, tests = {}, []
     for k in ks:
-        lo_r, hi_r = engine.thresholds(real_r2[k], engine.bound(real.norm, fake.max_norm))
-        lo_f, hi_f = engine.thresholds(fake_r2[k], engine.bound(fake.norm, real.max_norm))
-        t_real = BallTest(lo_r, hi_r, "row", fake.n, count=density_coverage, owner_any=density_coverage)
-        t_fake = BallTest(lo_f, hi_f, "col", real.n)
+        lo_r, hi_r = _brackets(engine, real, k, fp)
+        lo_f, hi_f = _brackets(engine, fake, k, rp)
+        t_real = BallTest(lo_r, hi_r, "row", fp.n, count=density_coverage, owner_any=density_coverage)
+        t_fake = BallTest(lo_f, hi_f, "col", rp.n)
         brackets[k] = (lo_r, hi_r, lo_f, hi_f)
         tests += [t_real, t_fake]
 
     best = None
     extra = None
     if realism_k is not None:
-        r2 = real_r2[realism_k]
+        r2 = real.approx2(realism_k)
         r2_sel = torch.where(r2 <= _median(r2), r2, 0).float()
-        best = torch.zeros(fake.n, dtype=torch.float32, device=engine.device)
+        best = torch.zeros(fp.n, dtype=torch.float32, device=engine.device)
 
         def extra(d: torch.Tensor, rs: slice, cs: slice) -> None:
             # A fake on a real centre has ratio r²/0 = inf; 0/0 (unselected ball) counts as 0.
             ratio = (r2_sel[rs, None] / d).nan_to_num_(nan=0.0, posinf=math.inf).amax(0)
             torch.maximum(best[cs], ratio, out=best[cs])
 
-    engine.ball_pass(real, fake, tests, extra=extra, progress=progress)
+    engine.ball_pass(rp, fp, tests, extra=extra, progress=progress)
 
     out = {}
     for j, k in enumerate(ks):
@@ -178,24 +219,24 @@ def exact_membership(engine: TileEngine, real: Prepared, fake: Prepared,
         if density_coverage:
             counts = t_real.other_lo.long()
             amb = (t_real.other_lo != t_real.other_hi).nonzero().squeeze(1)
-            counts[amb] = ball_counts(engine, fake, amb, real, real_r2[k], lo_r, hi_r, "ref", strict)
+            counts[amb] = ball_counts(engine, fp, amb, rp, real, k, lo_r, hi_r, "ref", strict)
             precision_hits = counts > 0
         else:
             counts = None
             precision_hits = t_real.other_lo.clone()
             amb = (~t_real.other_lo & t_real.other_hi).nonzero().squeeze(1)
-            precision_hits[amb] = ball_counts(engine, fake, amb, real, real_r2[k], lo_r, hi_r, "ref", strict) > 0
+            precision_hits[amb] = ball_counts(engine, fp, amb, rp, real, k, lo_r, hi_r, "ref", strict) > 0
         redecided += amb.numel()
         # recall: reals inside fake balls
         recall_hits = t_fake.other_lo.clone()
         amb = (~t_fake.other_lo & t_fake.other_hi).nonzero().squeeze(1)
-        recall_hits[amb] = ball_counts(engine, real, amb, fake, fake_r2[k], lo_f, hi_f, "ref", strict) > 0
+        recall_hits[amb] = ball_counts(engine, rp, amb, fp, fake, k, lo_f, hi_f, "ref", strict) > 0
         redecided += amb.numel()
         coverage_hits = None
         if density_coverage:
             coverage_hits = t_real.owner_lo.clone()
             amb = (~t_real.owner_lo & t_real.owner_hi).nonzero().squeeze(1)
-            coverage_hits[amb] = ball_counts(engine, real, amb, fake, real_r2[k], lo_r, hi_r, "query", strict) > 0
+            coverage_hits[amb] = ball_counts(engine, rp, amb, fp, real, k, lo_r, hi_r, "query", strict) > 0
             redecided += amb.numel()
         out[k] = MembershipResult(precision_hits, recall_hits, counts, coverage_hits, redecided)
     realism = best.sqrt() if best is not None else None

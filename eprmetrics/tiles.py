@@ -224,7 +224,7 @@ class TileEngine:
     def exact_sqdist_pairs(self, a: Prepared, ia: torch.Tensor, b: Prepared, ib: torch.Tensor) -> torch.Tensor:
         """Float64 ``Σ (a − b)²`` from direct differences of the original values."""
         out = torch.empty(ia.numel(), dtype=torch.float64, device=self.device)
-        chunk = max(self.memory_budget // (3 * 8 * self.dim), 1)
+        chunk = max(self.memory_budget // (6 * 8 * self.dim), 1)
         for s in range(0, ia.numel(), chunk):
             diff = a.source.take(ia[s:s + chunk], self.device) - b.source.take(ib[s:s + chunk], self.device)
             out[s:s + chunk] = diff.pow_(2).sum(1)

@@ -182,3 +182,21 @@ def test_result_reports_stages_and_json(rng, tmp_path):
     import json
 
     assert json.loads((tmp_path / "r.json").read_text())["precision"] == res.precision
+
+
+@pytest.mark.parametrize("data", ["random", "lattice"])
+def test_exact_knn_matches_bruteforce(rng, data):
+    from eprmetrics.inputs import as_feature_set
+    from eprmetrics.metrics import exact_knn
+    from eprmetrics.tiles import TileEngine
+    from reference import sqdist
+
+    x = rng.normal(size=(150, 5)).astype(np.float32) if data == "random" else lattice(rng, 150, 3, high=3)
+    engine = TileEngine(x.shape[1], torch.device("cpu"), budget_for_tile(40, x.shape[1]))
+    fs = as_feature_set(x, "real")
+    knn = exact_knn(engine, engine.prepare(fs, engine.center_of(fs)), 4)
+    d = sqdist(x, x)
+    np.fill_diagonal(d, np.inf)
+    order = np.lexsort((np.broadcast_to(np.arange(150), d.shape), d), axis=1)[:, :4]
+    np.testing.assert_array_equal(knn.sqdist.numpy(), np.take_along_axis(d, order, 1))
+    np.testing.assert_array_equal(knn.index.numpy(), order)

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from eprmetrics.inputs import as_feature_set
+from eprmetrics.metrics import exact_knn
+from eprmetrics.profiling import Profiler
+from eprmetrics.synthetic import CHUNK, DEFECTS, SyntheticSpec, generate, make_pair, write_npy
+from eprmetrics.tiles import TileEngine
+
+
+def test_generate_is_deterministic_and_chunk_independent(tmp_path):
+    spec = SyntheticSpec(dim=24, seed=5)
+    n = CHUNK + 300
+    a = generate(n, spec)
+    assert torch.equal(a, generate(n, spec))
+    assert torch.equal(a[:100], generate(100, spec))
+    assert torch.equal(a[CHUNK:], generate(300, spec, start=CHUNK))
+    mm = write_npy(str(tmp_path / "x.npy"), n, spec)
+    np.testing.assert_array_equal(mm, a.numpy())
+    assert not torch.equal(a[:50], generate(50, spec, stream=1))
+    assert not torch.equal(a[:50], generate(50, SyntheticSpec(dim=24, seed=6)))
+
+
+def test_features_are_nonnegative_and_sparse():
+    x = generate(2000, SyntheticSpec(dim=128))
+    assert (x >= 0).all()
+    assert 0.5 < (x == 0).float().mean() < 0.9
+
+
+@pytest.mark.parametrize("defect", DEFECTS)
+def test_defects_run(defect):
+    real, fake = make_pair(50, 40, dim=16, defect=defect, strength=0.5)
+    assert real.shape == (50, 16) and fake.shape == (40, 16) and torch.isfinite(fake).all()
+
+
+def test_bad_defect_arguments():
+    with pytest.raises(ValueError, match="defect: expected one of"):
+        generate(10, defect="blur")
+    with pytest.raises(ValueError, match=r"strength: expected a value in \[0, 1\], got 2"):
+        generate(10, defect="noise", strength=2)
+    with pytest.raises(ValueError, match="start: expected a multiple of"):
+        generate(10, start=7)
+
+
+def test_hubness_resembles_vgg_features():
+    """Thesis (VGG-16, FFHQ): ~72% of samples with N3 ≥ 1 and ~38% with N3 ≥ 3."""
+    x = generate(4000, SyntheticSpec(dim=256))
+    engine = TileEngine(256, torch.device("cpu"), 1 << 28)
+    p = engine.prepare(as_feature_set(x, "real"), engine.center_of(as_feature_set(x, "real")))
+    knn = exact_knn(engine, p, 3)
+    occ = torch.bincount(knn.index.reshape(-1), minlength=4000)
+    assert 0.62 < (occ >= 1).float().mean() < 0.80
+    assert 0.30 < (occ >= 3).float().mean() < 0.45
+
+
+def test_profiler_records_peak_memory():
+    prof = Profiler()
+    with prof.stage("alloc"):
+        big = np.ones(50_000_000 // 8)
+        big[::512] = 2.0
+        del big
+    with prof.stage("idle"):
+        pass
+    alloc, idle = prof.stages
+    assert alloc.name == "alloc" and alloc.rss_growth > 30_000_000
+    assert idle.rss_growth < 10_000_000
+    assert prof.total_seconds >= alloc.seconds
