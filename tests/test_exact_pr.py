@@ -198,5 +198,5 @@ def test_exact_knn_matches_bruteforce(rng, data):
     d = sqdist(x, x)
     np.fill_diagonal(d, np.inf)
     order = np.lexsort((np.broadcast_to(np.arange(150), d.shape), d), axis=1)[:, :4]
-    np.testing.assert_array_equal(knn.sqdist.numpy(), np.take_along_axis(d, order, 1))
+    np.testing.assert_allclose(knn.sqdist.numpy(), np.take_along_axis(d, order, 1), rtol=1e-14)
     np.testing.assert_array_equal(knn.index.numpy(), order)
