@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .tiles import BallTest, Prepared, TileEngine, up32
+from .tiles import BallTest, Prepared, TileEngine, down32, up32
 
 __all__ = ["KNN", "Radii", "exact_knn", "ball_counts", "MembershipResult", "exact_membership"]
 
@@ -64,13 +64,29 @@ class Radii:
         vals, order = vals.sort(dim=1)
         self.vals, self.idx = vals, idx.gather(1, order)
         self.delta = engine.bound(p.norm, p.max_norm)
+        # Candidates' own norms bound their rounding more tightly than the set's max norm.
+        self.delta_cand = engine.bound(p.norm, 0.0) if K == 0 else engine.c * (p.norm + p.norm[self.idx].amax(1)) ** 2
         self._d2 = torch.full((p.n, k_max), math.nan, dtype=torch.float64, device=engine.device)
         self._index = torch.full((p.n, k_max), -1, dtype=torch.int64, device=engine.device)
         self.n_redecided = 0
 
     def approx2(self, k: int) -> torch.Tensor:
-        """fp32 squared k-NN radius (as float64); the true one is within :attr:`delta`."""
+        """fp32 squared k-NN radius (as float64); the true one lies within :meth:`bracket2`."""
         return self.vals[:, k - 1].double()
+
+    def bracket2(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 (lower, upper) bounds of the true squared k-NN radius.
+
+        The k candidates with the smallest fp32 values bound it from above. From
+        below: if k points were truly closer than ``L``, either all are
+        candidates (so ``v_k < L + δ_cand``) or one is not (so the largest
+        candidate ``v_K < L + δ``); ``L = min(v_k − δ_cand, v_K − δ)`` excludes both.
+        """
+        v_k = self.approx2(k)
+        lower = v_k - self.delta_cand
+        if self.vals.shape[1] < self.p.n - 1:  # points outside the candidates exist
+            lower = torch.minimum(lower, self.vals[:, -1].double() - self.delta)
+        return lower, v_k + self.delta_cand
 
     def exact2(self, k: int, rows: torch.Tensor) -> torch.Tensor:
         """Float64 squared k-NN radius of ``rows``, computed once per row and cached."""
@@ -171,9 +187,10 @@ class MembershipResult:
 
 
 def _brackets(engine: TileEngine, radii: Radii, k: int, other: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 (lo, hi) around each squared radius: its own rounding plus that of a cross distance."""
-    delta = radii.delta + engine.bound(radii.p.norm, other.max_norm)
-    return engine.thresholds(radii.approx2(k), delta)
+    """fp32 (lo, hi): ``D < lo`` certainly inside, ``D > hi`` certainly outside the ball."""
+    lower, upper = radii.bracket2(k)
+    cross = engine.bound(radii.p.norm, other.max_norm)
+    return down32(lower - cross), up32(upper + cross)
 
 
 def exact_membership(engine: TileEngine, real: Radii, fake: Radii, ks: Sequence[int], *,
@@ -191,7 +208,8 @@ def exact_membership(engine: TileEngine, real: Radii, fake: Radii, ks: Sequence[
     for k in ks:
         lo_r, hi_r = _brackets(engine, real, k, fp)
         lo_f, hi_f = _brackets(engine, fake, k, rp)
-        t_real = BallTest(lo_r, hi_r, "row", fp.n, count=density_coverage, owner_any=density_coverage)
+        t_real = BallTest(lo_r, hi_r, "row", fp.n, count=density_coverage, owner_any=density_coverage,
+                          pair_cap=engine.memory_budget // 64)
         t_fake = BallTest(lo_f, hi_f, "col", rp.n)
         brackets[k] = (lo_r, hi_r, lo_f, hi_f)
         tests += [t_real, t_fake]
@@ -218,8 +236,17 @@ def exact_membership(engine: TileEngine, real: Radii, fake: Radii, ks: Sequence[
         # precision (and density): fakes inside real balls
         if density_coverage:
             counts = t_real.other_lo.long()
-            amb = (t_real.other_lo != t_real.other_hi).nonzero().squeeze(1)
-            counts[amb] = ball_counts(engine, fp, amb, rp, real, k, lo_r, hi_r, "ref", strict)
+            pairs = t_real.pairs
+            if pairs is not None:  # the ambiguous pairs themselves, from the same tiles
+                owner, other = pairs[:, 0], pairs[:, 1]
+                d2 = engine.exact_sqdist_pairs(fp, other, rp, owner)
+                r2 = real.exact2(k, owner)
+                inside = d2 < r2 if strict else d2 <= r2
+                counts += torch.bincount(other[inside], minlength=fp.n)
+                amb = other.unique()
+            else:
+                amb = (t_real.other_lo != t_real.other_hi).nonzero().squeeze(1)
+                counts[amb] = ball_counts(engine, fp, amb, rp, real, k, lo_r, hi_r, "ref", strict)
             precision_hits = counts > 0
         else:
             counts = None

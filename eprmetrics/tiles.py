@@ -26,7 +26,7 @@ import torch
 from .defaults import CUDA_BUDGET_FRACTION, HOST_BUDGET_CAP, HOST_BUDGET_FRACTION
 from .inputs import FeatureSet
 
-__all__ = ["resolve_device", "default_memory_budget", "budget_for_tile", "rounding_factor", "Prepared", "BallTest", "TileEngine"]
+__all__ = ["resolve_device", "default_memory_budget", "budget_for_tile", "rounding_factor", "ERROR_BOUNDS", "Prepared", "BallTest", "TileEngine"]
 
 _U32 = 2.0 ** -24  # unit round-off of float32
 _U64 = 2.0 ** -53
@@ -35,6 +35,7 @@ _U64 = 2.0 ** -53
 _BYTES_PER_ELEMENT = 12
 _BYTES_PER_BLOCK_ELEMENT = 24  # a row block and a column block, each fp32 plus a float64 staging copy
 _MIN_TILE = 32
+_SELF_BLOCKS, _SELF_MIN_TILE = 8, 1024
 
 
 def budget_for_tile(tile: int, dim: int) -> int:
@@ -63,18 +64,38 @@ def default_memory_budget(device: torch.device) -> int:
     return int(min(psutil.virtual_memory().available * HOST_BUDGET_FRACTION, HOST_BUDGET_CAP))
 
 
-def rounding_factor(dim: int) -> float:
+ERROR_BOUNDS = ("probabilistic", "worst-case")
+# λ of the probabilistic bound: a single dot product of length n exceeds it with
+# probability ≤ 2n·exp(−λ²(1−u)²/2) < 1e-32 for n ≤ 1e5 (λ = 13).
+PROBABILISTIC_LAMBDA = 13.0
+
+
+def rounding_factor(dim: int, error_bound: str = "probabilistic") -> float:
     """``c`` with ``|D_fp32 − d²_fp64| ≤ c·(‖a‖ + ‖b‖)²`` for centred fp32 data.
 
-    Terms: the dot product of length ``dim`` plus the norm bias inside the GEMM
-    (``γ_{dim+2}·(‖a‖+‖b‖)²``), rounding of the norms and the two additions
-    (``3u``), rounding the centred inputs to fp32 (``≈2u``), and the float64
-    reference's own rounding; with a 5% margin on top.
+    The dot product of length ``dim`` (plus the norm bias folded into the GEMM)
+    contributes ``γ·(‖a‖+‖b‖)²``; rounding the norms and the two additions adds
+    ``3u``, rounding the centred inputs to fp32 ``≈2u``, and the float64
+    reference's own rounding a little more; a 5% margin goes on top.
+
+    ``error_bound="worst-case"`` uses the deterministic ``γ_n = nu/(1−nu)``
+    (Higham, *Accuracy and Stability*, Sec. 3.1), which holds for any summation
+    order. It is ~√n/λ looser than needed in practice: at d = 4096 measured GEMM
+    errors are below 2e-7·(‖a‖+‖b‖)², the worst-case bound is 2.6e-4.
+    ``"probabilistic"`` (default) uses ``γ̃_n(λ) = exp(λ√n·u + nu²/(1−u)) − 1``
+    (Higham & Mary, SIAM J. Sci. Comput. 2019, Thm. 3.1), which holds unless
+    rounding errors conspire: with λ = 13 the chance that any one distance of a
+    run with 1e15 pairs escapes it is below 1e-16.
     """
+    if error_bound not in ERROR_BOUNDS:
+        raise ValueError(f"error_bound: expected one of {ERROR_BOUNDS}, got {error_bound!r}")
     n = dim + 2
     if n * _U32 >= 0.5:
         raise ValueError(f"dim={dim} is too large for a float32 error bound")
-    gamma = n * _U32 / (1 - n * _U32)
+    if error_bound == "worst-case":
+        gamma = n * _U32 / (1 - n * _U32)
+    else:
+        gamma = math.expm1(PROBABILISTIC_LAMBDA * math.sqrt(n) * _U32 + n * _U32 ** 2 / (1 - _U32))
     gamma64 = n * _U64 / (1 - n * _U64)
     return (gamma + 8 * _U32 + 4 * gamma64) * 1.05
 
@@ -116,7 +137,10 @@ class BallTest:
     For every non-owner point it accumulates the number (``count=True``) or the
     existence of balls that certainly contain it (``other_lo``) and that may
     contain it (``other_hi``); with ``owner_any`` it also flags, per ball owner,
-    whether some non-owner point certainly/maybe lies in its ball.
+    whether some non-owner point certainly/maybe lies in its ball. A counting
+    test also keeps the ambiguous (owner, other) pairs themselves, up to
+    ``pair_cap`` of them (then ``pairs`` becomes None), so that exact counts
+    need no second pass.
     """
 
     lo: torch.Tensor  # (n_owner,) float32: D < lo ⇒ certainly inside
@@ -125,6 +149,7 @@ class BallTest:
     n_other: int
     count: bool = False
     owner_any: bool = False
+    pair_cap: int = 0
 
     def __post_init__(self) -> None:
         kind = dict(dtype=torch.int32) if self.count else dict(dtype=torch.bool)
@@ -134,6 +159,15 @@ class BallTest:
         n_owner = self.lo.shape[0]
         self.owner_lo = torch.zeros(n_owner if self.owner_any else 0, dtype=torch.bool, device=dev)
         self.owner_hi = torch.zeros(n_owner if self.owner_any else 0, dtype=torch.bool, device=dev)
+        self._pairs: Optional[list[torch.Tensor]] = [] if self.count and self.pair_cap > 0 else None
+        self._n_pairs = 0
+
+    @property
+    def pairs(self) -> Optional[torch.Tensor]:
+        """(m, 2) int64 global (owner, other) indices of every ambiguous pair, or None."""
+        if self._pairs is None:
+            return None
+        return torch.cat(self._pairs) if self._pairs else torch.empty(0, 2, dtype=torch.int64, device=self.lo.device)
 
     def update(self, dist: torch.Tensor, rows: slice, cols: slice) -> None:
         if self.owner == "row":
@@ -142,17 +176,25 @@ class BallTest:
         else:
             own, other, other_dim, owner_dim = cols, rows, 1, 0
             lo, hi = self.lo[None, cols], self.hi[None, cols]
-        for mask, other_acc, owner_acc in (
-            (dist < lo, self.other_lo, self.owner_lo),
-            (dist <= hi, self.other_hi, self.owner_hi),
-        ):
+        lo_mask, hi_mask = dist < lo, dist <= hi
+        for mask, other_acc, owner_acc in ((lo_mask, self.other_lo, self.owner_lo),
+                                           (hi_mask, self.other_hi, self.owner_hi)):
             if self.count:
                 other_acc[other] += mask.sum(other_dim, dtype=torch.int32)
             else:
                 other_acc[other] |= mask.any(other_dim)
             if self.owner_any:
                 owner_acc[own] |= mask.any(owner_dim)
-            del mask
+        if self._pairs is not None:
+            hi_mask ^= lo_mask  # lo ≤ hi, so this leaves the ambiguous pairs
+            found = hi_mask.nonzero()
+            self._n_pairs += found.shape[0]
+            if self._n_pairs > self.pair_cap:
+                self._pairs = None  # degenerate data: callers fall back to re-checking per point
+            elif found.shape[0]:
+                found[:, 0] += rows.start
+                found[:, 1] += cols.start
+                self._pairs.append(found if self.owner == "row" else found.flip(1))
 
 
 class TileEngine:
@@ -162,15 +204,18 @@ class TileEngine:
         dim: feature dimension.
         device: resolved torch device.
         memory_budget: workspace bytes for one tile (features not included).
+        error_bound: ``"probabilistic"`` or ``"worst-case"`` rounding bound (see :func:`rounding_factor`).
     """
 
-    def __init__(self, dim: int, device: torch.device, memory_budget: int) -> None:
+    def __init__(self, dim: int, device: torch.device, memory_budget: int,
+                 error_bound: str = "probabilistic") -> None:
         if memory_budget <= 0:
             raise ValueError(f"memory_budget: expected a positive number of bytes, got {memory_budget}")
         self.dim = dim
         self.device = device
         self.memory_budget = int(memory_budget)
-        self.c = rounding_factor(dim)
+        self.c = rounding_factor(dim, error_bound)
+        self.error_bound = error_bound
         self.tile = self._square_tile()
         self.n_tiles = 0
 
@@ -179,6 +224,12 @@ class TileEngine:
         e, f = _BYTES_PER_ELEMENT, _BYTES_PER_BLOCK_ELEMENT * self.dim
         t = (-f + math.sqrt(f * f + 4 * e * self.memory_budget)) / (2 * e)
         return max(int(t), _MIN_TILE)
+
+    def self_tile(self, n: int) -> int:
+        """Block size of a symmetric pass: at least ~8 blocks per side (only the upper
+        triangle of blocks is computed, so one whole-set tile would waste half the work),
+        but not below 1024 rows, where GEMMs lose efficiency."""
+        return min(self.tile, max(_SELF_MIN_TILE, -(-n // _SELF_BLOCKS)))
 
     # ------------------------------------------------------------------ inputs
     def center_of(self, fs: FeatureSet) -> torch.Tensor:
@@ -237,7 +288,7 @@ class TileEngine:
         Uses symmetry: only tiles on and above the diagonal are computed, each
         reduced along its rows and along its columns.
         """
-        n, t = p.n, self.tile
+        n, t = p.n, self.self_tile(p.n)
         vals = torch.full((n, K), math.inf, dtype=torch.float32, device=self.device)
         idx = torch.full((n, K), -1, dtype=torch.int64, device=self.device)
 

@@ -1,0 +1,33 @@
+# Two entry points for a fresh clone; each creates .venv and installs what it needs.
+#   make demo   synthetic real/fake pairs through exact P&R, with a stage table
+#   make test   the test suite (offline)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: demo test test-slow bench clean
+
+$(VENV)/.base: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.base
+	$(VENV)/bin/eprmetrics demo --quiet
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+test-slow: $(VENV)/.test
+	$(PY) -m pytest -q --runslow
+
+bench: $(VENV)/.test
+	$(PY) benchmarks/bench_exact.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

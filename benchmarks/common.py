@@ -1,0 +1,69 @@
+"""Helpers shared by the benchmark scripts: isolated worker processes, peak RSS, result files."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def reset_peak() -> None:
+    """Reset the kernel's peak-RSS mark of this process (Linux)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def read_rss() -> tuple[int, int]:
+    """(current RSS, peak RSS since the last reset) in bytes."""
+    vals = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                vals[key] = int(value.split()[0]) * 1024
+    return vals["VmRSS"], vals["VmHWM"]
+
+
+def run_worker(script: str, args: list[str], timeout: Optional[float] = None) -> dict[str, Any]:
+    """Run ``python script --worker ...`` in a fresh process; its last stdout line is JSON."""
+    cmd = [sys.executable, script, "--worker", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def save(name: str, payload: dict[str, Any], markdown: str) -> tuple[str, str]:
+    os.makedirs(RESULTS, exist_ok=True)
+    j, m = os.path.join(RESULTS, name + ".json"), os.path.join(RESULTS, name + ".md")
+    with open(j, "w") as fh:
+        json.dump(payload, fh, indent=2)
+    with open(m, "w") as fh:
+        fh.write(markdown)
+    return j, m
+
+
+def gib(n: Optional[float]) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f}"
