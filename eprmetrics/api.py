@@ -11,7 +11,7 @@ from .inputs import FeaturesLike, as_feature_set, validate_pair
 from .metrics import Radii, exact_membership
 from .profiling import Profiler
 from .result import KResult, Result
-from .tiles import TileEngine, default_memory_budget, resolve_device
+from .tiles import ERROR_BOUNDS, TileEngine, default_memory_budget, resolve_device
 
 __all__ = ["compute_pr", "normalize_k"]
 
@@ -60,6 +60,7 @@ def compute_pr(
     memory_budget: Optional[int] = DEFAULTS["memory_budget"],
     density_coverage: bool = DEFAULTS["density_coverage"],
     realism: bool = DEFAULTS["realism"],
+    error_bound: str = DEFAULTS["error_bound"],
     progress: bool = False,
 ) -> Result:
     """Exact precision & recall (Kynkäänniemi et al., 2019) of ``fake`` against ``real``.
@@ -80,6 +81,11 @@ def compute_pr(
             1/8 of available RAM capped at 1 GiB.
         density_coverage: also compute density and coverage (Naeem et al., 2020).
         realism: also return the realism score of every fake sample (first k).
+        error_bound: how fp32 rounding is bounded when deciding which cases to
+            re-check in float64: ``"probabilistic"`` (Higham & Mary; fails with
+            probability < 1e-16 per run) or ``"worst-case"`` (holds for any
+            summation order; re-checks far more points). See
+            :func:`eprmetrics.tiles.rounding_factor`.
         progress: show tqdm progress bars.
 
     Returns:
@@ -102,11 +108,13 @@ def compute_pr(
     if not isinstance(strict, bool):
         raise ValueError(f"strict: expected True or False, got {strict!r}")
     _check_budget(memory_budget)
+    if error_bound not in ERROR_BOUNDS:
+        raise ValueError(f"error_bound: expected one of {ERROR_BOUNDS}, got {error_bound!r}")
     dev = resolve_device(device)
     real_fs, fake_fs = as_feature_set(real, "real"), as_feature_set(fake, "fake")
     validate_pair(real_fs, fake_fs, max(ks))
     budget = memory_budget or default_memory_budget(dev)
-    engine = TileEngine(real_fs.dim, dev, budget)
+    engine = TileEngine(real_fs.dim, dev, budget, error_bound=error_bound)
     prof = Profiler(dev)
     k_max = max(ks)
 
@@ -140,5 +148,5 @@ def compute_pr(
         precision=head.precision, recall=head.recall, k=ks[0], n_real=real_fs.n, n_fake=fake_fs.n,
         dim=real_fs.dim, per_k=per_k, method="exact", strict=strict, density=head.density,
         coverage=head.coverage, realism=None if realism_scores is None else realism_scores.cpu().numpy(),
-        device=str(dev), memory_budget=budget, tile=engine.tile, n_redecided=n_redecided, stages=prof.stages,
+        device=str(dev), memory_budget=budget, tile=engine.tile, n_redecided=n_redecided, error_bound=error_bound, stages=prof.stages,
     )

@@ -44,6 +44,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true", help="use < instead of ≤ for ball membership (prdc's rule)")
     p.add_argument("--device", default=DEFAULTS["device"], help="auto, cpu, cuda or cuda:N")
     p.add_argument("--memory-budget", type=_bytes, default=None, help="tile workspace, e.g. 512M, 4G")
+    p.add_argument("--error-bound", choices=("probabilistic", "worst-case"), default=DEFAULTS["error_bound"],
+                   help="fp32 rounding bound deciding which cases are re-checked in float64")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -73,7 +75,8 @@ def _run(args: argparse.Namespace) -> int:
     from .api import compute_pr
 
     res = compute_pr(args.real, args.fake, k=args.k, strict=args.strict, device=args.device,
-                     memory_budget=args.memory_budget, realism=args.realism, progress=not args.quiet)
+                     memory_budget=args.memory_budget, realism=args.realism, error_bound=args.error_bound,
+                     progress=not args.quiet)
     print(res)
     if args.json:
         res.to_json(args.json)
@@ -93,7 +96,7 @@ def _demo(args: argparse.Namespace) -> int:
     for defect, strength in cases:
         real, fake = make_pair(args.n, args.n, dim=args.dim, defect=defect, strength=strength, seed=args.seed)
         last = compute_pr(real, fake, k=args.k, strict=args.strict, device=args.device,
-                          memory_budget=args.memory_budget, progress=not args.quiet)
+                          memory_budget=args.memory_budget, error_bound=args.error_bound, progress=not args.quiet)
         print(f"{defect:<12} {strength:>8.2f} {last.precision:>9.4f} {last.recall:>7.4f} "
               f"{last.density:>8.4f} {last.coverage:>8.4f} {last.seconds:>9.2f}")
         rows.append({"defect": defect, "strength": strength, **last.to_dict()})

@@ -10,6 +10,7 @@ DEFAULTS = {
     "density_coverage": True,
     "realism": False,
     "seed": 0,
+    "error_bound": "probabilistic",
 }
 
 # Fraction of available host RAM a tiled pass may use when no budget is given,

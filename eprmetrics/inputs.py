@@ -49,7 +49,8 @@ class FeatureSet:
         """Rows ``start:stop`` as a tensor of ``dtype`` on ``device``."""
         rows = self.data[start:stop]
         if isinstance(rows, np.ndarray):
-            rows = torch.from_numpy(np.array(rows))  # a copy: memmaps are read-only
+            # torch refuses read-only memory (memmaps): copy those rows, borrow the others.
+            rows = torch.from_numpy(np.ascontiguousarray(rows) if rows.flags.writeable else np.array(rows))
         return rows.to(device=device, dtype=dtype)
 
     def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:

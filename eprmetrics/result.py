@@ -57,6 +57,7 @@ class Result:
     memory_budget: Optional[int] = None
     tile: Optional[int] = None
     n_redecided: int = 0
+    error_bound: str = "probabilistic"
     stages: list[Stage] = dataclasses.field(default_factory=list)
 
     @property
