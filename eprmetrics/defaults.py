@@ -11,6 +11,8 @@ DEFAULTS = {
     "realism": False,
     "seed": 0,
     "error_bound": "probabilistic",
+    "backend": "auto",
+    "radii": "exact",
 }
 
 # Fraction of available host RAM a tiled pass may use when no budget is given,

@@ -13,7 +13,7 @@ from typing import Union
 import numpy as np
 import torch
 
-__all__ = ["FeatureSet", "as_feature_set", "FeaturesLike"]
+__all__ = ["FeatureSet", "FeatureSubset", "as_feature_set", "validate_pair", "FeaturesLike"]
 
 FeaturesLike = Union[np.ndarray, torch.Tensor, str, os.PathLike, "FeatureSet"]
 
@@ -63,6 +63,24 @@ class FeatureSet:
 
     def __repr__(self) -> str:
         return f"FeatureSet({self.name!r}, n={self.n}, dim={self.dim}, dtype={self.data.dtype})"
+
+
+class FeatureSubset(FeatureSet):
+    """Rows ``index`` of another :class:`FeatureSet`, without copying them (e.g. its hubs)."""
+
+    def __init__(self, base: FeatureSet, index: torch.Tensor) -> None:
+        super().__init__(base.data, base.name)
+        self.base, self.index = base, index
+
+    @property
+    def n(self) -> int:
+        return int(self.index.numel())
+
+    def block(self, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return self.base.take(self.index[start:stop], device, dtype)
+
+    def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        return self.base.take(self.index[index.to(self.index.device)], device, dtype)
 
 
 def _load_path(path: Union[str, os.PathLike], name: str) -> np.ndarray:

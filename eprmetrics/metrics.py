@@ -23,7 +23,7 @@ import torch
 
 from .tiles import BallTest, Prepared, TileEngine, down32, up32
 
-__all__ = ["KNN", "Radii", "exact_knn", "ball_counts", "MembershipResult", "exact_membership"]
+__all__ = ["KNN", "Radii", "GivenRadii", "exact_knn", "ball_counts", "MembershipResult", "exact_membership"]
 
 # Extra fp32 candidates kept beyond k so that float64 refinement rarely needs a second look.
 KNN_MARGIN = 8
@@ -47,28 +47,56 @@ def _sort_pairs(d2: torch.Tensor, index: torch.Tensor, dim: int = 1) -> tuple[to
 
 
 class Radii:
-    """k-NN radii of one set: fp32 values with a rounding bracket, float64 on demand.
+    """k-NN radii of ball owners against a reference set, fp32 with a rounding bracket.
 
-    The self pass keeps ``k_max + KNN_MARGIN`` fp32 candidates per point. The
-    k-th smallest fp32 value ``v_k`` is within ``δ = c·(‖x‖ + max‖y‖)²`` of the
-    true float64 one (each candidate is), which is all the tiled ball tests
-    need. The float64 radius of a point is computed only when a borderline
-    decision needs it (:meth:`exact2`), or for all points by :meth:`knn`.
+    By default the owners are the whole set ``ref`` (one symmetric self pass).
+    With ``owners``/``owner_ids`` — a subset of ``ref`` such as its hubs, see
+    :meth:`TileEngine.subset` — the radii are measured against the *full*
+    ``ref`` (the hub-vs-all pass of eP&R), each owner excluding itself.
+
+    The pass keeps ``k_max + KNN_MARGIN`` fp32 candidates per owner. The k-th
+    smallest fp32 value ``v_k`` is within a rounding bound of the true float64
+    one, which is all the tiled ball tests need (:meth:`bracket2`). The float64
+    radius of an owner is computed only when a borderline decision needs it
+    (:meth:`exact2`), or for all by :meth:`knn`.
     """
 
-    def __init__(self, engine: TileEngine, p: Prepared, k_max: int,
-                 progress: Optional[Callable[[int], None]] = None) -> None:
-        self.engine, self.p, self.k_max = engine, p, k_max
-        K = min(k_max + KNN_MARGIN, p.n - 1)
-        vals, idx = engine.self_topk(p, K, progress=progress)
+    def __init__(self, engine: TileEngine, ref: Prepared, k_max: int,
+                 progress: Optional[Callable[[int], None]] = None, *,
+                 owners: Optional[Prepared] = None, owner_ids: Optional[torch.Tensor] = None) -> None:
+        self.engine, self.ref, self.k_max = engine, ref, k_max
+        self.p = ref if owners is None else owners
+        self.ids = torch.arange(ref.n, device=engine.device) if owner_ids is None else owner_ids
+        K = min(k_max + KNN_MARGIN, ref.n - 1)
+        if owners is None:
+            vals, idx = engine.self_topk(ref, K, progress=progress)
+        else:
+            vals, idx = engine.rect_topk(owners, ref, K, exclude=self.ids, progress=progress)
         vals, order = vals.sort(dim=1)
-        self.vals, self.idx = vals, idx.gather(1, order)
-        self.delta = engine.bound(p.norm, p.max_norm)
+        self._set(vals, idx.gather(1, order))
+
+    def _set(self, vals: torch.Tensor, idx: torch.Tensor) -> None:
+        engine, p, ref = self.engine, self.p, self.ref
+        self.vals, self.idx = vals, idx
+        self.delta = engine.bound(p.norm, ref.max_norm)
         # Candidates' own norms bound their rounding more tightly than the set's max norm.
-        self.delta_cand = engine.bound(p.norm, 0.0) if K == 0 else engine.c * (p.norm + p.norm[self.idx].amax(1)) ** 2
-        self._d2 = torch.full((p.n, k_max), math.nan, dtype=torch.float64, device=engine.device)
-        self._index = torch.full((p.n, k_max), -1, dtype=torch.int64, device=engine.device)
+        self.delta_cand = engine.c * (p.norm + ref.norm[idx].amax(1)) ** 2
+        self._d2 = torch.full((p.n, self.k_max), math.nan, dtype=torch.float64, device=engine.device)
+        self._index = torch.full((p.n, self.k_max), -1, dtype=torch.int64, device=engine.device)
         self.n_redecided = 0
+
+    def restrict(self, owner_pos: torch.Tensor) -> "Radii":
+        """The same radii for a subset of the owners (positions), e.g. the hubs of a set."""
+        sub = Radii.__new__(Radii)
+        sub.engine, sub.ref, sub.k_max = self.engine, self.ref, self.k_max
+        sub.p = self.engine.subset(self.p, owner_pos)
+        sub.ids = self.ids[owner_pos]
+        sub._set(self.vals[owner_pos], self.idx[owner_pos])
+        return sub
+
+    def neighbours(self, k: int) -> torch.Tensor:
+        """Indices (into ``ref``) of each owner's k nearest others by fp32 distance."""
+        return self.idx[:, :k]
 
     def approx2(self, k: int) -> torch.Tensor:
         """fp32 squared k-NN radius (as float64); the true one lies within :meth:`bracket2`."""
@@ -84,61 +112,78 @@ class Radii:
         """
         v_k = self.approx2(k)
         lower = v_k - self.delta_cand
-        if self.vals.shape[1] < self.p.n - 1:  # points outside the candidates exist
+        if self.vals.shape[1] < self.ref.n - 1:  # points outside the candidates exist
             lower = torch.minimum(lower, self.vals[:, -1].double() - self.delta)
         return lower, v_k + self.delta_cand
 
     def exact2(self, k: int, rows: torch.Tensor) -> torch.Tensor:
-        """Float64 squared k-NN radius of ``rows``, computed once per row and cached."""
+        """Float64 squared k-NN radius of owners ``rows``, computed once per owner and cached."""
         todo = rows[torch.isnan(self._d2[rows, 0])].unique()
         if todo.numel():
             self._refine(todo)
         return self._d2[rows, k - 1]
 
     def knn(self) -> KNN:
-        """The exact float64 k-NN graph of every point."""
+        """The exact float64 k-NN graph of every owner."""
         self.exact2(1, torch.arange(self.p.n, device=self.engine.device))
         return KNN(self._d2, self._index, self.n_redecided)
 
     def _refine(self, rows: torch.Tensor) -> None:
-        engine, p, k_max = self.engine, self.p, self.k_max
+        engine, k_max = self.engine, self.k_max
         K = self.idx.shape[1]
         cand = self.idx[rows]
-        d2 = engine.exact_sqdist_pairs(p, rows.repeat_interleave(K), p, cand.reshape(-1)).view(-1, K)
+        d2 = engine.exact_sqdist_pairs(self.p, rows.repeat_interleave(K), self.ref, cand.reshape(-1)).view(-1, K)
         d2, cand = _sort_pairs(d2, cand)
         self._d2[rows], self._index[rows] = d2[:, :k_max], cand[:, :k_max]
-        if K == p.n - 1:  # every other point is a candidate: nothing can be missed
+        if K == self.ref.n - 1:  # every other point is a candidate: nothing can be missed
             return
         # A point outside the candidates has fp32 value ≥ the largest candidate's,
         # so its true value is ≥ that − δ: settled when that exceeds the k_max-th.
         bad = rows[self.vals[rows, -1].double() - self.delta[rows] < d2[:, k_max - 1]]
         if bad.numel():
             self.n_redecided += bad.numel()
-            _redo_rows(engine, p, bad, up32(self._d2[bad, -1] + self.delta[bad]), k_max, self._d2, self._index)
+            _redo_rows(engine, self.p, bad, self.ids[bad], self.ref,
+                       up32(self._d2[bad, -1] + self.delta[bad]), k_max, self._d2, self._index)
 
 
-def _redo_rows(engine: TileEngine, p: Prepared, rows: torch.Tensor, thr: torch.Tensor, k_max: int,
-               d2: torch.Tensor, idx: torch.Tensor) -> None:
-    """Exact k-NN of ``rows`` among all points with fp32 distance ≤ ``thr``."""
+class GivenRadii:
+    """Radii taken as given (e.g. from an ANN graph): no bracket, no float64 refinement."""
+
+    def __init__(self, owners: Prepared, r2: dict[int, torch.Tensor]) -> None:
+        self.p, self._r2, self.n_redecided = owners, r2, 0
+
+    def approx2(self, k: int) -> torch.Tensor:
+        return self._r2[k]
+
+    def bracket2(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._r2[k], self._r2[k]
+
+    def exact2(self, k: int, rows: torch.Tensor) -> torch.Tensor:
+        return self._r2[k][rows]
+
+
+def _redo_rows(engine: TileEngine, owners: Prepared, rows: torch.Tensor, row_ids: torch.Tensor, ref: Prepared,
+               thr: torch.Tensor, k_max: int, d2: torch.Tensor, idx: torch.Tensor) -> None:
+    """Exact k-NN of owners ``rows`` (``row_ids`` in ``ref``) among all ref points with fp32 distance ≤ ``thr``."""
 
     def select(d: torch.Tensor, q_pos: torch.Tensor, cs: slice) -> torch.Tensor:
         mask = d <= thr[q_pos, None]
         cols = torch.arange(cs.start, cs.stop, device=d.device)
-        return mask & (cols[None, :] != rows[q_pos, None])
+        return mask & (cols[None, :] != row_ids[q_pos, None])
 
-    parts = list(engine.collect_pairs(p, rows, p, select))
+    parts = list(engine.collect_pairs(owners, rows, ref, select))
     pos = torch.cat([q for q, _, _ in parts])
-    ref = torch.cat([r for _, r, _ in parts])
+    found = torch.cat([r for _, r, _ in parts])
     dd = torch.cat([v for _, _, v in parts])
     # Sort by (row position, distance, index): successive stable sorts, least significant first.
     for key in range(3):
-        o = (ref, dd, pos)[key].argsort(stable=True)
-        pos, ref, dd = pos[o], ref[o], dd[o]
+        o = (found, dd, pos)[key].argsort(stable=True)
+        pos, found, dd = pos[o], found[o], dd[o]
     start = torch.searchsorted(pos, torch.arange(rows.numel(), device=pos.device))
     rank = torch.arange(pos.numel(), device=pos.device) - start[pos]
     keep = rank < k_max
     d2[rows[pos[keep]], rank[keep]] = dd[keep]
-    idx[rows[pos[keep]], rank[keep]] = ref[keep]
+    idx[rows[pos[keep]], rank[keep]] = found[keep]
 
 
 def exact_knn(engine: TileEngine, p: Prepared, k_max: int, progress: Optional[Callable[[int], None]] = None) -> KNN:

@@ -58,6 +58,13 @@ class Result:
     tile: Optional[int] = None
     n_redecided: int = 0
     error_bound: str = "probabilistic"
+    # eP&R only: hub threshold, backend (and why it was chosen), radii source, hub counts
+    t: Optional[int] = None
+    backend: Optional[str] = None
+    backend_reason: Optional[str] = None
+    backend_params: Optional[dict[str, Any]] = None
+    radii: Optional[str] = None
+    hubs: Optional[dict[str, dict[str, Any]]] = None
     stages: list[Stage] = dataclasses.field(default_factory=list)
 
     @property
@@ -113,4 +120,8 @@ class Result:
         conv = "strict (<)" if self.strict else "inclusive (≤)"
         head = (f"eprmetrics {self.method} P&R — n_real={self.n_real}, n_fake={self.n_fake}, dim={self.dim}, "
                 f"{conv}, device={self.device}, tile={self.tile}, float64 re-checks={self.n_redecided}")
-        return "\n".join([head, self.metrics_table(), "", self.stage_table()])
+        lines = [head]
+        if self.method == "epr":
+            hubs = ", ".join(f"{name} {h['n_hubs']} ({100 * h['fraction']:.1f}%)" for name, h in (self.hubs or {}).items())
+            lines.append(f"hubs at t={self.t}: {hubs}; backend={self.backend} ({self.backend_reason}); radii={self.radii}")
+        return "\n".join(lines + [self.metrics_table(), "", self.stage_table()])

@@ -24,7 +24,7 @@ import psutil
 import torch
 
 from .defaults import CUDA_BUDGET_FRACTION, HOST_BUDGET_CAP, HOST_BUDGET_FRACTION
-from .inputs import FeatureSet
+from .inputs import FeatureSet, FeatureSubset
 
 __all__ = ["resolve_device", "default_memory_budget", "budget_for_tile", "rounding_factor", "ERROR_BOUNDS", "Prepared", "BallTest", "TileEngine"]
 
@@ -201,6 +201,15 @@ class BallTest:
                 self._pairs.append(found if self.owner == "row" else found.flip(1))
 
 
+def _merge_topk(vals: torch.Tensor, idx: torch.Tensor, rows: slice, d: torch.Tensor, col0: int, K: int) -> None:
+    """Merge a tile's K smallest per row into the running top-K of ``rows``."""
+    v, i = torch.topk(d, min(K, d.shape[1]), dim=1, largest=False, sorted=False)
+    v = torch.cat([vals[rows], v], 1)
+    i = torch.cat([idx[rows], i + col0], 1)
+    best, pos = torch.topk(v, K, dim=1, largest=False, sorted=False)
+    vals[rows], idx[rows] = best, torch.gather(i, 1, pos)
+
+
 class TileEngine:
     """Tiled squared-distance passes on one device within a memory budget.
 
@@ -264,6 +273,10 @@ class TileEngine:
         norm = torch.cat(norms)
         return Prepared(fs, center, norm.pow(2).float(), norm)
 
+    def subset(self, p: Prepared, index: torch.Tensor) -> Prepared:
+        """The rows ``index`` of ``p`` as a prepared set of their own (no copy of the features)."""
+        return Prepared(FeatureSubset(p.source, index), p.center, p.sqnorm[index], p.norm[index])
+
     def rows(self, p: Prepared, start: int, stop: int) -> torch.Tensor:
         return (p.source.block(start, stop, self.device, p.center.dtype) - p.center).float()
 
@@ -306,14 +319,6 @@ class TileEngine:
         vals = torch.full((n, K), math.inf, dtype=torch.float32, device=self.device)
         idx = torch.full((n, K), -1, dtype=torch.int64, device=self.device)
 
-        def merge(rows: slice, d: torch.Tensor, col0: int) -> None:
-            kk = min(K, d.shape[1])
-            v, i = torch.topk(d, kk, dim=1, largest=False, sorted=False)
-            v = torch.cat([vals[rows], v], 1)
-            i = torch.cat([idx[rows], i + col0], 1)
-            best, pos = torch.topk(v, K, dim=1, largest=False, sorted=False)
-            vals[rows], idx[rows] = best, torch.gather(i, 1, pos)
-
         for i0 in range(0, n, t):
             rs = slice(i0, min(i0 + t, n))
             a = self.rows(p, rs.start, rs.stop)
@@ -323,9 +328,35 @@ class TileEngine:
                 d = self.sqdist(a, p.sqnorm[rs], b, p.sqnorm[cs])
                 if j0 == i0:
                     d.fill_diagonal_(math.inf)
-                merge(rs, d, j0)
+                _merge_topk(vals, idx, rs, d, j0, K)
                 if j0 != i0:
-                    merge(cs, d.T, i0)
+                    _merge_topk(vals, idx, cs, d.T, i0, K)
+                del d
+            if progress:
+                progress(rs.stop - rs.start)
+        return vals, idx
+
+    def rect_topk(self, rows: Prepared, cols: Prepared, K: int, exclude: Optional[torch.Tensor] = None,
+                  progress: Optional[Callable[[int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``K`` smallest fp32 squared distances from each row to the columns.
+
+        ``exclude[i]`` is a column index row ``i`` must skip (itself, when the
+        rows are a subset of the columns' set).
+        """
+        n, tr, tc = rows.n, self.tile_for(rows.n), self.tile_for(cols.n)
+        vals = torch.full((n, K), math.inf, dtype=torch.float32, device=self.device)
+        idx = torch.full((n, K), -1, dtype=torch.int64, device=self.device)
+        for i0 in range(0, n, tr):
+            rs = slice(i0, min(i0 + tr, n))
+            a = self.rows(rows, rs.start, rs.stop)
+            for j0 in range(0, cols.n, tc):
+                cs = slice(j0, min(j0 + tc, cols.n))
+                d = self.sqdist(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
+                if exclude is not None:
+                    ex = exclude[rs] - j0
+                    hit = ((ex >= 0) & (ex < d.shape[1])).nonzero().squeeze(1)
+                    d[hit, ex[hit]] = math.inf
+                _merge_topk(vals, idx, rs, d, j0, K)
                 del d
             if progress:
                 progress(rs.stop - rs.start)

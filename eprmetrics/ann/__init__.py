@@ -1,0 +1,66 @@
+"""Approximate (and exact) k-NN graphs behind one contract, for hubness.
+
+Example:
+    >>> import numpy as np
+    >>> from eprmetrics.ann import knn_graph
+    >>> x = np.random.default_rng(0).normal(size=(200, 8)).astype("float32")
+    >>> dist, idx = knn_graph(x, 3, backend="exact")
+    >>> dist.shape, idx.dtype, bool((idx != np.arange(200)[:, None]).all())
+    ((200, 3), dtype('int64'), True)
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from . import exact, faiss_backend, hnswlib_backend, scann_backend  # noqa: F401  (registration)
+from .auto import resolve_backend
+from .base import ANNBackend, available_backends, backend_names, get_backend, register_backend
+
+__all__ = ["knn_graph", "resolve_backend", "ANNBackend", "register_backend", "get_backend", "backend_names",
+           "available_backends"]
+
+
+def as_float32_rows(x: Any, name: str = "X") -> np.ndarray:
+    """``x`` (numpy, torch, memmap) as a C-contiguous float32 numpy array, validated."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (n_samples × dim), got shape {x.shape}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def knn_graph(X: Any, k: int, *, backend: str = "auto", seed: int = 0, device: Union[str, torch.device] = "auto",
+              options: Optional[dict[str, Any]] = None, stats: Optional[dict[str, Any]] = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest other points of every row of ``X``: ``(distances, indices)``.
+
+    Args:
+        X: n × d features.
+        k: neighbours per point (self excluded).
+        backend: ``"auto"`` (see :func:`resolve_backend`) or a registered name.
+        seed: seeds index training (k-means, rotations) for determinism.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``; GPU faiss is used for the IVF family on CUDA.
+        options: backend parameters overriding its defaults (e.g. ``{"nprobe": 32}``).
+        stats: if given, receives the backend chosen, why, its parameters and build/search seconds.
+
+    Returns:
+        float32 ascending true L2 distances and int64 indices, both n × k.
+    """
+    from ..tiles import resolve_device
+
+    x = as_float32_rows(X)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k: expected a positive int, got {k!r}")
+    if x.shape[0] < k + 1:
+        raise ValueError(f"X: k={k} needs at least {k + 1} samples, got {x.shape[0]}")
+    dev = resolve_device(device)
+    name, reason = resolve_backend(backend, x.shape[0], x.shape[1], dev)
+    impl = get_backend(name)(**(options or {}))
+    dist, idx, info = impl.run(x, k, seed=seed, device=dev)
+    if stats is not None:
+        stats.update(info, reason=reason)
+    return dist, idx
