@@ -38,7 +38,7 @@ from eprmetrics.ann import available_backends, knn_graph  # noqa: E402
 from eprmetrics.hubs import hub_mask, k_occurrence  # noqa: E402
 from eprmetrics.synthetic import SyntheticSpec, generate  # noqa: E402
 
-ANN_BACKENDS = ["faiss-ivf", "faiss-ivfpq", "faiss-ivfsq", "faiss-lsh", "faiss-hnsw", "hnswlib", "scann"]
+ANN_BACKENDS = ["ivf-gemm", "faiss-ivf", "faiss-ivfpq", "faiss-ivfsq", "faiss-lsh", "faiss-hnsw", "hnswlib", "scann"]
 
 
 def rel_err(x: float, x_hat: float) -> float:
@@ -96,11 +96,15 @@ def t_speed(args: argparse.Namespace) -> None:
     exact, te, me = measured(lambda: compute_pr(real, fake, k=args.k, density_coverage=False))
     rows = [{"method": "exact compute_pr", "seconds": te, "rss_growth": me, "precision": exact.precision,
              "recall": exact.recall}]
-    for label, kw in (("compute_epr defaults", {}), ('compute_epr radii="ann"', {"radii": "ann"}),
-                      ('compute_epr backend="faiss-hnsw"', {"backend": "faiss-hnsw"}),
-                      ('compute_epr backend="faiss-hnsw", radii="ann"', {"backend": "faiss-hnsw", "radii": "ann"})):
-        if "faiss-hnsw" in kw.values() and "faiss-hnsw" not in available_backends():
+    variants = [("compute_epr defaults", {}), ('compute_epr radii="ann"', {"radii": "ann"})]
+    for name in args.speed_backends.split(","):
+        variants += [(f'compute_epr backend="{name}"', {"backend": name}),
+                     (f'compute_epr backend="{name}", radii="ann"', {"backend": name, "radii": "ann"})]
+    for label, kw in variants:
+        if kw.get("backend", "exact") not in available_backends():
             continue
+        if kw.get("backend") == "exact" and kw.get("radii") == "ann":
+            continue  # the exact graph's radii are the exact radii
         res, ts, ms = measured(lambda: compute_epr(real, fake, k=args.k, t=args.t, seed=args.seed, **kw))
         rows.append({"method": label, "backend": res.backend, "radii": res.radii, "seconds": ts, "rss_growth": ms,
                      "speedup": te / ts, "precision": res.precision, "recall": res.recall,
@@ -282,6 +286,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tag", default="", help="suffix for the result files")
+    ap.add_argument("--speed-backends", default="exact,faiss-hnsw,faiss-ivf",
+                    help="backends timed explicitly by the speed table (comma-separated)")
     args = ap.parse_args(argv)
     if bool(args.real) != bool(args.fake):
         ap.error("--real and --fake go together")

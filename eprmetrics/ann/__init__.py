@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from . import exact, faiss_backend, hnswlib_backend, scann_backend  # noqa: F401  (registration)
+from . import exact, faiss_backend, hnswlib_backend, ivf_gemm, scann_backend  # noqa: F401  (registration)
 from .auto import resolve_backend
 from .base import ANNBackend, available_backends, backend_names, get_backend, register_backend
 
