@@ -241,7 +241,7 @@ def compute_epr(
             prepared = {"real": engine.prepare(real_fs, center), "fake": engine.prepare(fake_fs, center)}
         for name, fs in (("real", real_fs), ("fake", fake_fs)):
             p = prepared[name]
-            chosen, reason = resolve_backend(backend, fs.n, fs.dim, dev)
+            chosen, reason = resolve_backend(backend, fs.n, fs.dim, dev, radii)
             used[name] = (chosen, reason)
             if chosen == "exact":
                 # One symmetric pass gives the exact graph and every radius: no hub-vs-all pass needed.

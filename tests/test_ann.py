@@ -69,18 +69,14 @@ def test_deterministic_for_a_seed(name, data):
 
 
 def test_missing_backend_names_the_extra(monkeypatch):
-    import builtins
+    import sys
 
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name == "hnswlib":
-            raise ImportError("no hnswlib")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.setitem(sys.modules, "hnswlib", None)  # makes `import hnswlib` fail
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'eprmetrics\[hnswlib\]'"):
         knn_graph(np.zeros((10, 2), np.float32), 3, backend="hnswlib")
+    monkeypatch.setitem(sys.modules, "scann", None)
+    with pytest.raises(ModuleNotFoundError, match=r"backend 'scann' needs the 'scann' package"):
+        knn_graph(np.zeros((10, 2), np.float32), 3, backend="scann")
 
 
 def test_unknown_backend_and_options():
@@ -112,8 +108,9 @@ def test_register_backend_validates():
 def test_auto_resolution_is_recorded():
     cpu = torch.device("cpu")
     assert resolve_backend("auto", 1000, 64, cpu)[0] == "exact"
-    name, reason = resolve_backend("auto", 10_000_000, 64, cpu)
-    assert name in ("faiss-hnsw", "hnswlib", "faiss-ivf", "scann", "exact") and reason
+    assert resolve_backend("auto", 10_000_000, 64, cpu, "exact")[0] == "exact"
+    name, reason = resolve_backend("auto", 100_000, 64, cpu, "ann")
+    assert name == "ivf-gemm" and reason
 
 
 def test_finish_graph_drops_self_or_farthest():

