@@ -108,7 +108,8 @@ def test_register_backend_validates():
 def test_auto_resolution_is_recorded():
     cpu = torch.device("cpu")
     assert resolve_backend("auto", 1000, 64, cpu)[0] == "exact"
-    assert resolve_backend("auto", 10_000_000, 64, cpu, "exact")[0] == "exact"
+    assert resolve_backend("auto", 20_000, 4096, cpu, "exact")[0] == "exact"
+    assert resolve_backend("auto", 100_000, 512, cpu, "exact")[0] == "ivf-gemm"
     name, reason = resolve_backend("auto", 100_000, 64, cpu, "ann")
     assert name == "ivf-gemm" and reason
 

@@ -5,15 +5,19 @@ import torch
 
 from .faiss_backend import faiss_gpu_available
 
-__all__ = ["resolve_backend", "SMALL"]
+__all__ = ["resolve_backend", "EXACT_UP_TO", "SMALL"]
 
 # Measured with benchmarks/bench_epr.py on 2 CPU cores (README, "eP&R speed"):
-# * with exact radii, the exact backend's symmetric self pass (5/8 of an n×n GEMM
-#   at 4 blocks) yields graph *and* radii, while any ANN graph still needs the
-#   hub-vs-all pass (≈ 0.38 of an n×n GEMM per set at 38% hubs): exact wins or ties;
-# * with ANN radii, ivf-gemm (≈ 10% of a GEMM pass, recall@3 ≈ 0.995) wins from a
-#   few thousand points on; graph libraries (HNSW) were 1.7–3× slower than exact
-#   at 20k × 4096 on this machine.
+# * exact radii: the exact backend's symmetric self pass (5/8 of an n×n GEMM at
+#   4 blocks) yields graph *and* radii; an ANN graph still needs the hub-vs-all
+#   pass (≈ 0.38 of a pass per set at 38% hubs). At 20k × 4096 the exact backend
+#   took 29 s (1.6× faster than exact P&R); at 100k × 512 ivf-gemm + hub-vs-all
+#   took 110 s against 184 s for the exact backend, so ivf-gemm takes over above
+#   EXACT_UP_TO points;
+# * ANN radii: ivf-gemm (≈ 10% of a GEMM pass, recall@3 ≈ 0.995) from a few
+#   thousand points on; faiss HNSW and IVF were 1.7–3× slower than the exact
+#   pass at 20k × 4096 on this machine.
+EXACT_UP_TO = 20_000
 SMALL = 5_000
 
 
@@ -26,8 +30,7 @@ def resolve_backend(backend: str, n: int, dim: int, device: torch.device, radii:
         return backend, "requested"
     if device.type == "cuda" and faiss_gpu_available() and radii == "ann" and n > SMALL:
         return "faiss-ivf", "CUDA with GPU faiss, ANN radii"
-    if radii == "exact":
-        return "exact", "exact radii: the exact self pass gives the graph and every radius in one pass"
-    if n <= SMALL:
-        return "exact", f"n = {n} ≤ {SMALL}: an exact pass is cheaper than building an index"
-    return "ivf-gemm", "ANN radii: GEMM-scanned inverted lists (~10% of an exact pass)"
+    limit = EXACT_UP_TO if radii == "exact" else SMALL
+    if n <= limit:
+        return "exact", f"n = {n} ≤ {limit}: the exact self pass gives the graph and every radius at once"
+    return "ivf-gemm", f"n = {n} > {limit}: GEMM-scanned inverted lists (~10% of an exact pass)"
