@@ -84,23 +84,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .api import compute_pr
+    from .api import compute_epr, compute_pr
     from .synthetic import make_pair
 
     if args.n < 2 or args.dim < 1:
         raise ValueError(f"--n and --dim: expected n ≥ 2 and dim ≥ 1, got n={args.n}, dim={args.dim}")
-    cases = [("none", 0.0), ("mode_drop", 0.5), ("truncation", 0.5), ("outliers", 0.3), ("noise", 0.5)]
-    print(f"eprmetrics demo: synthetic VGG-like features, n={args.n} per set, dim={args.dim}, k={args.k}")
-    print(f"{'defect':<12} {'strength':>8} {'precision':>9} {'recall':>7} {'density':>8} {'coverage':>8} {'time (s)':>9}")
+    cases = [("none", 0.0), ("mode_drop", 0.5), ("truncation", 0.2), ("outliers", 0.3), ("noise", 0.1)]
+    k = args.k[0]
+    print(f"eprmetrics demo: synthetic VGG-like features, n={args.n} per set, dim={args.dim}, k={k}, t=3")
+    print(f"{'defect':<12} {'strength':>8} | {'exact P':>7} {'exact R':>7} {'time':>7} | "
+          f"{'eP&R P':>7} {'eP&R R':>7} {'time':>7} {'speed-up':>8} {'P err':>6} {'R err':>6}")
     rows, last = [], None
     for defect, strength in cases:
         real, fake = make_pair(args.n, args.n, dim=args.dim, defect=defect, strength=strength, seed=args.seed)
-        last = compute_pr(real, fake, k=args.k, strict=args.strict, device=args.device,
-                          memory_budget=args.memory_budget, error_bound=args.error_bound, progress=not args.quiet)
-        print(f"{defect:<12} {strength:>8.2f} {last.precision:>9.4f} {last.recall:>7.4f} "
-              f"{last.density:>8.4f} {last.coverage:>8.4f} {last.seconds:>9.2f}")
-        rows.append({"defect": defect, "strength": strength, **last.to_dict()})
-    print("\nStages of the last run:")
+        last = compute_pr(real, fake, k=k, strict=args.strict, device=args.device, memory_budget=args.memory_budget,
+                          error_bound=args.error_bound, progress=not args.quiet)
+        epr = compute_epr(real, fake, k=k, strict=args.strict, device=args.device, memory_budget=args.memory_budget,
+                          error_bound=args.error_bound, progress=not args.quiet)
+        err = [abs(a - b) / a if a else float("nan") for a, b in ((last.precision, epr.precision), (last.recall, epr.recall))]
+        print(f"{defect:<12} {strength:>8.2f} | {last.precision:>7.4f} {last.recall:>7.4f} {last.seconds:>6.2f}s | "
+              f"{epr.precision:>7.4f} {epr.recall:>7.4f} {epr.seconds:>6.2f}s {last.seconds / epr.seconds:>7.2f}× "
+              f"{100 * err[0]:>5.1f}% {100 * err[1]:>5.1f}%")
+        rows.append({"defect": defect, "strength": strength, "exact": last.to_dict(), "epr": epr.to_dict()})
+    print(f"\neP&R backend: {epr.backend} ({epr.backend_reason}); hubs: real {100 * epr.hubs['real']['fraction']:.1f}%, "
+          f"fake {100 * epr.hubs['fake']['fraction']:.1f}%. eP&R is an estimate whose error depends on the data.")
+    print("\nStages of the last exact run:")
     print(last.stage_table())
     if args.json:
         with open(args.json, "w") as fh:

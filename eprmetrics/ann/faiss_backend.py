@@ -57,6 +57,16 @@ class _FaissBase(ANNBackend):
             return faiss.index_cpu_to_gpu(res, device.index or 0, index)
         return index
 
+    def _refined(self, base: Any, x: np.ndarray) -> None:
+        """Index ``x`` in trained ``base`` wrapped by exact re-ranking of ``k_factor``·k candidates (CPU)."""
+        faiss = _faiss(self.name)
+        self._base = base
+        index = faiss.IndexRefineFlat(base)
+        index.k_factor = self.used_params["k_factor"]
+        index.add(x)
+        self.index = index
+        self.on_gpu = False
+
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         dist, idx = self.index.search(x, k)
         return dist, idx, True  # faiss L2 indexes return squared distances
@@ -146,12 +156,7 @@ class FaissIVFPQ(_IVFMixin, _FaissBase):
         base.cp.seed = seed
         base.train(_train_sample(x, max(p["nlist"] * p["train_per_list"], 256 * 39), seed))
         base.nprobe = p["nprobe"]
-        self._base = base
-        index = faiss.IndexRefineFlat(base)
-        index.k_factor = p["k_factor"]
-        index.add(x)
-        self.index = index
-        self.on_gpu = False
+        self._refined(base, x)
 
 
 @register_backend
@@ -178,12 +183,7 @@ class FaissLSH(_FaissBase):
         if hasattr(base, "rrot"):
             base.rrot.init(seed)
         base.train(x)
-        self._base = base
-        index = faiss.IndexRefineFlat(base)
-        index.k_factor = p["k_factor"]
-        index.add(x)
-        self.index = index
-        self.on_gpu = False
+        self._refined(base, x)
 
 
 @register_backend

@@ -1,0 +1,66 @@
+"""The command line: results, JSON, and one-line errors with exit status 2."""
+import json
+
+import numpy as np
+import pytest
+
+from eprmetrics.cli import main
+
+
+@pytest.fixture
+def files(tmp_path, rng):
+    real = rng.normal(size=(120, 8)).astype(np.float32)
+    fake = rng.normal(size=(100, 8)).astype(np.float32)
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "fake.npy", fake)
+    return tmp_path
+
+
+def test_run_prints_and_writes_json(files, capsys):
+    out = files / "out.json"
+    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--k", "3,5", "--json", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "precision" in text and "stage" in text
+    data = json.loads(out.read_text())
+    assert set(data["per_k"]) == {"3", "5"} and 0 <= data["precision"] <= 1
+
+
+def test_demo_prints_table(capsys):
+    assert main(["demo", "--n", "300", "--dim", "16", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "mode_drop" in text and "eP&R" in text and "Stages of the last exact run" in text
+
+
+@pytest.mark.parametrize("argv_tail,message", [
+    (["missing.npy"], "fake: no such file or directory"),
+    (["bad.npy"], "fake: features must be finite"),
+    (["short.npy"], "fake: k=3 needs at least 4 samples"),
+    (["wide.npy"], "same feature dimension"),
+])
+def test_bad_inputs_one_line_exit_2(files, capsys, argv_tail, message):
+    np.save(files / "bad.npy", np.full((20, 8), np.nan, np.float32))
+    np.save(files / "short.npy", np.zeros((3, 8), np.float32))
+    np.save(files / "wide.npy", np.zeros((30, 9), np.float32))
+    code = main([str(files / "real.npy"), str(files / argv_tail[0]), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("eprmetrics: error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["a.npy", "b.npy", "--bogus"], ["a.npy", "b.npy", "--k", "x"],
+                                  ["a.npy", "b.npy", "--memory-budget", "-3G"]])
+def test_bad_flags_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_k_zero_is_a_clear_error(files, capsys):
+    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--k", "0", "--quiet"]) == 2
+    assert "k: expected a positive int" in capsys.readouterr().err
+
+
+def test_no_arguments_prints_help(capsys):
+    assert main([]) == 2
