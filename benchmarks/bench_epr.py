@@ -211,7 +211,15 @@ def t_stages(args: argparse.Namespace) -> None:
         md.append(f"| {r['method']} | {r['name']} | {r['seconds']:.2f} | {r['rss_peak'] / 2**30:.2f} | {r['rss_growth'] / 2**30:.2f} |")
     md.append(f"| exact | **total** | {exact.seconds:.2f} | {exact.peak_rss / 2**30:.2f} | |")
     md.append(f"| eP&R | **total** | {res.seconds:.2f} | {res.peak_rss / 2**30:.2f} | |")
-    write("stages", args, rows, md)
+
+    def plot(ax):
+        for method in ("exact", "eP&R"):
+            left = 0.0
+            for r in (r for r in rows if r["method"] == method):
+                ax.barh(method, r["seconds"], left=left, label=f"{method}: {r['name']}")
+                left += r["seconds"]
+        ax.set_xlabel("seconds"), ax.legend(fontsize=6, loc="lower right")
+    write("stages", args, rows, md, plot=plot)
 
 
 def t_k(args: argparse.Namespace) -> None:
@@ -256,7 +264,10 @@ def t_reduced(args: argparse.Namespace) -> None:
     for r in rows:
         md.append(f"| {r['method']} | {r['n_real']} | {r['n_fake']} | {r['precision']:.4f} | {r['recall']:.4f} | "
                   f"{100 * r['p_error']:.1f}% | {100 * r['r_error']:.1f}% | {r['seconds']:.2f} |")
-    write("reduced", args, rows, md)
+    write("reduced", args, rows, md, plot=lambda ax: (
+        ax.scatter([100 * r["p_error"] for r in rows], [100 * r["r_error"] for r in rows]),
+        [ax.annotate(r["method"], (100 * r["p_error"], 100 * r["r_error"]), fontsize=7) for r in rows],
+        ax.set_xlabel("precision error %"), ax.set_ylabel("recall error %")))
 
 
 def t_tiles(args: argparse.Namespace) -> None:
