@@ -21,7 +21,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .tiles import BallTest, Prepared, TileEngine, down32, up32
+from .reductions import BallTest
+from .tiles import Prepared, TileEngine, down32, up32
 
 __all__ = ["KNN", "Radii", "GivenRadii", "exact_knn", "ball_counts", "MembershipResult", "exact_membership"]
 

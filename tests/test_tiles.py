@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from eprmetrics import compute_pr
-from eprmetrics.tiles import BallTest, TileEngine, budget_for_tile, down32, rounding_factor, up32
+from eprmetrics.reductions import BallTest
+from eprmetrics.tiles import TileEngine, budget_for_tile, down32, rounding_factor, up32
 
 from conftest import lattice
 from reference import brute_pr

@@ -19,15 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..tiles import sqdist_block
 from .base import ANNBackend, register_backend
 
 __all__ = ["IVFGemm"]
-
-
-def _sqdist(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
-    d = torch.addmm(b_sq[None, :], a, b.T, alpha=-2.0)
-    d += a_sq[:, None]
-    return d.clamp_min_(0.0)
 
 
 @register_backend
@@ -74,7 +69,7 @@ class IVFGemm(ANNBackend):
         c_sq = centers.pow(2).sum(1)
         out = []
         for s in range(0, a.shape[0], chunk):
-            d = _sqdist(a[s:s + chunk], a_sq[s:s + chunk], centers, c_sq)
+            d = sqdist_block(a[s:s + chunk], a_sq[s:s + chunk], centers, c_sq)
             out.append(torch.topk(d, m, dim=1, largest=False).indices)
         return torch.cat(out)
 
@@ -94,7 +89,7 @@ class IVFGemm(ANNBackend):
             spans = [(int(s), int(e)) for s, e in zip(starts, stops)]
             cand = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
             block = torch.cat([Xp[s:e] for s, e in spans])
-            d = _sqdist(Xp[a0:a1], xp_sq[a0:a1], block, xp_sq[cand])
+            d = sqdist_block(Xp[a0:a1], xp_sq[a0:a1], block, xp_sq[cand])
             kk = min(k, cand.numel())
             v, j = torch.topk(d, kk, dim=1, largest=False)
             if kk < k:
