@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 from .ann import as_float32_rows, get_backend, resolve_backend
 from .ann.base import finish_graph
 from .defaults import DEFAULTS
+from .features.images import is_image_input
 from .hubs import hub_mask, hub_stats, k_occurrence
 from .inputs import FeatureSet, FeaturesLike, as_feature_set, validate_pair
 from .metrics import GivenRadii, Radii, exact_membership
@@ -30,8 +33,43 @@ def normalize_k(k: Union[int, Sequence[int]]) -> tuple[int, ...]:
     return ks
 
 
+@dataclasses.dataclass
+class _ImageOptions:
+    """How image inputs become features (shared by both entry points)."""
+
+    extractor: Any = DEFAULTS["extractor"]
+    weights: Optional[str] = None
+    batch_size: int = DEFAULTS["batch_size"]
+    num_workers: int = DEFAULTS["num_workers"]
+    cache_dir: Optional[str] = None
+    save_features: Optional[str] = None
+    on_error: str = DEFAULTS["on_error"]
+
+    def open(self, value: Any, name: str) -> Any:
+        """An :class:`~eprmetrics.features.ImageSource` for image inputs; other inputs pass through."""
+        if isinstance(value, (str, os.PathLike)) and not os.path.exists(value):
+            raise FileNotFoundError(f"{name}: no such file or directory: {os.fspath(value)!r}")
+        if not is_image_input(value):
+            return value
+        from .features import as_image_source
+
+        return as_image_source(value, name, self.on_error)
+
+    def features(self, value: Any, name: str, device: torch.device, progress: bool) -> Any:
+        """Features for an image input (folder, zip, file list, uint8 images); other inputs pass through."""
+        if not is_image_input(value):
+            return value
+        from .features import extract_features
+
+        save_to = None if self.save_features is None else os.path.join(os.fspath(self.save_features), f"{name}.npy")
+        return extract_features(value, name=name, extractor=self.extractor, weights=self.weights, device=device,
+                                batch_size=self.batch_size, num_workers=self.num_workers, cache_dir=self.cache_dir,
+                                save_to=save_to, on_error=self.on_error, progress=progress)
+
+
 def _setup(real: FeaturesLike, fake: FeaturesLike, k_max: int, strict: bool, memory_budget: Optional[int],
-           error_bound: str, device: Union[str, torch.device]) -> tuple[torch.device, FeatureSet, FeatureSet, TileEngine]:
+           error_bound: str, device: Union[str, torch.device], images: _ImageOptions, progress: bool
+           ) -> tuple[torch.device, FeatureSet, FeatureSet, TileEngine]:
     """Validate the options and inputs shared by every entry point; build the tile engine."""
     if not isinstance(strict, bool):
         raise ValueError(f"strict: expected True or False, got {strict!r}")
@@ -41,6 +79,10 @@ def _setup(real: FeaturesLike, fake: FeaturesLike, k_max: int, strict: bool, mem
     if error_bound not in ERROR_BOUNDS:
         raise ValueError(f"error_bound: expected one of {ERROR_BOUNDS}, got {error_bound!r}")
     dev = resolve_device(device)
+    # Open both image inputs (cheap checks: paths, empty folders) before the costly extraction.
+    real, fake = images.open(real, "real"), images.open(fake, "fake")
+    real = images.features(real, "real", dev, progress)
+    fake = images.features(fake, "fake", dev, progress)
     real_fs, fake_fs = as_feature_set(real, "real"), as_feature_set(fake, "fake")
     validate_pair(real_fs, fake_fs, k_max)
     engine = TileEngine(real_fs.dim, dev, memory_budget or default_memory_budget(dev), error_bound=error_bound)
@@ -77,6 +119,13 @@ def compute_pr(
     density_coverage: bool = DEFAULTS["density_coverage"],
     realism: bool = DEFAULTS["realism"],
     error_bound: str = DEFAULTS["error_bound"],
+    extractor: Any = DEFAULTS["extractor"],
+    weights: Optional[str] = None,
+    batch_size: int = DEFAULTS["batch_size"],
+    num_workers: int = DEFAULTS["num_workers"],
+    cache_dir: Optional[str] = None,
+    save_features: Optional[str] = None,
+    on_error: str = DEFAULTS["on_error"],
     progress: bool = False,
 ) -> Result:
     """Exact precision & recall (Kynkäänniemi et al., 2019) of ``fake`` against ``real``.
@@ -102,6 +151,13 @@ def compute_pr(
             probability < 1e-16 per run) or ``"worst-case"`` (holds for any
             summation order; re-checks far more points). See
             :func:`eprmetrics.tiles.rounding_factor`.
+        extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error:
+            for image inputs (a folder, ``.zip``, list of image files, or uint8
+            images N×3×H×W / N×H×W×3): the feature network (``"vgg16"`` fc2,
+            ``"inception"`` pool3, or an ``nn.Module``), an offline state-dict
+            file, DataLoader settings, an opt-in feature cache folder, a folder
+            to keep ``real.npy``/``fake.npy``, and ``"raise"``/``"skip"`` for
+            unreadable images. See :func:`eprmetrics.features.extract_features`.
         progress: show tqdm progress bars.
 
     Returns:
@@ -121,7 +177,9 @@ def compute_pr(
         (1.0, True)
     """
     ks = normalize_k(k)
-    dev, real_fs, fake_fs, engine = _setup(real, fake, max(ks), strict, memory_budget, error_bound, device)
+    images = _ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
+    dev, real_fs, fake_fs, engine = _setup(real, fake, max(ks), strict, memory_budget, error_bound, device, images,
+                                           progress)
     prof = Profiler(dev)
     k_max = max(ks)
 
@@ -183,6 +241,13 @@ def compute_epr(
     memory_budget: Optional[int] = DEFAULTS["memory_budget"],
     error_bound: str = DEFAULTS["error_bound"],
     backend_options: Optional[dict[str, Any]] = None,
+    extractor: Any = DEFAULTS["extractor"],
+    weights: Optional[str] = None,
+    batch_size: int = DEFAULTS["batch_size"],
+    num_workers: int = DEFAULTS["num_workers"],
+    cache_dir: Optional[str] = None,
+    save_features: Optional[str] = None,
+    on_error: str = DEFAULTS["on_error"],
     progress: bool = False,
 ) -> Result:
     """Efficient P&R (thesis Eqs. 4.4–4.5): P&R computed on hubs only.
@@ -205,6 +270,13 @@ def compute_epr(
         seed: seeds index training.
         strict, device, memory_budget, error_bound, progress: as for :func:`compute_pr`.
         backend_options: parameters for the backend (e.g. ``{"efSearch": 256}``).
+        extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error:
+            for image inputs (a folder, ``.zip``, list of image files, or uint8
+            images N×3×H×W / N×H×W×3): the feature network (``"vgg16"`` fc2,
+            ``"inception"`` pool3, or an ``nn.Module``), an offline state-dict
+            file, DataLoader settings, an opt-in feature cache folder, a folder
+            to keep ``real.npy``/``fake.npy``, and ``"raise"``/``"skip"`` for
+            unreadable images. See :func:`eprmetrics.features.extract_features`.
 
     Returns:
         :class:`Result` with ``method="epr"``, hub counts, backend and per-stage time and memory.
@@ -231,7 +303,8 @@ def compute_epr(
         raise ValueError(f"backend: expected a name such as 'auto' or 'faiss-hnsw', got {backend!r}")
     if backend != "auto":
         get_backend(backend)
-    dev, real_fs, fake_fs, engine = _setup(real, fake, k, strict, memory_budget, error_bound, device)
+    images = _ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
+    dev, real_fs, fake_fs, engine = _setup(real, fake, k, strict, memory_budget, error_bound, device, images, progress)
     prof = Profiler(dev)
     hub_radii, hub_info, used = {}, {}, {}
 

@@ -54,16 +54,28 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eprmetrics",
-        description="Precision & recall of generative models. `eprmetrics REAL FAKE` on .npy/.npz features, "
-                    "or `eprmetrics demo`.",
+        description="Precision & recall of generative models. `eprmetrics REAL FAKE` on image folders, zips or "
+                    "feature files (eP&R by default, --exact for exact P&R); `eprmetrics demo`.",
     )
     sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="exact P&R of two feature files (the default command)")
-    run.add_argument("real", help="real features (.npy or .npz)")
-    run.add_argument("fake", help="generated features (.npy or .npz)")
-    run.add_argument("--realism", action="store_true", help="store per-sample realism scores in --json")
+    run = sub.add_parser("run", help="P&R of two image sets or feature files (the default command)")
+    run.add_argument("real", help="real images (folder or .zip) or features (.npy/.npz)")
+    run.add_argument("fake", help="generated images (folder or .zip) or features (.npy/.npz)")
+    run.add_argument("--exact", action="store_true", help="exact P&R instead of eP&R (hub estimate)")
+    run.add_argument("--t", type=int, default=DEFAULTS["t"], help="hub threshold on k-occurrence (eP&R)")
+    run.add_argument("--backend", default=DEFAULTS["backend"], help="k-NN backend for hubs (eP&R), e.g. ivf-gemm")
+    run.add_argument("--radii", choices=("exact", "ann"), default=DEFAULTS["radii"], help="hub radii source (eP&R)")
+    run.add_argument("--realism", action="store_true", help="store per-sample realism scores in --json (--exact)")
+    run.add_argument("--extractor", default=DEFAULTS["extractor"], choices=("vgg16", "inception"),
+                     help="feature network for image inputs")
+    run.add_argument("--weights", help="state-dict file for the extractor (offline)")
+    run.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    run.add_argument("--workers", type=int, default=DEFAULTS["num_workers"], help="DataLoader worker processes")
+    run.add_argument("--cache-dir", help="reuse/keep extracted features here")
+    run.add_argument("--save-features", metavar="DIR", help="write real.npy and fake.npy features to DIR")
+    run.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
     _add_common(run)
-    demo = sub.add_parser("demo", help="synthetic real/fake pairs with controlled defects through exact P&R")
+    demo = sub.add_parser("demo", help="synthetic real/fake pairs with controlled defects: exact P&R vs eP&R")
     demo.add_argument("--n", type=int, default=5000, help="samples per set (default 5000)")
     demo.add_argument("--dim", type=int, default=2048, help="feature dimension (default 2048)")
     demo.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -72,12 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .api import compute_pr
+    from .api import compute_epr, compute_pr
 
-    res = compute_pr(args.real, args.fake, k=args.k, strict=args.strict, device=args.device,
-                     memory_budget=args.memory_budget, realism=args.realism, error_bound=args.error_bound,
-                     progress=not args.quiet)
+    common = dict(strict=args.strict, device=args.device, memory_budget=args.memory_budget,
+                  error_bound=args.error_bound, extractor=args.extractor, weights=args.weights,
+                  batch_size=args.batch_size, num_workers=args.workers, cache_dir=args.cache_dir,
+                  save_features=args.save_features, on_error="skip" if args.skip_bad_images else "raise",
+                  progress=not args.quiet)
+    if args.exact:
+        res = compute_pr(args.real, args.fake, k=args.k, realism=args.realism, **common)
+    else:
+        k = args.k[0] if len(args.k) == 1 else args.k
+        res = compute_epr(args.real, args.fake, k=k, t=args.t, backend=args.backend, radii=args.radii, **common)
     print(res)
+    if not args.exact:
+        print("eP&R is an estimate on hubs; its error depends on the data. Use --exact for the exact value.")
     if args.json:
         res.to_json(args.json)
     return 0
@@ -116,6 +137,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (DataLoader workers wrap it in a traceback: keep its last line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return exc.__class__.__name__
+    last = lines[-1]
+    if len(lines) > 1 and "Traceback" in str(exc):
+        return last.split(": ", 1)[1] if last.startswith(("ValueError: ", "FileNotFoundError: ")) else last
+    return " ".join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"run", "demo", "-h", "--help"}
@@ -131,7 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except _USER_ERRORS as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"eprmetrics: error: {exc}", file=sys.stderr)
+        print(f"eprmetrics: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("eprmetrics: interrupted", file=sys.stderr)

@@ -13,6 +13,10 @@ DEFAULTS = {
     "error_bound": "probabilistic",
     "backend": "auto",
     "radii": "exact",
+    "extractor": "vgg16",
+    "batch_size": 64,
+    "num_workers": 0,
+    "on_error": "raise",
 }
 
 # Fraction of available host RAM a tiled pass may use when no budget is given,

@@ -99,7 +99,7 @@ def _load_path(path: Union[str, os.PathLike], name: str) -> np.ndarray:
             raise ValueError(
                 f"{name}: {path!r} holds arrays {keys}; expected a single array or one named 'features'"
             )
-    raise ValueError(f"{name}: expected features as a .npy or .npz file, got {path!r}")
+    raise ValueError(f"{name}: expected a folder of images, a .zip, or features as .npy/.npz, got {path!r}")
 
 
 def as_feature_set(value: FeaturesLike, name: str) -> FeatureSet:
@@ -127,7 +127,8 @@ def as_feature_set(value: FeaturesLike, name: str) -> FeatureSet:
         value = value.detach()
     else:
         raise TypeError(
-            f"{name}: expected a numpy array, torch tensor or .npy/.npz path, got {type(value).__name__}"
+            f"{name}: expected features (numpy array, torch tensor, .npy/.npz path) or images (folder, .zip, "
+            f"list of image files, uint8 N×3×H×W), got {type(value).__name__}"
         )
     if value.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array (n_samples × dim), got shape {tuple(value.shape)}")

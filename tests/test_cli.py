@@ -18,11 +18,24 @@ def files(tmp_path, rng):
 
 def test_run_prints_and_writes_json(files, capsys):
     out = files / "out.json"
-    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--k", "3,5", "--json", str(out), "--quiet"]) == 0
+    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--exact", "--k", "3,5", "--json", str(out),
+                 "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "precision" in text and "stage" in text
     data = json.loads(out.read_text())
-    assert set(data["per_k"]) == {"3", "5"} and 0 <= data["precision"] <= 1
+    assert set(data["per_k"]) == {"3", "5"} and 0 <= data["precision"] <= 1 and data["method"] == "exact"
+
+
+def test_default_is_epr(files, capsys):
+    out = files / "epr.json"
+    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--t", "1", "--json", str(out), "--quiet"]) == 0
+    assert "hubs at t=1" in capsys.readouterr().out
+    assert json.loads(out.read_text())["method"] == "epr"
+
+
+def test_epr_with_several_k_is_an_error(files, capsys):
+    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--k", "3,5", "--quiet"]) == 2
+    assert "eP&R uses one k" in capsys.readouterr().err
 
 
 def test_demo_prints_table(capsys):

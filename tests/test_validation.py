@@ -65,7 +65,7 @@ def test_cuda_requested_without_cuda():
 
 
 def test_bad_type():
-    with pytest.raises(TypeError, match=r"real: expected a numpy array, torch tensor or .npy/.npz path, got list"):
+    with pytest.raises(TypeError, match=r"real: expected features .* or images .*, got list"):
         compute_pr([[1.0, 2.0]], GOOD)
 
 
@@ -73,7 +73,7 @@ def test_missing_and_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"fake: no such file or directory: .*nope.npy"):
         compute_pr(GOOD, str(tmp_path / "nope.npy"))
     (tmp_path / "f.txt").write_text("1 2 3")
-    with pytest.raises(ValueError, match=r"real: expected features as a .npy or .npz file"):
+    with pytest.raises(ValueError, match=r"real: expected a folder of images, a .zip, or features as .npy/.npz"):
         compute_pr(str(tmp_path / "f.txt"), GOOD)
     np.savez(tmp_path / "two.npz", a=GOOD, b=GOOD)
     with pytest.raises(ValueError, match=r"real: .*two.npz.* holds arrays \['a', 'b'\]"):

@@ -1,0 +1,107 @@
+"""Images → features: VGG-16 fc2 (default), Inception-v3 pool3, or any ``nn.Module``.
+
+Example (a tiny custom module, so it runs offline):
+    >>> import torch
+    >>> from eprmetrics.features import extract_features
+    >>> imgs = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    >>> extract_features(imgs, extractor=net, progress=False).shape
+    (6, 5)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import inception, vgg16  # noqa: F401  (registration)
+from .base import Extractor, extractor_names, get_extractor, register_extractor
+from .cache import cache_path, load_cached, save_atomic
+from .images import IMAGE_EXTENSIONS, ImageSource, as_image_source, is_image_input
+
+__all__ = ["extract_features", "get_extractor", "register_extractor", "extractor_names", "Extractor",
+           "is_image_input", "as_image_source", "ImageSource", "IMAGE_EXTENSIONS"]
+
+
+def _collate(batch: list) -> Any:
+    items = [b for b in batch if b is not None]
+    if not items:
+        return None
+    if len({tuple(x.shape) for x in items}) == 1:
+        return torch.stack(items)
+    return items  # mixed sizes: each image is resized on its own
+
+
+def _module_fingerprint(ext: Extractor) -> str:
+    if ext.name != "custom":
+        return ext.weights_id
+    h = hashlib.blake2b(type(ext.module).__name__.encode(), digest_size=16)
+    for key, value in ext.module.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return "custom:" + h.hexdigest()
+
+
+def extract_features(images: Any, *, name: str = "images", extractor: Union[str, nn.Module] = "vgg16",
+                     weights: Optional[Union[str, os.PathLike]] = None, device: Union[str, torch.device] = "auto",
+                     batch_size: int = 64, num_workers: int = 0, cache_dir: Optional[str] = None,
+                     save_to: Optional[str] = None, on_error: str = "raise", progress: bool = True) -> np.ndarray:
+    """Features of every image, in input order, as an N×D float32 array.
+
+    Args:
+        images: a folder (recursive), a ``.zip``, a list of image files, or a uint8
+            tensor/array N×3×H×W or N×H×W×3. Grayscale and RGBA become RGB.
+        name: used in messages (``"real"``/``"fake"``).
+        extractor: ``"vgg16"`` (fc2 after ReLU, 4096-d), ``"inception"`` (pool3,
+            2048-d) or an ``nn.Module`` receiving float [0, 1] N×3×H×W.
+        weights: a state-dict file for the extractor (offline use); default:
+            torchvision's IMAGENET1K_V1 weights via its cache/download.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        batch_size, num_workers: DataLoader settings.
+        cache_dir: reuse/keep features keyed by the images' content, the extractor and its weights.
+        save_to: also write the features to this ``.npy`` path.
+        on_error: ``"raise"`` (default) or ``"skip"`` unreadable images (with a warning).
+        progress: tqdm progress bar.
+
+    Raises:
+        ValueError: unreadable image (naming it), empty folder, bad options.
+        FileNotFoundError: missing path or weights file.
+    """
+    from ..tiles import resolve_device
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers: expected a non-negative int, got {num_workers!r}")
+    src = as_image_source(images, name, on_error)
+    ext = get_extractor(extractor, weights)
+    dev = resolve_device(device)
+    path = None
+    if cache_dir is not None:
+        path = cache_path(os.fspath(cache_dir), src.fingerprint(), ext.name, _module_fingerprint(ext))
+        cached = load_cached(path)
+        if cached is not None:
+            if save_to:
+                save_atomic(save_to, cached)
+            return cached
+    ext.to(dev)
+    loader = torch.utils.data.DataLoader(src, batch_size=batch_size, num_workers=num_workers, shuffle=False,
+                                         collate_fn=_collate, pin_memory=dev.type == "cuda")
+    from tqdm.auto import tqdm
+
+    feats = []
+    for batch in tqdm(loader, desc=f"features {name}", unit="batch", disable=not progress, leave=False):
+        if batch is not None:
+            feats.append(ext(batch, dev).cpu())
+    if not feats:
+        raise ValueError(f"{name}: none of the {len(src)} images could be read")
+    out = torch.cat(feats).numpy().astype(np.float32, copy=False)
+    if path is not None:
+        save_atomic(path, out)
+    if save_to:
+        save_atomic(save_to, out)
+    return out

@@ -1,0 +1,131 @@
+"""The extractor contract and registry: uint8 RGB images in, float32 feature vectors out."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Extractor", "register_extractor", "get_extractor", "extractor_names", "IMAGENET_MEAN", "IMAGENET_STD",
+           "resize_batch"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_REGISTRY: dict[str, Callable[[Optional[str]], "Extractor"]] = {}
+
+ImageBatch = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def resize_batch(images: ImageBatch, size: int, device: torch.device) -> torch.Tensor:
+    """uint8 3×H×W images (a stacked batch or a list of different sizes) → float [0, 1] N×3×size×size.
+
+    Bilinear, ``align_corners=False``, no antialiasing (the TF1-style resize of the
+    reference VGG-16 / Inception feature networks).
+    """
+    items = [images] if isinstance(images, torch.Tensor) else list(images)
+    out = []
+    for x in items:
+        x = x.to(device)
+        if x.ndim == 3:
+            x = x[None]
+        x = x.float() / 255.0
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        out.append(x)
+    return torch.cat(out)
+
+
+class Extractor:
+    """A feature network with its preprocessing.
+
+    Args:
+        name: registry name or ``"custom"``.
+        module: the network (put in eval mode; its parameters are not trained).
+        dim: feature dimension.
+        preprocess: uint8 image batch → network input on a device.
+        weights_id: what identifies the weights (for the feature cache).
+    """
+
+    def __init__(self, name: str, module: nn.Module, dim: Optional[int],
+                 preprocess: Callable[[ImageBatch, torch.device], torch.Tensor], weights_id: str) -> None:
+        self.name, self.module, self.dim, self.preprocess, self.weights_id = name, module.eval(), dim, preprocess, weights_id
+
+    def to(self, device: torch.device) -> "Extractor":
+        self.module.to(device)
+        return self
+
+    @torch.inference_mode()
+    def __call__(self, images: ImageBatch, device: torch.device) -> torch.Tensor:
+        feats = self.module(self.preprocess(images, device))
+        if feats.ndim != 2:
+            feats = feats.flatten(1)
+        return feats.float()
+
+
+def register_extractor(name: str) -> Callable:
+    """Decorator registering ``factory(weights: Optional[str]) -> Extractor`` under ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_extractor: expected a non-empty name, got {name!r}")
+
+    def deco(factory: Callable[[Optional[str]], Extractor]) -> Callable[[Optional[str]], Extractor]:
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"register_extractor: an extractor named {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def extractor_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _custom_preprocess(images: ImageBatch, device: torch.device) -> torch.Tensor:
+    items = [images] if isinstance(images, torch.Tensor) else list(images)
+    shapes = {tuple(x.shape[-2:]) for x in items}
+    if len(shapes) > 1:
+        raise ValueError(f"extractor: a custom module needs images of one size, got sizes {sorted(shapes)}")
+    return torch.cat([(x[None] if x.ndim == 3 else x).to(device).float() / 255.0 for x in items])
+
+
+def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str, os.PathLike]] = None) -> Extractor:
+    """An :class:`Extractor` by registry name, or wrapping a user ``nn.Module``.
+
+    A user module receives float images in [0, 1], N×3×H×W at their stored size,
+    and must return N×D features.
+    """
+    if isinstance(extractor, Extractor):
+        return extractor
+    if isinstance(extractor, nn.Module):
+        if weights is not None:
+            extractor.load_state_dict(_load_state_dict(weights))
+        return Extractor("custom", extractor, None, _custom_preprocess, f"custom:{type(extractor).__name__}:{id(extractor)}")
+    if extractor not in _REGISTRY:
+        raise ValueError(f"extractor: expected one of {extractor_names()} or an nn.Module, got {extractor!r}")
+    return _REGISTRY[extractor](None if weights is None else os.fspath(weights))
+
+
+def _load_state_dict(path: Union[str, os.PathLike]) -> dict:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights: no such file: {path!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file
+        raise ValueError(f"weights: cannot load a state dict from {path!r}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"weights: {path!r} does not hold a state dict")
+    return state
+
+
+def weights_fingerprint(path: Optional[str], default: str) -> str:
+    """Identify weights for the cache: the file's path, size and mtime, or the default weights' name."""
+    if path is None:
+        return default
+    st = os.stat(path)
+    return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"

@@ -1,0 +1,138 @@
+"""Image sources: a folder (recursive), a zip archive, a list of files, or a uint8 tensor."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+import zipfile
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "as_image_source", "is_image_input"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+class ImageSource(torch.utils.data.Dataset):
+    """Decoded images as uint8 3×H×W tensors, with a content fingerprint.
+
+    ``on_error="raise"`` (default) turns an unreadable image into a ValueError
+    naming it; ``"skip"`` warns and leaves it out.
+    """
+
+    def __init__(self, kind: str, items: Sequence[Any], name: str, on_error: str = "raise",
+                 archive: Optional[str] = None, tensor: Optional[torch.Tensor] = None) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
+        self.kind, self.items, self.name, self.on_error, self.archive, self.tensor = kind, list(items), name, on_error, archive, tensor
+        self._zip: Optional[zipfile.ZipFile] = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _read(self, i: int) -> bytes:
+        if self.kind == "zip":
+            if self._zip is None:  # one handle per (worker) process
+                self._zip = zipfile.ZipFile(self.archive)
+            return self._zip.read(self.items[i])
+        with open(self.items[i], "rb") as fh:
+            return fh.read()
+
+    def label(self, i: int) -> str:
+        return f"{self.archive}:{self.items[i]}" if self.kind == "zip" else str(self.items[i])
+
+    def __getitem__(self, i: int) -> Optional[torch.Tensor]:
+        if self.kind == "tensor":
+            return self.tensor[i]
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(self._read(i))) as img:
+                img.load()
+                if img.mode != "RGB":  # grayscale, palette, RGBA, CMYK, 16-bit → RGB
+                    img = img.convert("RGB")
+                arr = np.asarray(img, dtype=np.uint8)
+        except Exception as exc:
+            msg = f"{self.name}: cannot read image {self.label(i)}: {exc.__class__.__name__}: {exc}"
+            if self.on_error == "skip":
+                warnings.warn(msg + " (skipped)", stacklevel=2)
+                return None
+            raise ValueError(msg) from None
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+    def fingerprint(self) -> str:
+        """Hash of the images' bytes, in order (file names do not matter)."""
+        h = hashlib.blake2b(digest_size=20)
+        h.update(f"{self.kind}:{len(self)}".encode())
+        if self.kind == "tensor":
+            h.update(self.tensor.contiguous().cpu().numpy().tobytes())
+        else:
+            for i in range(len(self)):
+                h.update(self._read(i))
+        return h.hexdigest()
+
+    def __getstate__(self) -> dict:  # the zip handle does not cross process boundaries
+        state = dict(self.__dict__)
+        state["_zip"] = None
+        return state
+
+
+def is_image_input(value: Any) -> bool:
+    """True for inputs that hold images rather than features."""
+    if isinstance(value, ImageSource):
+        return True
+    if isinstance(value, torch.Tensor):
+        return value.dtype == torch.uint8 and value.ndim == 4
+    if isinstance(value, np.ndarray):
+        return value.dtype == np.uint8 and value.ndim == 4
+    if isinstance(value, (list, tuple)):
+        return len(value) > 0 and all(isinstance(v, (str, os.PathLike)) for v in value)
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        return os.path.isdir(path) or path.lower().endswith(".zip")
+    return False
+
+
+def as_image_source(value: Any, name: str, on_error: str = "raise") -> ImageSource:
+    """Folder / zip / list of files / uint8 tensor (N×3×H×W or N×H×W×3) → :class:`ImageSource`."""
+    if isinstance(value, ImageSource):
+        return value
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if isinstance(value, torch.Tensor):
+        if value.shape[1] != 3 and value.shape[-1] == 3:
+            value = value.permute(0, 3, 1, 2)
+        if value.shape[1] != 3:
+            raise ValueError(f"{name}: expected uint8 images N×3×H×W or N×H×W×3, got shape {tuple(value.shape)}")
+        if value.shape[0] == 0:
+            raise ValueError(f"{name}: no images in the tensor")
+        return ImageSource("tensor", range(value.shape[0]), name, on_error, tensor=value.contiguous())
+    if isinstance(value, (list, tuple)):
+        files = [os.fspath(v) for v in value]
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise FileNotFoundError(f"{name}: no such image file: {missing[0]!r}")
+        return ImageSource("files", files, name, on_error)
+    path = os.fspath(value)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name}: no such file or directory: {path!r}")
+    if os.path.isdir(path):
+        files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names if _is_image_name(f))
+        if not files:
+            raise ValueError(f"{name}: no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path!r}")
+        return ImageSource("files", files, name, on_error)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = sorted(m for m in zf.namelist() if _is_image_name(m) and not m.endswith("/"))
+    except zipfile.BadZipFile:
+        raise ValueError(f"{name}: {path!r} is not a valid zip archive") from None
+    if not members:
+        raise ValueError(f"{name}: no images ({', '.join(IMAGE_EXTENSIONS)}) in archive {path!r}")
+    return ImageSource("zip", members, name, on_error, archive=path)

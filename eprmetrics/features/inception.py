@@ -1,0 +1,41 @@
+"""Inception-v3 pool3 features (2048-d), torchvision architecture.
+
+Differences from the TensorFlow FID network (``pt_inception-2015-12-05``): torchvision's
+ImageNet weights (not the 2015 TF graph's), 1000 classes instead of 1008, and torchvision's
+resize; features are therefore not interchangeable with FID statistics computed by
+clean-fid or torch-fidelity's ``inception-v3-compat``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..ann.base import require
+from .base import IMAGENET_MEAN, IMAGENET_STD, Extractor, _load_state_dict, register_extractor, resize_batch, weights_fingerprint
+
+__all__ = ["inception_extractor"]
+
+
+@register_extractor("inception")
+def inception_extractor(weights: Optional[str] = None) -> Extractor:
+    """torchvision Inception-v3 with ``fc`` removed: the 2048-d average-pooled (pool3) features."""
+    models = require("torchvision.models", "vision", "inception")
+    if weights is None:
+        net = models.inception_v3(weights=models.Inception_V3_Weights.IMAGENET1K_V1)
+    else:
+        state = _load_state_dict(weights)
+        aux = any(key.startswith("AuxLogits.") for key in state)
+        net = models.inception_v3(weights=None, aux_logits=aux, init_weights=False)
+        net.load_state_dict(state)
+    net.aux_logits, net.AuxLogits = False, None
+    net.fc = nn.Identity()
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def preprocess(images, device):
+        return (resize_batch(images, 299, device) - mean.to(device)) / std.to(device)
+
+    return Extractor("inception", net, 2048, preprocess,
+                     weights_fingerprint(weights, "torchvision:Inception_V3_Weights.IMAGENET1K_V1"))

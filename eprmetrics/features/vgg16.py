@@ -1,0 +1,44 @@
+"""VGG-16 fc2 features (4096-d, after ReLU): the feature space of the P&R paper and StyleGAN2-ADA."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..ann.base import require
+from .base import IMAGENET_MEAN, IMAGENET_STD, Extractor, _load_state_dict, register_extractor, resize_batch, weights_fingerprint
+
+__all__ = ["vgg16_extractor"]
+
+
+class _VGGFc2(nn.Module):
+    def __init__(self, vgg: nn.Module) -> None:
+        super().__init__()
+        self.features, self.avgpool = vgg.features, vgg.avgpool
+        self.fc = vgg.classifier[:5]  # Linear, ReLU, Dropout, Linear, ReLU → fc2 after ReLU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+@register_extractor("vgg16")
+def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
+    """torchvision VGG-16; ``weights`` = a state-dict file, else torchvision's IMAGENET1K_V1 (cache/download).
+
+    Preprocessing: uint8 RGB → [0, 1] → bilinear resize to 224×224 (align_corners=False) →
+    ImageNet mean/std, as NVIDIA's ``vgg16.pt`` used by StyleGAN2-ADA and torch-fidelity.
+    """
+    models = require("torchvision.models", "vision", "vgg16")
+    if weights is None:
+        vgg = models.vgg16(weights=models.VGG16_Weights.IMAGENET1K_V1)
+    else:
+        vgg = models.vgg16(weights=None)
+        vgg.load_state_dict(_load_state_dict(weights))
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def preprocess(images, device):
+        return (resize_batch(images, 224, device) - mean.to(device)) / std.to(device)
+
+    return Extractor("vgg16", _VGGFc2(vgg), 4096, preprocess, weights_fingerprint(weights, "torchvision:VGG16_Weights.IMAGENET1K_V1"))
