@@ -1,4 +1,4 @@
-"""Command line: ``eprmetrics REAL FAKE`` and ``eprmetrics demo``.
+"""Command line: ``eprmetrics REAL FAKE``, ``eprmetrics demo`` and ``eprmetrics bench``.
 
 Every error caused by the input ends as one line on stderr and exit status 2
 (``--debug`` shows the traceback instead).
@@ -12,6 +12,7 @@ import traceback
 from typing import Optional, Sequence
 
 from .defaults import DEFAULTS
+from .result import format_bytes
 
 __all__ = ["main"]
 
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dim", type=int, default=2048, help="feature dimension (default 2048)")
     demo.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     _add_common(demo)
+    bench = sub.add_parser("bench", help="time exact P&R against eP&R variants on synthetic or given features")
+    bench.add_argument("--real", help="real features (.npy/.npz); default: synthetic")
+    bench.add_argument("--fake", help="generated features (.npy/.npz)")
+    bench.add_argument("--n", type=int, default=10000, help="synthetic samples per set (default 10000)")
+    bench.add_argument("--dim", type=int, default=2048, help="synthetic feature dimension (default 2048)")
+    bench.add_argument("--t", type=int, default=DEFAULTS["t"])
+    bench.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    _add_common(bench)
     return parser
 
 
@@ -148,9 +157,43 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(lines)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    """Exact P&R and eP&R (defaults, ANN radii) in one run: time, peak memory, relative error."""
+    from .api import compute_epr, compute_pr
+    from .synthetic import make_pair
+
+    if bool(args.real) != bool(args.fake):
+        raise ValueError("--real and --fake: give both feature files, or neither for synthetic features")
+    if args.real:
+        real, fake, what = args.real, args.fake, f"{args.real} vs {args.fake}"
+    else:
+        real, fake = make_pair(args.n, args.n, dim=args.dim, defect="truncation", strength=0.1, seed=args.seed)
+        what = f"synthetic n={args.n} dim={args.dim} (truncation ψ=0.9)"
+    k = args.k[0]
+    opts = dict(strict=args.strict, device=args.device, memory_budget=args.memory_budget, error_bound=args.error_bound,
+                progress=not args.quiet)
+    exact = compute_pr(real, fake, k=k, density_coverage=False, **opts)
+    runs = [("exact compute_pr", exact)]
+    for label, extra in (("compute_epr", {}), ("compute_epr radii=ann", {"radii": "ann"})):
+        runs.append((label, compute_epr(real, fake, k=k, t=args.t, **extra, **opts)))
+    print(f"eprmetrics bench: {what}, k={k}, t={args.t}, device={exact.device}")
+    print(f"{'method':<22} {'backend':<10} {'time':>8} {'speed-up':>8} {'peak RSS':>10} {'P':>7} {'R':>7} {'P err':>6} {'R err':>6}")
+    rows = []
+    for label, r in runs:
+        pe = abs(r.precision - exact.precision) / exact.precision if exact.precision else float("nan")
+        re_ = abs(r.recall - exact.recall) / exact.recall if exact.recall else float("nan")
+        print(f"{label:<22} {r.backend or '-':<10} {r.seconds:>7.2f}s {exact.seconds / r.seconds:>7.2f}× "
+              f"{format_bytes(r.peak_rss):>10} {r.precision:>7.4f} {r.recall:>7.4f} {100 * pe:>5.1f}% {100 * re_:>5.1f}%")
+        rows.append({"method": label, **r.to_dict()})
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "demo", "-h", "--help"}
+    commands = {"run", "demo", "bench", "-h", "--help"}
     if argv and argv[0] not in commands:
         argv.insert(0, "run")  # `eprmetrics REAL FAKE` is `eprmetrics run REAL FAKE`
     parser = build_parser()
@@ -159,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"run": _run, "demo": _demo}[args.command](args)
+        return {"run": _run, "demo": _demo, "bench": _bench}[args.command](args)
     except _USER_ERRORS as exc:
         if args.debug:
             traceback.print_exc()

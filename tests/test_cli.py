@@ -77,3 +77,12 @@ def test_k_zero_is_a_clear_error(files, capsys):
 
 def test_no_arguments_prints_help(capsys):
     assert main([]) == 2
+
+
+def test_bench_on_synthetic_and_files(files, capsys):
+    assert main(["bench", "--n", "400", "--dim", "16", "--t", "1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "exact compute_pr" in text and "compute_epr radii=ann" in text
+    assert main(["bench", "--real", str(files / "real.npy"), "--fake", str(files / "fake.npy"), "--t", "1",
+                 "--quiet"]) == 0
+    assert main(["bench", "--real", str(files / "real.npy"), "--quiet"]) == 2

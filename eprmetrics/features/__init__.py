@@ -82,7 +82,8 @@ def extract_features(images: Any, *, name: str = "images", extractor: Union[str,
     dev = resolve_device(device)
     path = None
     if cache_dir is not None:
-        path = cache_path(os.fspath(cache_dir), src.fingerprint(), ext.name, _module_fingerprint(ext))
+        folder = os.path.expanduser(os.fspath(cache_dir))
+        path = cache_path(folder, src.fingerprint(), ext.name, _module_fingerprint(ext))
         cached = load_cached(path)
         if cached is not None:
             if save_to:
