@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from typing import Optional, Sequence
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n", type=int, default=5000, help="samples per set (default 5000)")
     demo.add_argument("--dim", type=int, default=2048, help="feature dimension (default 2048)")
     demo.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    demo.add_argument("--plot", default="demo-out/demo.png", help="PNG of P and R per defect ('' for none)")
     _add_common(demo)
     bench = sub.add_parser("bench", help="time exact P&R against eP&R variants on synthetic or given features")
     bench.add_argument("--real", help="real features (.npy/.npz); default: synthetic")
@@ -113,6 +115,33 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_plot(rows: list, path: str) -> None:
+    """Precision and recall per defect, exact vs eP&R, as a PNG (needs matplotlib: the ``bench`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no plot: matplotlib is missing (pip install 'eprmetrics[bench]')")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    names = [f"{r['defect']}\n{r['strength']:g}" for r in rows]
+    x = range(len(rows))
+    for ax, key in zip(axes, ("precision", "recall")):
+        ax.bar([i - 0.2 for i in x], [r["exact"][key] for r in rows], 0.4, label="exact")
+        ax.bar([i + 0.2 for i in x], [r["epr"][key] for r in rows], 0.4, label="eP&R")
+        ax.set_xticks(list(x), names, fontsize=7)
+        ax.set_title(key)
+    axes[0].legend()
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot: {path}")
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .api import compute_epr, compute_pr
     from .synthetic import make_pair
@@ -122,8 +151,8 @@ def _demo(args: argparse.Namespace) -> int:
     cases = [("none", 0.0), ("mode_drop", 0.5), ("truncation", 0.2), ("outliers", 0.3), ("noise", 0.1)]
     k = args.k[0]
     print(f"eprmetrics demo: synthetic VGG-like features, n={args.n} per set, dim={args.dim}, k={k}, t=3")
-    print(f"{'defect':<12} {'strength':>8} | {'exact P':>7} {'exact R':>7} {'time':>7} | "
-          f"{'eP&R P':>7} {'eP&R R':>7} {'time':>7} {'speed-up':>8} {'P err':>6} {'R err':>6}")
+    print(f"{'defect':<12} {'strength':>8} | {'exact P':>7} {'exact R':>7} {'time':>7} {'memory':>9} | "
+          f"{'eP&R P':>7} {'eP&R R':>7} {'time':>7} {'memory':>9} {'speed-up':>8} {'P err':>6} {'R err':>6}")
     rows, last = [], None
     for defect, strength in cases:
         real, fake = make_pair(args.n, args.n, dim=args.dim, defect=defect, strength=strength, seed=args.seed)
@@ -132,12 +161,16 @@ def _demo(args: argparse.Namespace) -> int:
         epr = compute_epr(real, fake, k=k, strict=args.strict, device=args.device, memory_budget=args.memory_budget,
                           error_bound=args.error_bound, progress=not args.quiet)
         err = [abs(a - b) / a if a else float("nan") for a, b in ((last.precision, epr.precision), (last.recall, epr.recall))]
-        print(f"{defect:<12} {strength:>8.2f} | {last.precision:>7.4f} {last.recall:>7.4f} {last.seconds:>6.2f}s | "
-              f"{epr.precision:>7.4f} {epr.recall:>7.4f} {epr.seconds:>6.2f}s {last.seconds / epr.seconds:>7.2f}× "
-              f"{100 * err[0]:>5.1f}% {100 * err[1]:>5.1f}%")
+        mem = [max(s.rss_growth for s in r.stages) for r in (last, epr)]
+        print(f"{defect:<12} {strength:>8.2f} | {last.precision:>7.4f} {last.recall:>7.4f} {last.seconds:>6.2f}s "
+              f"{format_bytes(mem[0]):>9} | {epr.precision:>7.4f} {epr.recall:>7.4f} {epr.seconds:>6.2f}s "
+              f"{format_bytes(mem[1]):>9} {last.seconds / epr.seconds:>7.2f}× {100 * err[0]:>5.1f}% {100 * err[1]:>5.1f}%")
         rows.append({"defect": defect, "strength": strength, "exact": last.to_dict(), "epr": epr.to_dict()})
     print(f"\neP&R backend: {epr.backend} ({epr.backend_reason}); hubs: real {100 * epr.hubs['real']['fraction']:.1f}%, "
           f"fake {100 * epr.hubs['fake']['fraction']:.1f}%. eP&R is an estimate whose error depends on the data.")
+    print("memory = largest per-stage growth of peak RSS.")
+    if args.plot:
+        _demo_plot(rows, args.plot)
     print("\nStages of the last exact run:")
     print(last.stage_table())
     if args.json:
@@ -211,6 +244,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("eprmetrics: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

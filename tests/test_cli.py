@@ -38,10 +38,13 @@ def test_epr_with_several_k_is_an_error(files, capsys):
     assert "eP&R uses one k" in capsys.readouterr().err
 
 
-def test_demo_prints_table(capsys):
-    assert main(["demo", "--n", "300", "--dim", "16", "--quiet"]) == 0
+def test_demo_prints_table(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "demo.png"
+    assert main(["demo", "--n", "300", "--dim", "16", "--quiet", "--plot", str(plot)]) == 0
     text = capsys.readouterr().out
     assert "mode_drop" in text and "eP&R" in text and "Stages of the last exact run" in text
+    assert plot.stat().st_size > 1000
 
 
 @pytest.mark.parametrize("argv_tail,message", [
