@@ -14,7 +14,7 @@ $(VENV)/.base: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) -e ".[test,faiss,hnswlib,scann,bench]"
+	$(PIP) -e ".[test,faiss,hnswlib,scann,bench,vision]"
 	touch $@
 
 demo: $(VENV)/.base

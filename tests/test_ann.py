@@ -75,7 +75,7 @@ def test_missing_backend_names_the_extra(monkeypatch):
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'eprmetrics\[hnswlib\]'"):
         knn_graph(np.zeros((10, 2), np.float32), 3, backend="hnswlib")
     monkeypatch.setitem(sys.modules, "scann", None)
-    with pytest.raises(ModuleNotFoundError, match=r"backend 'scann' needs the 'scann' package"):
+    with pytest.raises(ModuleNotFoundError, match=r"backend 'scann' needs the 'scann' package: pip install 'eprmetrics\[scann\]'"):
         knn_graph(np.zeros((10, 2), np.float32), 3, backend="scann")
 
 

@@ -128,6 +128,17 @@ def test_empty_folder_and_missing_path(tmp_path):
         compute_pr(np.zeros((10, 3), np.float32), str(tmp_path / "nope"), extractor=CountingNet())
 
 
+def test_missing_torchvision_names_the_extra(folders, monkeypatch):
+    import sys
+
+    real, _ = folders
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.models", None)
+    with pytest.raises(ModuleNotFoundError, match=r"extractor 'vgg16' needs the 'torchvision' package: "
+                                                  r"pip install 'eprmetrics\[vision\]'"):
+        extract_features(real, extractor="vgg16", progress=False)
+
+
 def test_bad_extractor_options(folders):
     real, _ = folders
     with pytest.raises(ValueError, match="extractor: expected one of"):

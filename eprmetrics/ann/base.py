@@ -23,13 +23,14 @@ __all__ = ["ANNBackend", "register_backend", "get_backend", "backend_names", "av
 _REGISTRY: dict[str, type["ANNBackend"]] = {}
 
 
-def require(module: str, extra: str, backend: str) -> Any:
+def require(module: str, extra: str, backend: str, kind: str = "backend") -> Any:
     """Import ``module`` or fail naming the pip extra that provides it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        package = module.split(".")[0]
         raise ModuleNotFoundError(
-            f"backend {backend!r} needs the {module!r} package: pip install 'eprmetrics[{extra}]'") from exc
+            f"{kind} {backend!r} needs the {package!r} package: pip install 'eprmetrics[{extra}]'") from exc
 
 
 class ANNBackend(abc.ABC):

@@ -105,6 +105,8 @@ def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str,
         return Extractor("custom", extractor, None, _custom_preprocess, f"custom:{type(extractor).__name__}:{id(extractor)}")
     if extractor not in _REGISTRY:
         raise ValueError(f"extractor: expected one of {extractor_names()} or an nn.Module, got {extractor!r}")
+    if weights is not None and not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights: no such file: {os.fspath(weights)!r}")
     return _REGISTRY[extractor](None if weights is None else os.fspath(weights))
 
 

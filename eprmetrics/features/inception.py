@@ -21,7 +21,7 @@ __all__ = ["inception_extractor"]
 @register_extractor("inception")
 def inception_extractor(weights: Optional[str] = None) -> Extractor:
     """torchvision Inception-v3 with ``fc`` removed: the 2048-d average-pooled (pool3) features."""
-    models = require("torchvision.models", "vision", "inception")
+    models = require("torchvision.models", "vision", "inception", kind="extractor")
     if weights is None:
         net = models.inception_v3(weights=models.Inception_V3_Weights.IMAGENET1K_V1)
     else:

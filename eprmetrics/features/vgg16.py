@@ -29,7 +29,7 @@ def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
     Preprocessing: uint8 RGB → [0, 1] → bilinear resize to 224×224 (align_corners=False) →
     ImageNet mean/std, as NVIDIA's ``vgg16.pt`` used by StyleGAN2-ADA and torch-fidelity.
     """
-    models = require("torchvision.models", "vision", "vgg16")
+    models = require("torchvision.models", "vision", "vgg16", kind="extractor")
     if weights is None:
         vgg = models.vgg16(weights=models.VGG16_Weights.IMAGENET1K_V1)
     else:
