@@ -271,12 +271,7 @@ def compute_epr(
         strict, device, memory_budget, error_bound, progress: as for :func:`compute_pr`.
         backend_options: parameters for the backend (e.g. ``{"efSearch": 256}``).
         extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error:
-            for image inputs (a folder, ``.zip``, list of image files, or uint8
-            images N×3×H×W / N×H×W×3): the feature network (``"vgg16"`` fc2,
-            ``"inception"`` pool3, or an ``nn.Module``), an offline state-dict
-            file, DataLoader settings, an opt-in feature cache folder, a folder
-            to keep ``real.npy``/``fake.npy``, and ``"raise"``/``"skip"`` for
-            unreadable images. See :func:`eprmetrics.features.extract_features`.
+            image inputs, as for :func:`compute_pr`.
 
     Returns:
         :class:`Result` with ``method="epr"``, hub counts, backend and per-stage time and memory.
