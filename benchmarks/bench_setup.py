@@ -29,7 +29,8 @@ def main() -> None:
             t0 = time.perf_counter()
             proc = subprocess.run(["make", target], cwd=clone, capture_output=True, text=True)
             sec = time.perf_counter() - t0
-            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            # pip's warnings go to stderr: report stdout's end, stderr's only on failure
+            tail = (proc.stdout if proc.returncode == 0 else proc.stderr).strip().splitlines()[-3:]
             rows.append({"command": f"make {target}", "seconds": sec, "exit": proc.returncode, "tail": tail})
             print(f"make {target}: exit {proc.returncode} in {sec:.0f} s — {tail[-1] if tail else ''}", flush=True)
     md = ["# Fresh clone: the README's two commands, installation included", "",
