@@ -55,11 +55,16 @@ def test_hubness_resembles_vgg_features():
 
 
 def test_profiler_records_peak_memory():
+    import mmap
+
     prof = Profiler()
     with prof.stage("alloc"):
-        big = np.ones(50_000_000 // 8)
-        big[::512] = 2.0
-        del big
+        # Fresh anonymous pages: malloc could reuse memory that earlier tests freed but kept resident.
+        region = mmap.mmap(-1, 64 << 20)
+        pages = np.frombuffer(region, dtype=np.uint8)
+        pages[::4096] = 1  # touch every page
+        del pages
+        region.close()
     with prof.stage("idle"):
         pass
     alloc, idle = prof.stages
