@@ -164,7 +164,6 @@ class TileEngine:
         self.tile = self._square_tile()
         # Linear scans (mean, norms) and float64 pair checks need no big blocks.
         self.scan_rows = max(1, min(self.tile, _SCAN_ROWS))
-        self.n_tiles = 0
 
     def _square_tile(self) -> int:
         # t² tile elements plus two t×d blocks (fp32, and a float64 staging copy).
@@ -216,18 +215,9 @@ class TileEngine:
         return (p.source.take(index, self.device, p.center.dtype) - p.center).float()
 
     # ------------------------------------------------------------- distances
-    def sqdist(self, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
-        """fp32 squared distances of two blocks by one GEMM, clamped at 0."""
-        self.n_tiles += 1
-        return sqdist_block(a, a_sq, b, b_sq)
-
     def bound(self, norm: torch.Tensor, other_max_norm: float) -> torch.Tensor:
         """Per-point float64 error bound δ against any point of the other set."""
         return self.c * (norm + other_max_norm) ** 2
-
-    def thresholds(self, r2: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """fp32 (lo, hi) bracketing ``r² ∓ δ`` conservatively."""
-        return down32(r2 - delta), up32(r2 + delta)
 
     def exact_sqdist_pairs(self, a: Prepared, ia: torch.Tensor, b: Prepared, ib: torch.Tensor) -> torch.Tensor:
         """Float64 ``Σ (a − b)²`` from direct differences of the original values."""
@@ -255,7 +245,7 @@ class TileEngine:
             for j0 in range(i0, n, t):
                 cs = slice(j0, min(j0 + t, n))
                 b = a if j0 == i0 else self.rows(p, cs.start, cs.stop)
-                d = self.sqdist(a, p.sqnorm[rs], b, p.sqnorm[cs])
+                d = sqdist_block(a, p.sqnorm[rs], b, p.sqnorm[cs])
                 if j0 == i0:
                     d.fill_diagonal_(math.inf)
                 merge_topk(vals, idx, rs, d, j0, K)
@@ -281,7 +271,7 @@ class TileEngine:
             a = self.rows(rows, rs.start, rs.stop)
             for j0 in range(0, cols.n, tc):
                 cs = slice(j0, min(j0 + tc, cols.n))
-                d = self.sqdist(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
+                d = sqdist_block(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
                 if exclude is not None:
                     ex = exclude[rs] - j0
                     hit = ((ex >= 0) & (ex < d.shape[1])).nonzero().squeeze(1)
@@ -302,7 +292,7 @@ class TileEngine:
             a = self.rows(rows, rs.start, rs.stop)
             for j0 in range(0, cols.n, tc):
                 cs = slice(j0, min(j0 + tc, cols.n))
-                d = self.sqdist(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
+                d = sqdist_block(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
                 for test in tests:
                     test.update(d, rs, cs)
                 if extra is not None:
@@ -327,7 +317,7 @@ class TileEngine:
             a = self.rows_at(queries, qi)
             for j0 in range(0, refs.n, tc):
                 cs = slice(j0, min(j0 + tc, refs.n))
-                d = self.sqdist(a, queries.sqnorm[qi], self.rows(refs, cs.start, cs.stop), refs.sqnorm[cs])
+                d = sqdist_block(a, queries.sqnorm[qi], self.rows(refs, cs.start, cs.stop), refs.sqnorm[cs])
                 qq, jj = select(d, q_pos, cs).nonzero(as_tuple=True)
                 del d
                 if qq.numel():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Extractor", "register_extractor", "get_extractor", "extractor_names", "IMAGENET_MEAN", "IMAGENET_STD",
-           "resize_batch"]
+           "resize_batch", "imagenet_preprocess"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,6 +36,17 @@ def resize_batch(images: ImageBatch, size: int, device: torch.device) -> torch.T
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
         out.append(x)
     return torch.cat(out)
+
+
+def imagenet_preprocess(size: int) -> Callable[[ImageBatch, torch.device], torch.Tensor]:
+    """uint8 images → bilinear ``size``×``size`` (see :func:`resize_batch`) → ImageNet mean/std."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def preprocess(images: ImageBatch, device: torch.device) -> torch.Tensor:
+        return (resize_batch(images, size, device) - mean.to(device)) / std.to(device)
+
+    return preprocess
 
 
 class Extractor:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import nn
 
 from ..ann.base import require
-from .base import IMAGENET_MEAN, IMAGENET_STD, Extractor, _load_state_dict, register_extractor, resize_batch, weights_fingerprint
+from .base import Extractor, _load_state_dict, imagenet_preprocess, register_extractor, weights_fingerprint
 
 __all__ = ["inception_extractor"]
 
@@ -31,11 +30,5 @@ def inception_extractor(weights: Optional[str] = None) -> Extractor:
         net.load_state_dict(state)
     net.aux_logits, net.AuxLogits = False, None
     net.fc = nn.Identity()
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
-    def preprocess(images, device):
-        return (resize_batch(images, 299, device) - mean.to(device)) / std.to(device)
-
-    return Extractor("inception", net, 2048, preprocess,
+    return Extractor("inception", net, 2048, imagenet_preprocess(299),
                      weights_fingerprint(weights, "torchvision:Inception_V3_Weights.IMAGENET1K_V1"))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..ann.base import require
-from .base import IMAGENET_MEAN, IMAGENET_STD, Extractor, _load_state_dict, register_extractor, resize_batch, weights_fingerprint
+from .base import Extractor, _load_state_dict, imagenet_preprocess, register_extractor, weights_fingerprint
 
 __all__ = ["vgg16_extractor"]
 
@@ -35,10 +35,4 @@ def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
     else:
         vgg = models.vgg16(weights=None)
         vgg.load_state_dict(_load_state_dict(weights))
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
-    def preprocess(images, device):
-        return (resize_batch(images, 224, device) - mean.to(device)) / std.to(device)
-
-    return Extractor("vgg16", _VGGFc2(vgg), 4096, preprocess, weights_fingerprint(weights, "torchvision:VGG16_Weights.IMAGENET1K_V1"))
+    return Extractor("vgg16", _VGGFc2(vgg), 4096, imagenet_preprocess(224), weights_fingerprint(weights, "torchvision:VGG16_Weights.IMAGENET1K_V1"))
