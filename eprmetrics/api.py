@@ -6,21 +6,17 @@ import dataclasses
 import os
 from typing import Any, Iterator, Optional, Sequence, Union
 
-import numpy as np
 import torch
 
-from .ann import as_float32_rows, get_backend, resolve_backend
-from .ann.base import finish_graph
 from .defaults import DEFAULTS
 from .features.images import is_image_input
-from .hubs import hub_mask, hub_stats, k_occurrence
 from .inputs import FeatureSet, FeaturesLike, as_feature_set, validate_pair
-from .metrics import GivenRadii, Radii, exact_membership
+from .metrics import Radii, exact_membership
 from .profiling import Profiler
 from .result import KResult, Result
 from .tiles import ERROR_BOUNDS, TileEngine, default_memory_budget, resolve_device
 
-__all__ = ["compute_pr", "compute_epr", "normalize_k", "RADII_MODES"]
+__all__ = ["compute_pr", "normalize_k"]
 
 
 def normalize_k(k: Union[int, Sequence[int]]) -> tuple[int, ...]:
@@ -214,150 +210,4 @@ def compute_pr(
         dim=real_fs.dim, per_k=per_k, method="exact", strict=strict, density=head.density,
         coverage=head.coverage, realism=None if realism_scores is None else realism_scores.cpu().numpy(),
         device=str(dev), memory_budget=engine.memory_budget, tile=engine.tile, n_redecided=n_redecided, error_bound=error_bound, stages=prof.stages,
-    )
-
-
-RADII_MODES = ("exact", "ann")
-
-
-def _hubs_of(name: str, occurrence: np.ndarray, t: int) -> torch.Tensor:
-    hubs = np.flatnonzero(hub_mask(occurrence, t))
-    if hubs.size == 0:
-        raise ValueError(f"{name}: no hubs at t={t} (largest k-occurrence is {int(occurrence.max())}); use a lower t")
-    return torch.from_numpy(hubs)
-
-
-def compute_epr(
-    real: FeaturesLike,
-    fake: FeaturesLike,
-    *,
-    k: int = DEFAULTS["k"],
-    t: int = DEFAULTS["t"],
-    backend: str = DEFAULTS["backend"],
-    radii: str = DEFAULTS["radii"],
-    seed: int = DEFAULTS["seed"],
-    strict: bool = DEFAULTS["strict"],
-    device: Union[str, torch.device] = DEFAULTS["device"],
-    memory_budget: Optional[int] = DEFAULTS["memory_budget"],
-    error_bound: str = DEFAULTS["error_bound"],
-    backend_options: Optional[dict[str, Any]] = None,
-    extractor: Any = DEFAULTS["extractor"],
-    weights: Optional[str] = None,
-    batch_size: int = DEFAULTS["batch_size"],
-    num_workers: int = DEFAULTS["num_workers"],
-    cache_dir: Optional[str] = None,
-    save_features: Optional[str] = None,
-    on_error: str = DEFAULTS["on_error"],
-    progress: bool = False,
-) -> Result:
-    """Efficient P&R (thesis Eqs. 4.4–4.5): P&R computed on hubs only.
-
-    ``precision_hub = mean_{g ∈ H(G)} 1[∃ r ∈ H(R): ‖g − r‖ ≤ r_k(r; R)]`` and
-    symmetrically for recall, where ``H(S) = {x : N_k(x) ≥ t}`` are the hubs of
-    ``S`` found from a (possibly approximate) k-NN graph, and each hub's radius
-    is measured against the *full* set.
-
-    Args:
-        real, fake: features as for :func:`compute_pr`.
-        k: neighbourhood size for hubness and radii (one value).
-        t: hub threshold on the k-occurrence ``N_k``.
-        backend: k-NN backend for hub identification: ``"auto"`` (see
-            :func:`eprmetrics.ann.resolve_backend`; recorded on the result) or a
-            registered name (:func:`eprmetrics.ann.backend_names`).
-        radii: ``"exact"`` — hub radii from a tiled hub-vs-all pass (exact
-            decisions) — or ``"ann"`` — radii read off the ANN graph (skips that
-            pass; a backend that misses neighbours makes radii larger).
-        seed: seeds index training.
-        strict, device, memory_budget, error_bound, progress: as for :func:`compute_pr`.
-        backend_options: parameters for the backend (e.g. ``{"efSearch": 256}``).
-        extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error:
-            image inputs, as for :func:`compute_pr`.
-
-    Returns:
-        :class:`Result` with ``method="epr"``, hub counts, backend and per-stage time and memory.
-
-    Raises:
-        ValueError: bad options or inputs, or no hubs at ``t`` (use a lower ``t``).
-        ModuleNotFoundError: the backend's library is missing (names the extra).
-
-    Example:
-        >>> from eprmetrics import compute_epr
-        >>> from eprmetrics.synthetic import make_pair
-        >>> real, fake = make_pair(600, 600, dim=32, seed=1)
-        >>> res = compute_epr(real, fake, backend="exact", t=0)   # every point a hub: exact P&R
-        >>> res.method, res.hubs["real"]["fraction"]
-        ('epr', 1.0)
-    """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k: expected a positive int (eP&R uses one k), got {k!r}")
-    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-        raise ValueError(f"t: expected a non-negative int, got {t!r}")
-    if radii not in RADII_MODES:
-        raise ValueError(f"radii: expected one of {RADII_MODES}, got {radii!r}")
-    if not isinstance(backend, str):
-        raise ValueError(f"backend: expected a name such as 'auto' or 'faiss-hnsw', got {backend!r}")
-    if backend != "auto":
-        get_backend(backend)
-    images = _ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
-    dev, real_fs, fake_fs, engine = _setup(real, fake, k, strict, memory_budget, error_bound, device, images, progress)
-    prof = Profiler(dev)
-    hub_radii, hub_info, used = {}, {}, {}
-
-    with _fp32_matmul(), torch.inference_mode():
-        with prof.stage("prepare (centre, norms)"):
-            center = engine.center_of(real_fs)
-            prepared = {"real": engine.prepare(real_fs, center), "fake": engine.prepare(fake_fs, center)}
-        for name, fs in (("real", real_fs), ("fake", fake_fs)):
-            p = prepared[name]
-            chosen, reason = resolve_backend(backend, fs.n, fs.dim, dev, radii)
-            used[name] = (chosen, reason)
-            if chosen == "exact":
-                # One symmetric pass gives the exact graph and every radius: no hub-vs-all pass needed.
-                with prof.stage(f"{name}: exact k-NN graph (distances + top-k → radii, hubs)"), \
-                        _progress(progress, fs.n, f"k-NN {name}") as bar:
-                    full = Radii(engine, p, k, progress=bar.update if bar else None)
-                    occ = k_occurrence(full.neighbours(k), fs.n)
-                    hubs = _hubs_of(name, occ, t).to(dev)
-                    hub_radii[name] = full.restrict(hubs)
-                params: dict[str, Any] = {}
-            else:
-                impl = get_backend(chosen)(**(backend_options or {}))
-                x = as_float32_rows(fs.data, name)
-                impl.used_params = impl.resolve_params(*x.shape)
-                params = impl.used_params
-                with prof.stage(f"{name}: subspace construction ({chosen} build)"):
-                    impl.build(x, seed=seed, device=dev)
-                with prof.stage(f"{name}: approximate hubs ({chosen} search, k-occurrence)"):
-                    dist, idx, squared = impl.search(x, k + 1)
-                    dist, idx = finish_graph(np.asarray(dist), np.asarray(idx), k, squared)
-                    occ = k_occurrence(idx, fs.n)
-                    hubs = _hubs_of(name, occ, t).to(dev)
-                del x
-                if radii == "exact":
-                    with prof.stage(f"{name}: hub-vs-all distances + top-k → radii"), \
-                            _progress(progress, hubs.numel(), f"hub radii {name}") as bar:
-                        hub_radii[name] = Radii(engine, p, k, progress=bar.update if bar else None,
-                                                owners=engine.subset(p, hubs), owner_ids=hubs)
-                else:
-                    r2 = torch.from_numpy(dist[hubs.cpu().numpy(), k - 1]).to(dev, torch.float64) ** 2
-                    hub_radii[name] = GivenRadii(engine.subset(p, hubs), {k: r2})
-            stats = hub_stats(occ, t)
-            hub_info[name] = {"n_hubs": stats.n_hubs, "fraction": stats.fraction, "backend": chosen,
-                              "reason": reason, "params": params, "max_k_occurrence": int(occ.max())}
-        with prof.stage("hub↔hub distances + ratios"), \
-                _progress(progress, hub_radii["real"].p.n, "hub↔hub") as bar:
-            member, _ = exact_membership(engine, hub_radii["real"], hub_radii["fake"], (k,), strict=strict,
-                                         density_coverage=False, progress=bar.update if bar else None)
-
-    m = member[k]
-    kr = KResult(k=k, precision=float(m.precision_hits.double().mean()), recall=float(m.recall_hits.double().mean()))
-    backends = {c for c, _ in used.values()}
-    n_redecided = sum(r.n_redecided for r in hub_radii.values()) + m.n_redecided
-    return Result(
-        precision=kr.precision, recall=kr.recall, k=k, n_real=real_fs.n, n_fake=fake_fs.n, dim=real_fs.dim,
-        per_k={k: kr}, method="epr", strict=strict, device=str(dev), memory_budget=engine.memory_budget,
-        tile=engine.tile, n_redecided=n_redecided, error_bound=error_bound, stages=prof.stages, t=t,
-        backend=used["real"][0] if len(backends) == 1 else "+".join(c for c, _ in used.values()),
-        backend_reason=used["real"][1], backend_params=hub_info["real"]["params"],
-        radii=radii if backends != {"exact"} else "exact", hubs=hub_info,
     )

@@ -41,6 +41,18 @@ def _bytes(text: str) -> int:
     return int(value)
 
 
+def _sample_size(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of queries (int) or a target half-width "
+                                         f"(float in (0, 1)), got {text!r}") from None
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=_k_list, default=(DEFAULTS["k"],), help="neighbourhood size(s), e.g. 3 or 3,5,10")
     p.add_argument("--strict", action="store_true", help="use < instead of ≤ for ball membership (prdc's rule)")
@@ -64,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("real", help="real images (folder or .zip) or features (.npy/.npz)")
     run.add_argument("fake", help="generated images (folder or .zip) or features (.npy/.npz)")
     run.add_argument("--exact", action="store_true", help="exact P&R instead of eP&R (hub estimate)")
+    run.add_argument("--method", choices=("hubness", "sampled"), default=DEFAULTS["method"],
+                     help="fast method: hubness (thesis eP&R, audited) or sampled (estimate with intervals)")
+    run.add_argument("--sample-size", type=_sample_size, default=DEFAULTS["sample_size"],
+                     help="sampled: queries per set (int) or target interval half-width (float, default 0.01)")
+    run.add_argument("--confidence", type=float, default=DEFAULTS["confidence"], help="interval level (0.95)")
+    run.add_argument("--no-audit", action="store_true", help="hubness: skip the sampled audit")
     run.add_argument("--t", type=int, default=DEFAULTS["t"], help="hub threshold on k-occurrence (eP&R)")
     run.add_argument("--backend", default=DEFAULTS["backend"], help="k-NN backend for hubs (eP&R), e.g. ivf-gemm")
     run.add_argument("--radii", choices=("exact", "ann"), default=DEFAULTS["radii"], help="hub radii source (eP&R)")
@@ -95,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .api import compute_epr, compute_pr
+    from .api import compute_pr
+    from .epr import compute_epr
 
     common = dict(strict=args.strict, device=args.device, memory_budget=args.memory_budget,
                   error_bound=args.error_bound, extractor=args.extractor, weights=args.weights,
@@ -106,10 +125,13 @@ def _run(args: argparse.Namespace) -> int:
         res = compute_pr(args.real, args.fake, k=args.k, realism=args.realism, **common)
     else:
         k = args.k[0] if len(args.k) == 1 else args.k
-        res = compute_epr(args.real, args.fake, k=k, t=args.t, backend=args.backend, radii=args.radii, **common)
+        res = compute_epr(args.real, args.fake, method=args.method, k=k, t=args.t, backend=args.backend,
+                          radii=args.radii, sample_size=args.sample_size, confidence=args.confidence,
+                          audit=not args.no_audit, **common)
     print(res)
-    if not args.exact:
-        print("eP&R is an estimate on hubs; its error depends on the data. Use --exact for the exact value.")
+    if res.method == "epr":
+        print("eP&R is an estimate on hubs; its error depends on the data (see the audit line). "
+              "--method sampled gives intervals, --exact the exact value.")
     if args.json:
         res.to_json(args.json)
     return 0
@@ -143,7 +165,8 @@ def _demo_plot(rows: list, path: str) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .api import compute_epr, compute_pr
+    from .api import compute_pr
+    from .epr import compute_epr
     from .synthetic import make_pair
 
     if args.n < 2 or args.dim < 1:
@@ -192,7 +215,8 @@ def _one_line(exc: BaseException) -> str:
 
 def _bench(args: argparse.Namespace) -> int:
     """Exact P&R and eP&R (defaults, ANN radii) in one run: time, peak memory, relative error."""
-    from .api import compute_epr, compute_pr
+    from .api import compute_pr
+    from .epr import compute_epr
     from .synthetic import make_pair
 
     if bool(args.real) != bool(args.fake):

@@ -13,6 +13,11 @@ DEFAULTS = {
     "error_bound": "probabilistic",
     "backend": "auto",
     "radii": "exact",
+    "method": "hubness",
+    "sample_size": 0.01,  # target 95% half-width of the sampled estimator's intervals
+    "confidence": 0.95,
+    "audit": True,
+    "audit_size": 1000,  # queries per set of the hub method's sampled audit
     "extractor": "vgg16",
     "batch_size": 64,
     "num_workers": 0,

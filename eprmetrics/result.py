@@ -65,6 +65,13 @@ class Result:
     backend_params: Optional[dict[str, Any]] = None
     radii: Optional[str] = None
     hubs: Optional[dict[str, dict[str, Any]]] = None
+    # sampled estimator: intervals at ``confidence`` and per-side sampling details;
+    # hub method: ``audit`` holds its sampled check (same layout as ``sampling``)
+    precision_ci: Optional[tuple[float, float]] = None
+    recall_ci: Optional[tuple[float, float]] = None
+    confidence: Optional[float] = None
+    sampling: Optional[dict[str, Any]] = None
+    audit: Optional[dict[str, Any]] = None
     stages: list[Stage] = dataclasses.field(default_factory=list)
 
     @property
@@ -124,4 +131,17 @@ class Result:
         if self.method == "epr":
             hubs = ", ".join(f"{name} {h['n_hubs']} ({100 * h['fraction']:.1f}%)" for name, h in (self.hubs or {}).items())
             lines.append(f"hubs at t={self.t}: {hubs}; backend={self.backend} ({self.backend_reason}); radii={self.radii}")
+            if self.audit:
+                a = self.audit
+                lines.append("audit (sampled, {:.0f}%): ".format(100 * a["confidence"]) + "; ".join(
+                    f"{side} {a[side]['estimate']:.4f} [{a[side]['interval'][0]:.4f}, {a[side]['interval'][1]:.4f}]"
+                    f" from {a[side]['sample_size']} queries" for side in ("precision", "recall"))
+                    + ("" if a["consistent"] else "  ← eP&R lies OUTSIDE: prefer method='sampled' or exact"))
+        if self.method == "sampled":
+            s = self.sampling or {}
+            lines.append(f"sampled estimate, {100 * (self.confidence or 0):.0f}% intervals: precision "
+                         f"[{self.precision_ci[0]:.4f}, {self.precision_ci[1]:.4f}] from "
+                         f"{s['precision']['sample_size']} of {s['precision']['population']} fakes, recall "
+                         f"[{self.recall_ci[0]:.4f}, {self.recall_ci[1]:.4f}] from "
+                         f"{s['recall']['sample_size']} of {s['recall']['population']} reals; backend={self.backend}")
         return "\n".join(lines + [self.metrics_table(), "", self.stage_table()])

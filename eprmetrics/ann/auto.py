@@ -22,14 +22,18 @@ SMALL = 5_000
 
 
 def resolve_backend(backend: str, n: int, dim: int, device: torch.device, radii: str = "exact") -> tuple[str, str]:
-    """``(backend name, reason)`` for a set of ``n`` points in ``dim`` dimensions on ``device``."""
+    """``(backend name, reason)`` for a set of ``n`` points in ``dim`` dimensions on ``device``.
+
+    ``radii``: ``"exact"`` or ``"ann"`` (the hub method's radii modes), or ``"sampled"``.
+    """
     if backend != "auto":
         from .base import get_backend
 
         get_backend(backend).check_available()
         return backend, "requested"
-    if device.type == "cuda" and faiss_gpu_available() and radii == "ann" and n > SMALL:
+    if device.type == "cuda" and faiss_gpu_available() and radii != "exact" and n > SMALL:
         return "faiss-ivf", "CUDA with GPU faiss, ANN radii"
+    # The sampled estimator needs only upper-bound radii, like ANN radii.
     limit = EXACT_UP_TO if radii == "exact" else SMALL
     if n <= limit:
         return "exact", f"n = {n} ≤ {limit}: the exact self pass gives the graph and every radius at once"

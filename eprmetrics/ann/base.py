@@ -46,6 +46,7 @@ class ANNBackend(abc.ABC):
     module: ClassVar[Optional[str]] = None
     defaults: ClassVar[dict[str, Any]] = {}
     deterministic: ClassVar[bool] = True
+    supports_queries: ClassVar[bool] = True  # can search points that are not indexed
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)
@@ -81,6 +82,10 @@ class ANNBackend(abc.ABC):
     @abc.abstractmethod
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """``k`` neighbours of every row of ``x``: (distances, indices, distances_are_squared)."""
+
+    def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """``k`` indexed neighbours of *other* points ``x`` (no self to drop); ``supports_queries`` says if possible."""
+        return self.search(x, k)
 
     def run(self, x: np.ndarray, k: int, *, seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray, dict]:
         """Build, then search ``k + 1`` neighbours of the indexed points; with timings."""

@@ -18,6 +18,7 @@ class ExactBackend(ANNBackend):
 
     name = "exact"
     defaults = {"memory_budget": None}
+    supports_queries = False
 
     def build(self, x: np.ndarray, *, seed: int, device: torch.device) -> None:
         self.x, self.device = x, device

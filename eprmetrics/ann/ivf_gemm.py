@@ -62,6 +62,7 @@ class IVFGemm(ANNBackend):
         self.offsets = torch.zeros(nlist + 1, dtype=torch.int64, device=device)
         self.offsets[1:] = torch.cumsum(torch.bincount(assign, minlength=nlist), 0)
         c_sq = centers.pow(2).sum(1)
+        self.centers = centers
         self.probes = self._nearest(centers, c_sq, centers, p["nprobe"])  # lists probed for each list
 
     @staticmethod
@@ -82,26 +83,44 @@ class IVFGemm(ANNBackend):
         idx = torch.full((n, k), -1, dtype=torch.int64, device=dev)
         for c in range(off.numel() - 1):
             a0, a1 = int(off[c]), int(off[c + 1])
-            if a1 == a0:
-                continue
-            lists = self.probes[c]
-            starts, stops = off[lists], off[lists + 1]
-            spans = [(int(s), int(e)) for s, e in zip(starts, stops)]
-            cand = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
-            block = torch.cat([Xp[s:e] for s, e in spans])
-            d = sqdist_block(Xp[a0:a1], xp_sq[a0:a1], block, xp_sq[cand])
-            kk = min(k, cand.numel())
-            v, j = torch.topk(d, kk, dim=1, largest=False)
-            if kk < k:
-                v = torch.cat([v, torch.full((v.shape[0], k - kk), math.inf, device=dev)], 1)
-                j = torch.cat([j, torch.zeros((j.shape[0], k - kk), dtype=torch.int64, device=dev)], 1)
-                found = cand[j]
-                found[:, kk:] = -1
-            else:
-                found = cand[j]
-            vals[a0:a1], idx[a0:a1] = v, found
+            if a1 > a0:
+                vals[a0:a1], idx[a0:a1] = self._scan(c, Xp[a0:a1], xp_sq[a0:a1], k)
         # back to original indices and order
         out_idx = torch.where(idx >= 0, self.order[idx.clamp_min(0)], idx)
         inv = torch.empty_like(self.order)
         inv[self.order] = torch.arange(n, device=dev)
         return vals[inv].cpu().numpy(), out_idx[inv].cpu().numpy(), True
+
+    def _scan(self, c: int, q: torch.Tensor, q_sq: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """k smallest squared distances (and permuted positions, -1 if fewer) from ``q`` to list ``c``'s probe set."""
+        off, dev = self.offsets, q.device
+        lists = self.probes[c]
+        spans = [(int(s), int(e)) for s, e in zip(off[lists], off[lists + 1])]
+        cand = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
+        block = torch.cat([self.Xp[s:e] for s, e in spans])
+        d = sqdist_block(q, q_sq, block, self.xp_sq[cand])
+        kk = min(k, cand.numel())
+        v, j = torch.topk(d, kk, dim=1, largest=False)
+        found = cand[j]
+        if kk < k:
+            v = torch.cat([v, torch.full((v.shape[0], k - kk), math.inf, device=dev)], 1)
+            found = torch.cat([found, torch.full((found.shape[0], k - kk), -1, dtype=torch.int64, device=dev)], 1)
+        return v, found
+
+    def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """k nearest indexed points of other queries: each query scans the probe set of its nearest list."""
+        dev = self.Xp.device
+        Q = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
+        q_sq = Q.pow(2).sum(1)
+        assign = self._nearest(Q, q_sq, self.centers, 1)[:, 0]
+        order = torch.argsort(assign, stable=True)
+        bounds = torch.searchsorted(assign[order], torch.arange(self.centers.shape[0] + 1, device=dev))
+        vals = torch.full((Q.shape[0], k), math.inf, dtype=torch.float32, device=dev)
+        idx = torch.full((Q.shape[0], k), -1, dtype=torch.int64, device=dev)
+        for c in range(self.centers.shape[0]):
+            a0, a1 = int(bounds[c]), int(bounds[c + 1])
+            if a1 > a0:
+                rows = order[a0:a1]
+                v, found = self._scan(c, Q[rows], q_sq[rows], k)
+                vals[rows], idx[rows] = v, torch.where(found >= 0, self.order[found.clamp_min(0)], found)
+        return vals.cpu().numpy(), idx.cpu().numpy(), True

@@ -1,0 +1,164 @@
+"""Stratified sampling of a finite population of 0/1 values: design, estimate, interval.
+
+Precision and recall are means of a 0/1 membership over a finite set of
+queries. The sampled estimator draws a simple random sample *without
+replacement* inside each stratum (proportional allocation), observes the exact
+membership of the drawn queries and reports the stratified mean with its
+finite-population-corrected variance
+
+``V = Σ_h W_h² (1 − s_h/N_h) S_h² / s_h``, ``W_h = N_h / N``,
+
+and the normal interval ``estimate ± z·√V``. Drawing everything (``s_h = N_h``)
+gives the exact mean and a zero-width interval.
+
+``S_h²`` is the sample variance of the stratum's 0/1 values computed from the
+"plus-two" proportion ``(x_h + 1)/(s_h + 2)``: a stratum whose drawn values all
+agree (common when strata are predictive) still contributes some variance
+instead of none, which keeps the interval honest for rare disagreements.
+
+Example:
+    >>> import numpy as np
+    >>> from eprmetrics.sampling import StratifiedSample
+    >>> y = np.r_[np.ones(300), np.zeros(700)]            # true mean 0.3
+    >>> strata = np.r_[np.zeros(400, int), np.ones(600, int)]
+    >>> design = StratifiedSample(strata, seed=0)
+    >>> idx = design.draw(1000)                              # everything: exact, zero width
+    >>> est = design.estimate(idx, y[idx])
+    >>> est.value, est.interval
+    (0.3, (0.3, 0.3))
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from statistics import NormalDist
+from typing import Union
+
+import numpy as np
+
+__all__ = ["Estimate", "StratifiedSample", "z_value", "hubness_bins"]
+
+
+def z_value(confidence: float) -> float:
+    """Two-sided normal quantile for a confidence level in (0, 1)."""
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def hubness_bins(occurrence: np.ndarray, k: int) -> np.ndarray:
+    """Stratum label from a k-occurrence ``N_k``: 0 (anti-hubs), 1..k−1, k..2k−1, ≥ 2k (hubs)."""
+    occ = np.asarray(occurrence)
+    return np.digitize(occ, [1, k, 2 * k]).astype(np.int64)
+
+
+@dataclasses.dataclass
+class Estimate:
+    """A stratified estimate of a population mean and its confidence interval."""
+
+    value: float
+    half_width: float
+    interval: tuple[float, float]
+    std_error: float
+    sample_size: int
+    population: int
+    confidence: float
+
+    def contains(self, x: float) -> bool:
+        return self.interval[0] <= x <= self.interval[1]
+
+
+class StratifiedSample:
+    """Proportional-allocation stratified sampling without replacement.
+
+    Every stratum is shuffled once (seeded); a draw of size ``s`` takes the first
+    ``s_h`` of each shuffled stratum, so a larger draw extends a smaller one
+    (a pilot sample can be grown without re-sampling).
+
+    Args:
+        strata: (N,) integer stratum label of every unit.
+        seed: seed of the shuffles.
+    """
+
+    def __init__(self, strata: np.ndarray, seed: int) -> None:
+        labels = np.asarray(strata)
+        if labels.ndim != 1 or labels.size == 0:
+            raise ValueError(f"strata: expected a non-empty 1-d array of labels, got shape {labels.shape}")
+        self.N = labels.size
+        uniq, inverse = np.unique(labels, return_inverse=True)
+        rng = np.random.default_rng(seed)
+        self.units = [rng.permutation(np.flatnonzero(inverse == h)) for h in range(uniq.size)]
+        self.sizes = np.array([u.size for u in self.units])
+        self.weights = self.sizes / self.N
+
+    def allocation(self, s: int) -> np.ndarray:
+        """Units per stratum for a total of ``s``: proportional, largest remainders,
+        at least 2 per stratum that has 2 (so every stratum's variance is estimable)."""
+        s = int(min(max(s, 0), self.N))
+        exact = self.weights * s
+        alloc = np.floor(exact).astype(np.int64)
+        order = np.argsort(-(exact - alloc), kind="stable")
+        alloc[order[: s - alloc.sum()]] += 1
+        alloc = np.maximum(alloc, np.minimum(2, self.sizes)) if s >= 2 * len(self.units) else alloc
+        return np.minimum(alloc, self.sizes)
+
+    def draw(self, s: int) -> np.ndarray:
+        """Indices of a stratified sample of (about) ``s`` units, sorted."""
+        alloc = self.allocation(s)
+        return np.sort(np.concatenate([u[:a] for u, a in zip(self.units, alloc)]))
+
+    def _stratum_of(self) -> np.ndarray:
+        label = np.empty(self.N, dtype=np.int64)
+        for h, u in enumerate(self.units):
+            label[u] = h
+        return label
+
+    def estimate(self, index: np.ndarray, values: np.ndarray, confidence: float = 0.95) -> Estimate:
+        """Stratified estimate of the mean of a 0/1 population from the sampled ``values`` at ``index``."""
+        index, values = np.asarray(index), np.asarray(values, dtype=np.float64)
+        h = self._stratum_of()[index]
+        n_h = np.bincount(h, minlength=len(self.units)).astype(np.float64)
+        x_h = np.bincount(h, weights=values, minlength=len(self.units))
+        if np.any(n_h == 0):
+            raise ValueError("estimate: every stratum needs at least one sampled unit")
+        value = float(np.sum(self.sizes / n_h * x_h) / self.N)  # Σ W_h·mean_h; exact when all are drawn
+        var = float(np.sum(self.weights ** 2 * (1 - n_h / self.sizes) * self._var_h(x_h, n_h) / n_h))
+        se = math.sqrt(max(var, 0.0))
+        hw = z_value(confidence) * se
+        lo, hi = max(0.0, value - hw), min(1.0, value + hw)
+        return Estimate(value, hw, (lo, hi), se, int(n_h.sum()), self.N, confidence)
+
+    @staticmethod
+    def _var_h(x_h: np.ndarray, n_h: np.ndarray) -> np.ndarray:
+        p = (x_h + 1) / (n_h + 2)  # plus-two proportion: never a zero variance from agreeing draws
+        return p * (1 - p) * n_h / np.maximum(n_h - 1, 1)
+
+    def size_for(self, half_width: float, index: np.ndarray, values: np.ndarray, confidence: float) -> int:
+        """Total sample size whose interval is expected to have ``half_width``, from a pilot sample.
+
+        With proportional allocation ``V(s) = A/s − A/N``, ``A = Σ W_h S_h²``.
+        """
+        h = self._stratum_of()[np.asarray(index)]
+        n_h = np.bincount(h, minlength=len(self.units)).astype(np.float64)
+        x_h = np.bincount(h, weights=np.asarray(values, np.float64), minlength=len(self.units))
+        A = float(np.sum(self.weights * self._var_h(x_h, np.maximum(n_h, 1))))
+        target = (half_width / z_value(confidence)) ** 2
+        return int(min(self.N, math.ceil(A / (target + A / self.N))))
+
+
+SampleSize = Union[int, float]
+
+
+def check_sample_size(value: SampleSize, name: str = "sample_size") -> SampleSize:
+    """A positive int (queries per side) or a float in (0, 1) (target half-width)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: expected a positive int (queries per set) or a float in (0, 1) "
+                         f"(target 95% half-width), got {value!r}")
+    if isinstance(value, int) and value < 1 or isinstance(value, float) and not 0 < value < 1:
+        raise ValueError(f"{name}: expected a positive int (queries per set) or a float in (0, 1) "
+                         f"(target half-width), got {value!r}")
+    return value
+
+
+def check_confidence(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"confidence: expected a float in (0, 1) such as 0.95, got {value!r}")
+    return float(value)
