@@ -89,3 +89,18 @@ def test_bench_on_synthetic_and_files(files, capsys):
     assert main(["bench", "--real", str(files / "real.npy"), "--fake", str(files / "fake.npy"), "--t", "1",
                  "--quiet"]) == 0
     assert main(["bench", "--real", str(files / "real.npy"), "--quiet"]) == 2
+
+
+def test_sampled_method_with_intervals(files, capsys):
+    out = files / "sampled.json"
+    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--method", "sampled", "--sample-size", "50",
+                 "--json", str(out), "--quiet"]) == 0
+    assert "sampled estimate, 95% intervals" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["method"] == "sampled" and data["precision_ci"][0] <= data["precision"] <= data["precision_ci"][1]
+
+
+def test_bad_sample_size_is_one_line(files, capsys):
+    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--method", "sampled", "--sample-size", "2.5",
+                 "--quiet"]) == 2
+    assert "sample_size" in capsys.readouterr().err

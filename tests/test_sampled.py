@@ -1,0 +1,171 @@
+"""The sampled estimator: exact decisions for sampled queries, unbiasedness, interval coverage, audit."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from eprmetrics import AuditWarning, compute_epr, compute_pr
+from eprmetrics.inputs import as_feature_set
+from eprmetrics.sampled import UpperRadii, sampled_hits
+from eprmetrics.sampling import StratifiedSample, check_sample_size, hubness_bins
+from eprmetrics.synthetic import make_pair
+from eprmetrics.tiles import TileEngine
+
+from conftest import lattice
+from reference import brute_pr
+
+CPU = torch.device("cpu")
+
+
+def _prepared(real, fake, budget=1 << 20):
+    engine = TileEngine(real.shape[1], CPU, budget)
+    r, f = as_feature_set(real, "real"), as_feature_set(fake, "fake")
+    c = engine.center_of(r)
+    return engine, engine.prepare(r, c), engine.prepare(f, c)
+
+
+@pytest.mark.parametrize("backend", ["exact", "ivf-gemm"])
+@pytest.mark.parametrize("strict", [False, True])
+def test_everything_sampled_gives_exact_values_and_zero_width(backend, strict):
+    real, fake = make_pair(1500, 1300, dim=24, seed=3, defect="truncation", strength=0.2)
+    ex = compute_pr(real, fake, strict=strict, density_coverage=False)
+    res = compute_epr(real, fake, method="sampled", backend=backend, sample_size=5000, strict=strict)
+    assert (res.precision, res.recall) == (ex.precision, ex.recall)
+    assert res.precision_ci == (ex.precision, ex.precision) and res.recall_ci == (ex.recall, ex.recall)
+    assert res.sampling["precision"]["sample_size"] == 1300 and res.sampling["recall"]["half_width"] == 0.0
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("graph", ["true", "random", "partial"])
+def test_sampled_hits_equal_brute_force(rng, strict, graph):
+    """Upper-bound radii from any graph of k distinct others (exact, random, or with -1 holes)
+    must give the float64 brute-force membership; lattices give exact ties and zero radii."""
+    k = 3
+    for real, fake in ((rng.normal(size=(400, 10)).astype(np.float32), rng.normal(size=(300, 10)).astype(np.float32)),
+                       (lattice(rng, 300, 5), lattice(rng, 250, 5))):
+        ref = brute_pr(real, fake, k=k, strict=strict)
+        engine, rp, fp = _prepared(real, fake, budget=1 << 16)  # many tiles
+        d = ((real[:, None, :].astype(np.float64) - real[None]) ** 2).sum(-1)
+        np.fill_diagonal(d, np.inf)
+        if graph == "true":
+            nb = np.argsort(d, axis=1, kind="stable")[:, :k]
+        else:
+            nb = np.stack([rng.choice(np.r_[0:i, i + 1:len(real)], k, replace=False) for i in range(len(real))])
+            if graph == "partial":
+                nb[::7, -1] = -1  # fewer found: unbounded radius
+        with torch.inference_mode():
+            upper = UpperRadii(engine, rp, k, neighbours=torch.from_numpy(nb))
+            true2 = torch.from_numpy(np.sort(d, 1)[:, k - 1])
+            assert torch.all(upper.upper2 >= true2 * (1 - 1e-12))  # float64 sums in another order
+            q = torch.arange(fp.n)
+            hits = sampled_hits(engine, fp, q, upper, strict).numpy()
+        np.testing.assert_array_equal(hits, ref["precision_hits"])
+
+
+def _population(n=4000, seed=11):
+    real, fake = make_pair(n, n, dim=32, seed=seed, defect="mode_drop", strength=0.3)
+    ref = brute_pr(real[:1500], fake, k=3)  # fixed 0/1 population: fakes inside 1500 real balls
+    return ref["precision_hits"].astype(float)
+
+
+def test_stratified_estimator_unbiased_and_covers():
+    """Over 400 seeds: the mean estimate is within 4 standard errors of the truth and
+    the 95% intervals hold it at a rate inside the binomial bounds of 0.95."""
+    y = _population()
+    strata = hubness_bins(np.random.default_rng(0).poisson(3, y.size), 3)
+    truth, seeds = y.mean(), 400
+    est, covered = [], 0
+    for s in range(seeds):
+        design = StratifiedSample(strata, seed=s)
+        idx = design.draw(300)
+        e = design.estimate(idx, y[idx])
+        est.append(e.value)
+        covered += e.contains(truth)
+    est = np.array(est)
+    assert abs(est.mean() - truth) <= 4 * est.std(ddof=1) / math.sqrt(seeds)
+    lo, hi = 0.95 - 3 * math.sqrt(0.95 * 0.05 / seeds), 0.95 + 3 * math.sqrt(0.95 * 0.05 / seeds)
+    assert lo <= covered / seeds <= hi
+
+
+def test_end_to_end_coverage_over_seeds():
+    """compute_epr(method='sampled') over 100 seeds (index training and sampling both reseeded)."""
+    real, fake = make_pair(2500, 2500, dim=32, seed=5, defect="truncation", strength=0.3)
+    ex = compute_pr(real, fake, density_coverage=False)
+    seeds, hits, values = 100, {"precision": 0, "recall": 0}, []
+    for s in range(seeds):
+        r = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=400, seed=s)
+        hits["precision"] += r.precision_ci[0] <= ex.precision <= r.precision_ci[1]
+        hits["recall"] += r.recall_ci[0] <= ex.recall <= r.recall_ci[1]
+        values.append(r.precision)
+    lo = 0.95 - 3 * math.sqrt(0.95 * 0.05 / seeds)
+    assert hits["precision"] / seeds >= lo and hits["recall"] / seeds >= lo, hits
+    values = np.array(values)
+    assert abs(values.mean() - ex.precision) <= 4 * values.std(ddof=1) / math.sqrt(seeds)
+
+
+def test_target_half_width_is_met():
+    real, fake = make_pair(6000, 6000, dim=32, seed=2)
+    res = compute_epr(real, fake, method="sampled", sample_size=0.02)
+    for side in ("precision", "recall"):
+        assert res.sampling[side]["half_width"] <= 0.022
+        assert res.sampling[side]["sample_size"] < 6000
+
+
+def _biased_case(rng):
+    """Fakes: half on the dense core of the reals (hubs, inside), half scattered on a far shell
+    whose nearest neighbours are core points, so no fake has them as neighbours (anti-hubs,
+    outside): hub-only precision is near 1, the true one near 0.5."""
+    real = rng.normal(size=(1500, 32)).astype(np.float32)
+    core = (rng.normal(size=(750, 32)) * 0.5).astype(np.float32)
+    direction = rng.normal(size=(750, 32))  # nearly orthogonal: far points are closer to the core than to each other
+    far = (direction / np.linalg.norm(direction, axis=1, keepdims=True) * 30).astype(np.float32)
+    return real, np.concatenate([core, far])
+
+
+def test_audit_warns_when_hub_method_is_biased(rng):
+    real, fake = _biased_case(rng)
+    exact = compute_pr(real, fake, density_coverage=False)
+    with pytest.warns(AuditWarning, match="outside"):
+        res = compute_epr(real, fake, backend="exact", t=3)
+    assert res.precision > exact.precision + 0.3
+    audit = res.audit
+    assert not audit["consistent"]
+    lo, hi = audit["precision"]["interval"]
+    assert lo <= exact.precision <= hi and not lo <= res.precision <= hi
+    assert "audit (sampled" in str(res)
+
+
+def test_audit_silent_when_consistent_and_skippable(rng, recwarn):
+    real, fake = make_pair(1200, 1200, dim=16, seed=4)
+    res = compute_epr(real, fake, backend="exact", t=0)  # t=0: every point a hub, eP&R is exact
+    assert res.audit["consistent"] and not [w for w in recwarn if issubclass(w.category, AuditWarning)]
+    assert compute_epr(real, fake, backend="exact", t=0, audit=False).audit is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"method": "fast"}, "method"),
+    ({"method": "sampled", "sample_size": 0}, "sample_size"),
+    ({"method": "sampled", "sample_size": 1.5}, "sample_size"),
+    ({"method": "sampled", "sample_size": "all"}, "sample_size"),
+    ({"method": "sampled", "confidence": 1.0}, "confidence"),
+    ({"audit": -1}, "audit"),
+])
+def test_bad_options(rng, kwargs, match):
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=match):
+        compute_epr(x, x, **kwargs)
+
+
+def test_check_sample_size_accepts_both_forms():
+    assert check_sample_size(10) == 10 and check_sample_size(0.01) == 0.01
+
+
+def test_result_json_has_intervals(rng):
+    real, fake = make_pair(800, 800, dim=16, seed=9)
+    res = compute_epr(real, fake, method="sampled", sample_size=200)
+    data = json.loads(res.to_json())
+    assert data["method"] == "sampled" and len(data["precision_ci"]) == 2
+    assert data["precision_ci"][0] <= data["precision"] <= data["precision_ci"][1]
+    assert "sampled estimate" in str(res)
