@@ -273,6 +273,8 @@ def exact_membership(engine: TileEngine, real: Radii, fake: Radii, ks: Sequence[
             torch.maximum(best[cs], ratio, out=best[cs])
 
     engine.ball_pass(rp, fp, tests, extra=extra, progress=progress)
+    if best is not None:
+        engine.world.max_(best)
 
     out = {}
     for j, k in enumerate(ks):

@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
+
+if TYPE_CHECKING:
+    from .distributed import World
 
 __all__ = ["merge_topk", "BallTest"]
 
@@ -61,6 +64,15 @@ class BallTest:
         if self._pairs is None:
             return None
         return torch.cat(self._pairs) if self._pairs else torch.empty(0, 2, dtype=torch.int64, device=self.lo.device)
+
+    def combine(self, world: "World") -> None:
+        """Sum the partial results of every rank (no-op on one)."""
+        if not world:
+            return
+        for acc in (self.other_lo, self.other_hi, self.owner_lo, self.owner_hi):
+            world.sum_(acc)
+        pairs = world.gather_pairs(self.pairs)
+        self._pairs = None if pairs is None else [pairs]
 
     def update(self, dist: torch.Tensor, rows: slice, cols: slice) -> None:
         if self.owner == "row":

@@ -24,6 +24,7 @@ import psutil
 import torch
 
 from .defaults import CUDA_BUDGET_FRACTION, HOST_BUDGET_CAP, HOST_BUDGET_FRACTION
+from .distributed import World
 from .inputs import FeatureSet, FeatureSubset
 from .reductions import BallTest, merge_topk
 
@@ -153,7 +154,7 @@ class TileEngine:
     """
 
     def __init__(self, dim: int, device: torch.device, memory_budget: int,
-                 error_bound: str = "probabilistic") -> None:
+                 error_bound: str = "probabilistic", world: Optional[World] = None) -> None:
         if memory_budget <= 0:
             raise ValueError(f"memory_budget: expected a positive number of bytes, got {memory_budget}")
         self.dim = dim
@@ -161,6 +162,7 @@ class TileEngine:
         self.memory_budget = int(memory_budget)
         self.c = rounding_factor(dim, error_bound)
         self.error_bound = error_bound
+        self.world = World.current() if world is None else world  # ranks sharing every pass
         self.tile = self._square_tile()
         # Linear scans (mean, norms) and float64 pair checks need no big blocks.
         self.scan_rows = max(1, min(self.tile, _SCAN_ROWS))
@@ -239,11 +241,16 @@ class TileEngine:
         vals = torch.full((n, K), math.inf, dtype=torch.float32, device=self.device)
         idx = torch.full((n, K), -1, dtype=torch.int64, device=self.device)
 
+        tile_no = -1
         for i0 in range(0, n, t):
             rs = slice(i0, min(i0 + t, n))
-            a = self.rows(p, rs.start, rs.stop)
+            a = None
             for j0 in range(i0, n, t):
+                tile_no += 1
+                if not self.world.mine(tile_no):
+                    continue
                 cs = slice(j0, min(j0 + t, n))
+                a = self.rows(p, rs.start, rs.stop) if a is None else a
                 b = a if j0 == i0 else self.rows(p, cs.start, cs.stop)
                 d = sqdist_block(a, p.sqnorm[rs], b, p.sqnorm[cs])
                 if j0 == i0:
@@ -254,7 +261,7 @@ class TileEngine:
                 del d
             if progress:
                 progress(rs.stop - rs.start)
-        return vals, idx
+        return self.world.merge_topk(vals, idx)
 
     def rect_topk(self, rows: Prepared, cols: Prepared, K: int, exclude: Optional[torch.Tensor] = None,
                   progress: Optional[Callable[[int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,6 +275,8 @@ class TileEngine:
         idx = torch.full((n, K), -1, dtype=torch.int64, device=self.device)
         for i0 in range(0, n, tr):
             rs = slice(i0, min(i0 + tr, n))
+            if not self.world.mine(i0 // tr):
+                continue
             a = self.rows(rows, rs.start, rs.stop)
             for j0 in range(0, cols.n, tc):
                 cs = slice(j0, min(j0 + tc, cols.n))
@@ -280,15 +289,21 @@ class TileEngine:
                 del d
             if progress:
                 progress(rs.stop - rs.start)
-        return vals, idx
+        return self.world.merge_topk(vals, idx)
 
     def ball_pass(self, rows: Prepared, cols: Prepared, tests: list[BallTest],
                   extra: Optional[Callable[[torch.Tensor, slice, slice], None]] = None,
                   progress: Optional[Callable[[int], None]] = None) -> None:
-        """One pass over all row×column tiles, feeding every tile to every test."""
+        """One pass over all row×column tiles, feeding every tile to every test.
+
+        With several ranks each takes its share of row blocks and the tests are
+        combined at the end (``extra``'s own state is the caller's to combine).
+        """
         tr, tc = self.tile_for(rows.n), self.tile_for(cols.n)
         for i0 in range(0, rows.n, tr):
             rs = slice(i0, min(i0 + tr, rows.n))
+            if not self.world.mine(i0 // tr):
+                continue
             a = self.rows(rows, rs.start, rs.stop)
             for j0 in range(0, cols.n, tc):
                 cs = slice(j0, min(j0 + tc, cols.n))
@@ -300,6 +315,8 @@ class TileEngine:
                 del d
             if progress:
                 progress(rs.stop - rs.start)
+        for test in tests:
+            test.combine(self.world)
 
     def collect_pairs(self, queries: Prepared, q_index: torch.Tensor, refs: Prepared,
                       select: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]

@@ -1,0 +1,40 @@
+"""Run by tests/test_distributed.py under torchrun: every rank computes and writes its results."""
+import json
+import sys
+import warnings
+
+import numpy as np
+
+from eprmetrics import compute_epr, compute_pr
+from eprmetrics.distributed import init
+
+
+def results(real, fake):
+    budget = 1 << 16  # many tiles, so that every rank has work
+    ex = compute_pr(real, fake, k=(3, 5), realism=True, memory_budget=budget)
+    hub = compute_epr(real, fake, backend="exact", t=1, memory_budget=budget)
+    smp = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=300, memory_budget=budget)
+    return {
+        "exact": [ex.precision, ex.recall, ex.density, ex.coverage, ex.per_k[5].precision, ex.per_k[5].recall],
+        "realism": ex.realism.tolist(),
+        "hubness": [hub.precision, hub.recall, hub.hubs["real"]["n_hubs"], hub.hubs["fake"]["n_hubs"]],
+        "audit": [hub.audit["precision"]["estimate"], hub.audit["recall"]["estimate"]],
+        "sampled": [smp.precision, smp.recall, *smp.precision_ci, *smp.recall_ci],
+    }
+
+
+def data():
+    rng = np.random.default_rng(7)
+    real = rng.normal(size=(700, 24)).astype(np.float32)
+    fake = (rng.normal(size=(650, 24)) * 1.1 + 0.1).astype(np.float32)
+    return real, fake
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("ignore")
+    world = init()
+    out = results(*data())
+    out["world"] = [world.rank, world.size]
+    with open(f"{sys.argv[1]}/rank{world.rank}.json", "w") as fh:
+        json.dump(out, fh)
+    world.close()
