@@ -14,7 +14,7 @@ from .inputs import FeatureSet, FeaturesLike, as_feature_set, validate_pair
 from .metrics import Radii, exact_membership
 from .profiling import Profiler
 from .result import KResult, Result
-from .tiles import ERROR_BOUNDS, TileEngine, default_memory_budget, resolve_device
+from .tiles import ERROR_BOUNDS, PRECISIONS, TileEngine, default_memory_budget, resolve_device
 
 __all__ = ["compute_pr", "normalize_k"]
 
@@ -64,7 +64,7 @@ class _ImageOptions:
 
 
 def _setup(real: FeaturesLike, fake: FeaturesLike, k_max: int, strict: bool, memory_budget: Optional[int],
-           error_bound: str, device: Union[str, torch.device], images: _ImageOptions, progress: bool
+           error_bound: str, precision: str, device: Union[str, torch.device], images: _ImageOptions, progress: bool
            ) -> tuple[torch.device, FeatureSet, FeatureSet, TileEngine]:
     """Validate the options and inputs shared by every entry point; build the tile engine."""
     if not isinstance(strict, bool):
@@ -74,6 +74,8 @@ def _setup(real: FeaturesLike, fake: FeaturesLike, k_max: int, strict: bool, mem
         raise ValueError(f"memory_budget: expected a positive int (bytes) or None, got {memory_budget!r}")
     if error_bound not in ERROR_BOUNDS:
         raise ValueError(f"error_bound: expected one of {ERROR_BOUNDS}, got {error_bound!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
     dev = resolve_device(device)
     # Open both image inputs (cheap checks: paths, empty folders) before the costly extraction.
     real, fake = images.open(real, "real"), images.open(fake, "fake")
@@ -81,15 +83,16 @@ def _setup(real: FeaturesLike, fake: FeaturesLike, k_max: int, strict: bool, mem
     fake = images.features(fake, "fake", dev, progress)
     real_fs, fake_fs = as_feature_set(real, "real"), as_feature_set(fake, "fake")
     validate_pair(real_fs, fake_fs, k_max)
-    engine = TileEngine(real_fs.dim, dev, memory_budget or default_memory_budget(dev), error_bound=error_bound)
+    engine = TileEngine(real_fs.dim, dev, memory_budget or default_memory_budget(dev), error_bound=error_bound,
+                        precision=precision)
     return dev, real_fs, fake_fs, engine
 
 
 @contextlib.contextmanager
-def _fp32_matmul() -> Iterator[None]:
-    """Exact fp32 GEMMs for the duration (no TF32/bf16 shortcuts): the error bound assumes them."""
+def _matmul_precision(engine: TileEngine) -> Iterator[None]:
+    """fp32 GEMMs for the duration — TF32 only when the engine asked for it (its bound covers it)."""
     old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
+    torch.set_float32_matmul_precision("high" if engine.precision == "tf32" else "highest")
     try:
         yield
     finally:
@@ -115,6 +118,7 @@ def compute_pr(
     density_coverage: bool = DEFAULTS["density_coverage"],
     realism: bool = DEFAULTS["realism"],
     error_bound: str = DEFAULTS["error_bound"],
+    precision: str = DEFAULTS["precision"],
     extractor: Any = DEFAULTS["extractor"],
     weights: Optional[str] = None,
     batch_size: int = DEFAULTS["batch_size"],
@@ -147,6 +151,10 @@ def compute_pr(
             probability < 1e-16 per run) or ``"worst-case"`` (holds for any
             summation order; re-checks far more points). See
             :func:`eprmetrics.tiles.rounding_factor`.
+        precision: GEMM precision: ``"fp32"`` (default), ``"tf32"`` (CUDA tensor
+            cores; fp32 on other devices) or ``"bf16"``. The rounding bound widens
+            with it, so decisions stay exact and more of them are re-checked in
+            float64 (``n_redecided``).
         extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error:
             for image inputs (a folder, ``.zip``, list of image files, or uint8
             images N×3×H×W / N×H×W×3): the feature network (``"vgg16"`` fc2,
@@ -174,24 +182,29 @@ def compute_pr(
     """
     ks = normalize_k(k)
     images = _ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
-    dev, real_fs, fake_fs, engine = _setup(real, fake, max(ks), strict, memory_budget, error_bound, device, images,
-                                           progress)
-    prof = Profiler(dev)
+    dev, real_fs, fake_fs, engine = _setup(real, fake, max(ks), strict, memory_budget, error_bound, precision, device,
+                                           images, progress)
     k_max = max(ks)
 
-    with _fp32_matmul(), torch.inference_mode():
-        with prof.stage("prepare (centre, norms)"):
-            center = engine.center_of(real_fs)
-            real_p, fake_p = engine.prepare(real_fs, center), engine.prepare(fake_fs, center)
-        radii = {}
-        for name, p in (("real", real_p), ("fake", fake_p)):
-            with prof.stage(f"{name}↔{name} distances + top-k → radii"), _progress(progress, p.n, f"radii {name}") as bar:
-                radii[name] = Radii(engine, p, k_max, progress=bar.update if bar else None)
-        with prof.stage("real↔fake distances + ratios"), _progress(progress, real_p.n, "real↔fake") as bar:
-            member, realism_scores = exact_membership(
-                engine, radii["real"], radii["fake"], ks, strict=strict,
-                density_coverage=density_coverage, realism_k=ks[0] if realism else None,
-                progress=bar.update if bar else None)
+    def run() -> tuple:
+        prof = Profiler(dev)
+        with _matmul_precision(engine), torch.inference_mode():
+            with prof.stage("prepare (centre, norms)"):
+                center = engine.center_of(real_fs)
+                real_p, fake_p = engine.prepare(real_fs, center), engine.prepare(fake_fs, center)
+            radii = {}
+            for name, p in (("real", real_p), ("fake", fake_p)):
+                with prof.stage(f"{name}↔{name} distances + top-k → radii"), \
+                        _progress(progress, p.n, f"radii {name}") as bar:
+                    radii[name] = Radii(engine, p, k_max, progress=bar.update if bar else None)
+            with prof.stage("real↔fake distances + ratios"), _progress(progress, real_p.n, "real↔fake") as bar:
+                member, realism_scores = exact_membership(
+                    engine, radii["real"], radii["fake"], ks, strict=strict,
+                    density_coverage=density_coverage, realism_k=ks[0] if realism else None,
+                    progress=bar.update if bar else None)
+        return prof, radii, member, realism_scores
+
+    prof, radii, member, realism_scores = engine.run_shrinking(run)
 
     per_k = {}
     for kk in ks:
@@ -209,5 +222,6 @@ def compute_pr(
         precision=head.precision, recall=head.recall, k=ks[0], n_real=real_fs.n, n_fake=fake_fs.n,
         dim=real_fs.dim, per_k=per_k, method="exact", strict=strict, density=head.density,
         coverage=head.coverage, realism=None if realism_scores is None else realism_scores.cpu().numpy(),
-        device=str(dev), memory_budget=engine.memory_budget, tile=engine.tile, n_redecided=n_redecided, error_bound=error_bound, stages=prof.stages,
+        device=str(dev), memory_budget=engine.memory_budget, tile=engine.tile, n_redecided=n_redecided,
+        error_bound=error_bound, gemm_precision=engine.precision, stages=prof.stages,
     )

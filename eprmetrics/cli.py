@@ -60,6 +60,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-budget", type=_bytes, default=None, help="tile workspace, e.g. 512M, 4G")
     p.add_argument("--error-bound", choices=("probabilistic", "worst-case"), default=DEFAULTS["error_bound"],
                    help="fp32 rounding bound deciding which cases are re-checked in float64")
+    p.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=DEFAULTS["precision"],
+                   help="GEMM precision (tf32: CUDA only); decisions stay exact, more are re-checked in float64")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -127,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_on(args: argparse.Namespace, world, compute_pr, compute_epr) -> int:
 
     common = dict(strict=args.strict, device=args.device, memory_budget=args.memory_budget,
-                  error_bound=args.error_bound, extractor=args.extractor, weights=args.weights,
+                  error_bound=args.error_bound, precision=args.precision, extractor=args.extractor, weights=args.weights,
                   batch_size=args.batch_size, num_workers=args.workers, cache_dir=args.cache_dir,
                   save_features=args.save_features, on_error="skip" if args.skip_bad_images else "raise",
                   progress=not args.quiet)
@@ -191,10 +193,10 @@ def _demo(args: argparse.Namespace) -> int:
     rows, last = [], None
     for defect, strength in cases:
         real, fake = make_pair(args.n, args.n, dim=args.dim, defect=defect, strength=strength, seed=args.seed)
-        last = compute_pr(real, fake, k=k, strict=args.strict, device=args.device, memory_budget=args.memory_budget,
-                          error_bound=args.error_bound, progress=not args.quiet)
-        epr = compute_epr(real, fake, k=k, strict=args.strict, device=args.device, memory_budget=args.memory_budget,
-                          error_bound=args.error_bound, progress=not args.quiet)
+        opts = dict(k=k, strict=args.strict, device=args.device, memory_budget=args.memory_budget,
+                    error_bound=args.error_bound, precision=args.precision, progress=not args.quiet)
+        last = compute_pr(real, fake, **opts)
+        epr = compute_epr(real, fake, **opts)
         err = [abs(a - b) / a if a else float("nan") for a, b in ((last.precision, epr.precision), (last.recall, epr.recall))]
         mem = [max(s.rss_growth for s in r.stages) for r in (last, epr)]
         print(f"{defect:<12} {strength:>8.2f} | {last.precision:>7.4f} {last.recall:>7.4f} {last.seconds:>6.2f}s "
@@ -240,7 +242,7 @@ def _bench(args: argparse.Namespace) -> int:
         what = f"synthetic n={args.n} dim={args.dim} (truncation ψ=0.9)"
     k = args.k[0]
     opts = dict(strict=args.strict, device=args.device, memory_budget=args.memory_budget, error_bound=args.error_bound,
-                progress=not args.quiet)
+                precision=args.precision, progress=not args.quiet)
     exact = compute_pr(real, fake, k=k, density_coverage=False, **opts)
     runs = [("exact compute_pr", exact)]
     for label, extra in (("compute_epr", {}), ("compute_epr radii=ann", {"radii": "ann"})):

@@ -11,6 +11,7 @@ DEFAULTS = {
     "realism": False,
     "seed": 0,
     "error_bound": "probabilistic",
+    "precision": "fp32",
     "backend": "auto",
     "radii": "exact",
     "method": "hubness",

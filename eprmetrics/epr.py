@@ -21,7 +21,7 @@ import torch
 
 from .ann import ANNBackend, as_float32_rows, get_backend, resolve_backend
 from .ann.base import finish_graph
-from .api import _ImageOptions, _fp32_matmul, _progress, _setup
+from .api import _ImageOptions, _matmul_precision, _progress, _setup
 from .defaults import DEFAULTS
 from .hubs import hub_mask, hub_stats, k_occurrence
 from .inputs import FeatureSet, FeaturesLike
@@ -141,6 +141,7 @@ def compute_epr(
     device: Union[str, torch.device] = DEFAULTS["device"],
     memory_budget: Optional[int] = DEFAULTS["memory_budget"],
     error_bound: str = DEFAULTS["error_bound"],
+    precision: str = DEFAULTS["precision"],
     backend_options: Optional[dict[str, Any]] = None,
     extractor: Any = DEFAULTS["extractor"],
     weights: Optional[str] = None,
@@ -185,7 +186,7 @@ def compute_epr(
         audit: hubness method: queries per set of the sampled audit (``True``: the
             default 1,000), or ``False`` to skip it.
         seed: seeds index training and sampling.
-        strict, device, memory_budget, error_bound, progress: as for :func:`~eprmetrics.compute_pr`.
+        strict, device, memory_budget, error_bound, precision, progress: as for :func:`~eprmetrics.compute_pr`.
         backend_options: parameters for the backend (e.g. ``{"efSearch": 256}``).
         extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error:
             image inputs, as for :func:`~eprmetrics.compute_pr`.
@@ -232,37 +233,42 @@ def compute_epr(
     elif not isinstance(audit, int) or audit < 0:
         raise ValueError(f"audit: expected True, False or a number of queries per set, got {audit!r}")
     images = _ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
-    dev, real_fs, fake_fs, engine = _setup(real, fake, k, strict, memory_budget, error_bound, device, images, progress)
+    dev, real_fs, fake_fs, engine = _setup(real, fake, k, strict, memory_budget, error_bound, precision, device, images,
+                                           progress)
     sets = {"real": real_fs, "fake": fake_fs}
-    prof = Profiler(dev)
     mode = "sampled" if method == "sampled" else radii
 
-    with _fp32_matmul(), torch.inference_mode():
-        with prof.stage("prepare (centre, norms)"):
-            center = engine.center_of(real_fs)
-            prepared = {name: engine.prepare(fs, center) for name, fs in sets.items()}
-        graphs = {name: _graph(name, fs, prepared[name], engine, backend, mode, k, seed, backend_options, prof,
-                               progress) for name, fs in sets.items()}
-        if method == "sampled":
-            est = _sampled(engine, sets, prepared, graphs, k, strict=strict, sample_size=sample_size,
-                           confidence=confidence, seed=seed, approximate=True, prof=prof, label="")
-            precision, recall = est["precision"].estimate, est["recall"].estimate
-            kr = KResult(k=k, precision=precision.value, recall=recall.value)
-            extra = dict(method="sampled", precision_ci=precision.interval, recall_ci=recall.interval,
-                         confidence=confidence, sampling=_sampling_info(est),
-                         n_redecided=sum(e.n_true_radii for e in est.values()))
-        else:
-            kr, extra = _hubness(engine, sets, prepared, graphs, k, t, radii, strict, prof, progress)
-            if audit:
-                est = _sampled(engine, sets, prepared, graphs, k, strict=strict, sample_size=audit,
-                               confidence=confidence, seed=seed, approximate=False, prof=prof, label="audit: ")
-                extra["audit"] = _audit(kr, est, confidence)
+    def run() -> tuple:
+        prof = Profiler(dev)
+        with _matmul_precision(engine), torch.inference_mode():
+            with prof.stage("prepare (centre, norms)"):
+                center = engine.center_of(real_fs)
+                prepared = {name: engine.prepare(fs, center) for name, fs in sets.items()}
+            graphs = {name: _graph(name, fs, prepared[name], engine, backend, mode, k, seed, backend_options, prof,
+                                   progress) for name, fs in sets.items()}
+            if method == "sampled":
+                est = _sampled(engine, sets, prepared, graphs, k, strict=strict, sample_size=sample_size,
+                               confidence=confidence, seed=seed, approximate=True, prof=prof, label="")
+                precision_, recall_ = est["precision"].estimate, est["recall"].estimate
+                kr = KResult(k=k, precision=precision_.value, recall=recall_.value)
+                extra = dict(method="sampled", precision_ci=precision_.interval, recall_ci=recall_.interval,
+                             confidence=confidence, sampling=_sampling_info(est),
+                             n_redecided=sum(e.n_true_radii for e in est.values()))
+            else:
+                kr, extra = _hubness(engine, sets, prepared, graphs, k, t, radii, strict, prof, progress)
+                if audit:
+                    est = _sampled(engine, sets, prepared, graphs, k, strict=strict, sample_size=audit,
+                                   confidence=confidence, seed=seed, approximate=False, prof=prof, label="audit: ")
+                    extra["audit"] = _audit(kr, est, confidence)
+        return prof, graphs, kr, extra
+
+    prof, graphs, kr, extra = engine.run_shrinking(run)
 
     used = {name: g.backend for name, g in graphs.items()}
     return Result(
         precision=kr.precision, recall=kr.recall, k=k, n_real=real_fs.n, n_fake=fake_fs.n, dim=real_fs.dim,
         per_k={k: kr}, strict=strict, device=str(dev), memory_budget=engine.memory_budget, tile=engine.tile,
-        error_bound=error_bound, stages=prof.stages,
+        error_bound=error_bound, gemm_precision=engine.precision, stages=prof.stages,
         backend=used["real"] if len(set(used.values())) == 1 else f"{used['real']}+{used['fake']}",
         backend_reason=graphs["real"].reason, backend_params=graphs["real"].params, **extra)
 
@@ -307,5 +313,5 @@ def _audit(kr: KResult, est: dict[str, SideEstimate], confidence: float) -> dict
                            f"[{e.interval[0]:.4f}, {e.interval[1]:.4f}]" for side, v, e in outside)
         warnings.warn(f"eP&R (hubness) lies outside the {100 * confidence:.0f}% interval of its sampled audit: "
                       f"{detail}. Use compute_epr(method='sampled') for an estimate with an interval, "
-                      f"or compute_pr for exact values.", AuditWarning, stacklevel=3)
+                      f"or compute_pr for exact values.", AuditWarning, stacklevel=5)
     return out

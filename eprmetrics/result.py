@@ -58,6 +58,7 @@ class Result:
     tile: Optional[int] = None
     n_redecided: int = 0
     error_bound: str = "probabilistic"
+    gemm_precision: str = "fp32"  # the tiles' GEMM precision (decisions are exact at every one)
     # eP&R only: hub threshold, backend (and why it was chosen), radii source, hub counts
     t: Optional[int] = None
     backend: Optional[str] = None

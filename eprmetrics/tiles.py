@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Iterator, Optional, Union
+import warnings
+from typing import Callable, Iterator, Optional, TypeVar, Union
 
 import psutil
 import torch
@@ -28,7 +29,10 @@ from .distributed import World
 from .inputs import FeatureSet, FeatureSubset
 from .reductions import BallTest, merge_topk
 
-__all__ = ["resolve_device", "default_memory_budget", "budget_for_tile", "sqdist_block", "rounding_factor", "ERROR_BOUNDS", "Prepared", "TileEngine"]
+__all__ = ["resolve_device", "default_memory_budget", "budget_for_tile", "sqdist_block", "rounding_factor",
+           "ERROR_BOUNDS", "PRECISIONS", "Prepared", "TileEngine"]
+
+T = TypeVar("T")
 
 _U32 = 2.0 ** -24  # unit round-off of float32
 _U64 = 2.0 ** -53
@@ -71,12 +75,14 @@ def default_memory_budget(device: torch.device) -> int:
 
 
 ERROR_BOUNDS = ("probabilistic", "worst-case")
+# GEMM input precisions and their unit round-off: TF32 keeps 10 mantissa bits, bf16 7.
+PRECISIONS = {"fp32": 0.0, "tf32": 2.0 ** -11, "bf16": 2.0 ** -8}
 # λ of the probabilistic bound: a single dot product of length n exceeds it with
 # probability ≤ 2n·exp(−λ²(1−u)²/2) < 1e-32 for n ≤ 1e5 (λ = 13).
 PROBABILISTIC_LAMBDA = 13.0
 
 
-def rounding_factor(dim: int, error_bound: str = "probabilistic") -> float:
+def rounding_factor(dim: int, error_bound: str = "probabilistic", precision: str = "fp32") -> float:
     """``c`` with ``|D_fp32 − d²_fp64| ≤ c·(‖a‖ + ‖b‖)²`` for centred fp32 data.
 
     The dot product of length ``dim`` (plus the norm bias folded into the GEMM)
@@ -92,9 +98,18 @@ def rounding_factor(dim: int, error_bound: str = "probabilistic") -> float:
     (Higham & Mary, SIAM J. Sci. Comput. 2019, Thm. 3.1), which holds unless
     rounding errors conspire: with λ = 13 the chance that any one distance of a
     run with 1e15 pairs escapes it is below 1e-16.
+
+    ``precision="tf32"|"bf16"``: the GEMM rounds its inputs to ``u_in`` (2⁻¹¹,
+    2⁻⁸). Each product then errs by at most ``(2u_in + u_in²)|a_i b_i|``, so the
+    cross term ``2a·b`` by ``(4u_in + 2u_in²)‖a‖‖b‖ ≤ (u_in + u_in²/2)(‖a‖+‖b‖)²``
+    (Cauchy–Schwarz, ``4‖a‖‖b‖ ≤ (‖a‖+‖b‖)²``); a bf16 *output* adds
+    ``2u_in·|a·b| ≤ u_in/2·(‖a‖+‖b‖)²``. Both are added in full (worst case):
+    decisions stay exact, more of them go to the float64 re-check.
     """
     if error_bound not in ERROR_BOUNDS:
         raise ValueError(f"error_bound: expected one of {ERROR_BOUNDS}, got {error_bound!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
     n = dim + 2
     if n * _U32 >= 0.5:
         raise ValueError(f"dim={dim} is too large for a float32 error bound")
@@ -103,12 +118,22 @@ def rounding_factor(dim: int, error_bound: str = "probabilistic") -> float:
     else:
         gamma = math.expm1(PROBABILISTIC_LAMBDA * math.sqrt(n) * _U32 + n * _U32 ** 2 / (1 - _U32))
     gamma64 = n * _U64 / (1 - n * _U64)
-    return (gamma + 8 * _U32 + 4 * gamma64) * 1.05
+    u_in = PRECISIONS[precision]
+    reduced = u_in * (1 + u_in / 2) + (u_in / 2 if precision == "bf16" else 0.0)
+    return (gamma + 8 * _U32 + 4 * gamma64 + reduced) * 1.05
 
 
-def sqdist_block(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
-    """``‖a‖² − 2a·b + ‖b‖²`` for two row blocks with their squared norms: one GEMM, clamped at 0."""
-    d = torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0)
+def sqdist_block(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor,
+                 precision: str = "fp32") -> torch.Tensor:
+    """``‖a‖² − 2a·b + ‖b‖²`` for two row blocks with their squared norms: one GEMM, clamped at 0.
+
+    ``precision="bf16"`` runs the GEMM on bf16 copies of the blocks; TF32 is a
+    CUDA matmul mode (set by the caller, see ``torch.set_float32_matmul_precision``).
+    """
+    if precision == "bf16":
+        d = (a.bfloat16() @ b.bfloat16().T).float().mul_(-2.0).add_(b_sq[None, :])
+    else:
+        d = torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0)
     d += a_sq[:, None]
     return d.clamp_min_(0.0)
 
@@ -151,21 +176,50 @@ class TileEngine:
         device: resolved torch device.
         memory_budget: workspace bytes for one tile (features not included).
         error_bound: ``"probabilistic"`` or ``"worst-case"`` rounding bound (see :func:`rounding_factor`).
+        world: the ranks sharing every pass (default: the initialised torch.distributed group, if any).
+        precision: GEMM precision, ``"fp32"``, ``"tf32"`` (CUDA only; fp32 elsewhere) or ``"bf16"``;
+            the rounding bound widens accordingly, so decisions stay exact.
     """
 
     def __init__(self, dim: int, device: torch.device, memory_budget: int,
-                 error_bound: str = "probabilistic", world: Optional[World] = None) -> None:
-        if memory_budget <= 0:
-            raise ValueError(f"memory_budget: expected a positive number of bytes, got {memory_budget}")
+                 error_bound: str = "probabilistic", world: Optional[World] = None, precision: str = "fp32") -> None:
         self.dim = dim
         self.device = device
-        self.memory_budget = int(memory_budget)
-        self.c = rounding_factor(dim, error_bound)
+        # TF32 is an NVIDIA tensor-core mode: on other devices the GEMMs stay fp32, and so does the bound.
+        self.precision = "fp32" if precision == "tf32" and device.type != "cuda" else precision
+        self.c = rounding_factor(dim, error_bound, self.precision)
         self.error_bound = error_bound
         self.world = World.current() if world is None else world  # ranks sharing every pass
+        self.set_budget(memory_budget)
+
+    def set_budget(self, memory_budget: int) -> None:
+        """Tile sizes for a new workspace budget (bytes)."""
+        if memory_budget <= 0:
+            raise ValueError(f"memory_budget: expected a positive number of bytes, got {memory_budget}")
+        self.memory_budget = int(memory_budget)
         self.tile = self._square_tile()
         # Linear scans (mean, norms) and float64 pair checks need no big blocks.
         self.scan_rows = max(1, min(self.tile, _SCAN_ROWS))
+
+    def run_shrinking(self, fn: Callable[[], T]) -> T:
+        """``fn()``; on a CUDA out-of-memory error, free the cache, quarter the budget
+        (half the tile side) and run it again, down to the smallest tile."""
+        while True:
+            try:
+                return fn()
+            except torch.cuda.OutOfMemoryError:
+                if self.tile <= _MIN_TILE:
+                    raise
+                old = self.tile
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.set_budget(max(self.memory_budget // 4, 1))
+                warnings.warn(f"CUDA out of memory with {old}-row tiles: retrying with {self.tile}-row tiles "
+                              f"(memory_budget={self.memory_budget} bytes)", RuntimeWarning, stacklevel=3)
+
+    def sqdist(self, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
+        """One tile of squared distances at the engine's GEMM precision."""
+        return sqdist_block(a, a_sq, b, b_sq, self.precision)
 
     def _square_tile(self) -> int:
         # t² tile elements plus two t×d blocks (fp32, and a float64 staging copy).
@@ -252,7 +306,7 @@ class TileEngine:
                 cs = slice(j0, min(j0 + t, n))
                 a = self.rows(p, rs.start, rs.stop) if a is None else a
                 b = a if j0 == i0 else self.rows(p, cs.start, cs.stop)
-                d = sqdist_block(a, p.sqnorm[rs], b, p.sqnorm[cs])
+                d = self.sqdist(a, p.sqnorm[rs], b, p.sqnorm[cs])
                 if j0 == i0:
                     d.fill_diagonal_(math.inf)
                 merge_topk(vals, idx, rs, d, j0, K)
@@ -280,7 +334,7 @@ class TileEngine:
             a = self.rows(rows, rs.start, rs.stop)
             for j0 in range(0, cols.n, tc):
                 cs = slice(j0, min(j0 + tc, cols.n))
-                d = sqdist_block(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
+                d = self.sqdist(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
                 if exclude is not None:
                     ex = exclude[rs] - j0
                     hit = ((ex >= 0) & (ex < d.shape[1])).nonzero().squeeze(1)
@@ -307,7 +361,7 @@ class TileEngine:
             a = self.rows(rows, rs.start, rs.stop)
             for j0 in range(0, cols.n, tc):
                 cs = slice(j0, min(j0 + tc, cols.n))
-                d = sqdist_block(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
+                d = self.sqdist(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
                 for test in tests:
                     test.update(d, rs, cs)
                 if extra is not None:
@@ -334,7 +388,7 @@ class TileEngine:
             a = self.rows_at(queries, qi)
             for j0 in range(0, refs.n, tc):
                 cs = slice(j0, min(j0 + tc, refs.n))
-                d = sqdist_block(a, queries.sqnorm[qi], self.rows(refs, cs.start, cs.stop), refs.sqnorm[cs])
+                d = self.sqdist(a, queries.sqnorm[qi], self.rows(refs, cs.start, cs.stop), refs.sqnorm[cs])
                 qq, jj = select(d, q_pos, cs).nonzero(as_tuple=True)
                 del d
                 if qq.numel():
