@@ -1,0 +1,239 @@
+"""Scale: the LSUN-Horse-scale run (thesis Table 4.10 layout) and a scaling study with fitted exponents.
+
+    lsun-horse-scale  synthetic real and fake sets of any n (default 1.5M × 4096, the LSUN-Horse scale)
+                      generated in chunks on the device or into .npy memory maps (``--memmap DIR``,
+                      ``--dtype float16``); time and peak memory per stage for exact P&R, eP&R
+                      (radii exact / ann) and the sampled estimator
+    scaling           time and peak memory vs n for every method; log-log plot; fitted exponent b of
+                      ``time ∝ n^b`` per method
+    memmap            exact P&R on memory-mapped sets (float16 by default): peak anonymous RSS,
+                      i.e. beyond the memmaps' page cache
+
+    # on a GPU machine (results name the device):
+    python benchmarks/bench_scale.py lsun-horse-scale --device cuda
+    python benchmarks/bench_scale.py lsun-horse-scale --device cuda --n 70000 --methods exact --tag 70k
+    # on this CPU:
+    python benchmarks/bench_scale.py scaling --sizes 10000 20000 40000 80000 --dim 512
+    python benchmarks/bench_scale.py memmap --n 200000 --dim 512 --memmap /tmp/eprm-200k
+
+Results: ``benchmarks/results/scale_<table>[_<tag>].{json,md,png}``.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import sys
+import threading
+import time
+import warnings
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import RESULTS, machine, save  # noqa: E402
+
+from eprmetrics import AuditWarning, compute_epr, compute_pr  # noqa: E402
+from eprmetrics.synthetic import SyntheticSpec, generate, write_npy  # noqa: E402
+from eprmetrics.tiles import resolve_device  # noqa: E402
+
+warnings.simplefilter("ignore", AuditWarning)
+
+METHODS: dict[str, Callable[..., Any]] = {
+    "exact": lambda r, f, o: compute_pr(r, f, density_coverage=False, **o),
+    "hubness": lambda r, f, o: compute_epr(r, f, audit=False, **o),
+    "hubness-ann": lambda r, f, o: compute_epr(r, f, radii="ann", audit=False, **o),
+    "sampled": lambda r, f, o: compute_epr(r, f, method="sampled", **o),
+}
+
+
+def _anon_rss() -> int:
+    """Anonymous resident memory (bytes): RSS without file-backed pages such as memmaps' page cache."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class AnonPeak:
+    """Samples anonymous RSS every 50 ms in a thread; ``peak`` is the largest value seen."""
+
+    def __enter__(self) -> "AnonPeak":
+        self.base = self.peak = _anon_rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, _anon_rss())
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, _anon_rss())
+
+
+def make_sets(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    spec = SyntheticSpec(dim=args.dim, seed=args.seed)
+    if args.memmap:
+        os.makedirs(args.memmap, exist_ok=True)
+        paths = [os.path.join(args.memmap, f"{name}_{args.n}_{args.dim}_{args.dtype}.npy") for name in ("real", "fake")]
+        for path, stream, defect in zip(paths, (0, 1), ("none", args.defect)):
+            if not os.path.exists(path):
+                t0 = time.perf_counter()
+                write_npy(path, args.n, spec, stream=stream, defect=defect, strength=args.strength, dtype=args.dtype,
+                          device=args.gen_device)
+                print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+        return paths[0], paths[1], f"memmaps ({args.dtype}) in {args.memmap}"
+    import torch
+
+    dev = resolve_device(args.device)
+    dtype = getattr(torch, args.dtype)
+    real = generate(args.n, spec, stream=0, device=dev, dtype=dtype)
+    fake = generate(args.n, spec, stream=1, defect=args.defect, strength=args.strength, device=dev, dtype=dtype)
+    return real, fake, f"generated on {dev} ({args.dtype})"
+
+
+def run_method(name: str, real: Any, fake: Any, args: argparse.Namespace) -> dict[str, Any]:
+    gc.collect()
+    opts = {"device": args.device, "seed": args.seed} if name != "exact" else {"device": args.device}
+    with AnonPeak() as mem:
+        t0 = time.perf_counter()
+        res = METHODS[name](real, fake, opts)
+        seconds = time.perf_counter() - t0
+    out = {"method": name, "seconds": seconds, "precision": res.precision, "recall": res.recall,
+           "anon_rss_growth": mem.peak - mem.base, "peak_rss": res.peak_rss, "peak_device": res.peak_device_memory,
+           "device": res.device, "backend": res.backend, "stages": [s.to_dict() for s in res.stages]}
+    if res.precision_ci is not None:
+        out.update(precision_ci=list(res.precision_ci), recall_ci=list(res.recall_ci))
+    print(f"{name}: {seconds:.1f} s, P {res.precision:.4f}, R {res.recall:.4f}", flush=True)
+    return out
+
+
+def _write(table: str, args: argparse.Namespace, payload: dict, md: list[str]) -> str:
+    stem = f"scale_{table}" + (f"_{args.tag}" if args.tag else "")
+    md = md + ["", f"Machine: `{json.dumps(machine())}`", ""]
+    j, m = save(stem, {"table": table, "args": vars(args), "machine": machine(), **payload}, "\n".join(md))
+    print("\n".join(md))
+    print(f"wrote {j}, {m}")
+    return os.path.join(RESULTS, stem + ".png")
+
+
+def _gib(x: Optional[int]) -> str:
+    return "-" if x is None else f"{x / 2**30:.2f}"
+
+
+def t_lsun(args: argparse.Namespace) -> None:
+    real, fake, how = make_sets(args)
+    rows = [run_method(m, real, fake, args) for m in args.methods]
+    md = [f"# LSUN-Horse scale (thesis Table 4.10 layout) — n={args.n} per set, d={args.dim}, {how}", "",
+          "| method | stage | time s | peak RSS GiB | device peak GiB |", "|---|---|---|---|---|"]
+    for r in rows:
+        for s in r["stages"]:
+            md.append(f"| {r['method']} | {s['name']} | {s['seconds']:.1f} | {_gib(s.get('rss_peak'))} | "
+                      f"{_gib(s.get('device_peak'))} |")
+        md.append(f"| **{r['method']}** | **total** | **{r['seconds']:.1f}** | {_gib(r['peak_rss'])} | "
+                  f"{_gib(r['peak_device'])} |")
+    md += ["", "| method | P | R | interval |", "|---|---|---|---|"]
+    for r in rows:
+        ci = f"P [{r['precision_ci'][0]:.4f}, {r['precision_ci'][1]:.4f}] R [{r['recall_ci'][0]:.4f}, " \
+             f"{r['recall_ci'][1]:.4f}]" if "precision_ci" in r else "-"
+        md.append(f"| {r['method']} | {r['precision']:.4f} | {r['recall']:.4f} | {ci} |")
+    md.append("\nThesis Table 4.10 (LSUN-Horse, 1.5M per set, 2×V100): exact P&R 2 h 10 min, eP&R 64 min.")
+    _write("lsun", args, {"rows": rows}, md)
+
+
+def fit_exponent(ns: list[int], ts: list[float]) -> float:
+    """Least-squares slope of log t against log n."""
+    x, y = np.log(np.asarray(ns, float)), np.log(np.asarray(ts, float))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def t_scaling(args: argparse.Namespace) -> None:
+    rows = []
+    for n in args.sizes:
+        args.n = n
+        real, fake, _ = make_sets(args)
+        for m in args.methods:
+            rows.append({"n": n, **run_method(m, real, fake, args)})
+        del real, fake
+    fits = {}
+    for m in args.methods:
+        pts = [(r["n"], r["seconds"]) for r in rows if r["method"] == m]
+        fits[m] = fit_exponent([p[0] for p in pts], [p[1] for p in pts]) if len(pts) > 1 else None
+    md = [f"# Scaling study — d={args.dim}, synthetic {args.defect}({args.strength}), device {args.device}", "",
+          "| n per set | " + " | ".join(f"{m} s" for m in args.methods) + " |", "|---" * (len(args.methods) + 1) + "|"]
+    for n in args.sizes:
+        md.append(f"| {n:,} | " + " | ".join(f"{r['seconds']:.1f}" for m in args.methods for r in rows
+                                              if r["n"] == n and r["method"] == m) + " |")
+    md.append("| **fitted exponent b** (t ∝ n^b) | " + " | ".join(
+        "-" if fits[m] is None else f"**{fits[m]:.2f}**" for m in args.methods) + " |")
+    png = _write("scaling", args, {"rows": rows, "exponents": fits}, md)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in args.methods:
+        pts = [(r["n"], r["seconds"]) for r in rows if r["method"] == m]
+        label = m if fits[m] is None else f"{m} (b = {fits[m]:.2f})"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlabel("n per set"), ax.set_ylabel("seconds"), ax.legend()
+    ax.set_title(f"time vs n, d={args.dim} ({machine().get('gpu') or 'CPU'})")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    print(f"wrote {png}")
+
+
+def t_memmap(args: argparse.Namespace) -> None:
+    if not args.memmap:
+        raise SystemExit("memmap: give --memmap DIR (where the .npy sets are written)")
+    real, fake, how = make_sets(args)
+    size = 2 * os.path.getsize(real)
+    rows = [run_method(m, real, fake, args) for m in args.methods]
+    md = [f"# Memory-mapped inputs — n={args.n} per set, d={args.dim}, {how} ({size / 2**30:.2f} GiB on disk)", "",
+          "| method | time s | peak anonymous RSS growth GiB (beyond page cache) | peak RSS GiB (incl. page cache) | P | R |",
+          "|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['method']} | {r['seconds']:.1f} | **{_gib(r['anon_rss_growth'])}** | {_gib(r['peak_rss'])} | "
+                  f"{r['precision']:.4f} | {r['recall']:.4f} |")
+    _write("memmap", args, {"rows": rows}, md)
+
+
+TABLES = {"lsun-horse-scale": t_lsun, "scaling": t_scaling, "memmap": t_memmap}
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("table", choices=list(TABLES))
+    ap.add_argument("--n", type=int, default=1_500_000)
+    ap.add_argument("--dim", type=int, default=4096)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 20000, 40000, 80000])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--gen-device", default="cpu", help="where memmap chunks are generated")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+    ap.add_argument("--memmap", help="write the sets as .npy memory maps in this folder (kept for reuse)")
+    ap.add_argument("--defect", default="truncation")
+    ap.add_argument("--strength", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args(argv)
+    if args.table == "memmap" and args.dtype == "float32" and "--dtype" not in (argv or sys.argv):
+        args.dtype = "float16"
+    TABLES[args.table](args)
+
+
+if __name__ == "__main__":
+    main()
