@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from typing import Optional, Sequence
 
 from .defaults import DEFAULTS
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-features", metavar="DIR", help="write real.npy and fake.npy features to DIR")
     run.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
     _add_common(run)
-    demo = sub.add_parser("demo", help="synthetic real/fake pairs with controlled defects: exact P&R vs eP&R")
+    demo = sub.add_parser("demo", help="synthetic real/fake pairs with controlled defects: exact P&R vs eP&R vs sampled")
     demo.add_argument("--n", type=int, default=5000, help="samples per set (default 5000)")
     demo.add_argument("--dim", type=int, default=2048, help="feature dimension (default 2048)")
     demo.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -152,7 +153,7 @@ def _run_on(args: argparse.Namespace, world, compute_pr, compute_epr) -> int:
 
 
 def _demo_plot(rows: list, path: str) -> None:
-    """Precision and recall per defect, exact vs eP&R, as a PNG (needs matplotlib: the ``bench`` extra)."""
+    """Precision and recall per defect, exact vs eP&R vs sampled, as a PNG (needs matplotlib: the ``bench`` extra)."""
     try:
         import matplotlib
 
@@ -165,8 +166,11 @@ def _demo_plot(rows: list, path: str) -> None:
     names = [f"{r['defect']}\n{r['strength']:g}" for r in rows]
     x = range(len(rows))
     for ax, key in zip(axes, ("precision", "recall")):
-        ax.bar([i - 0.2 for i in x], [r["exact"][key] for r in rows], 0.4, label="exact")
-        ax.bar([i + 0.2 for i in x], [r["epr"][key] for r in rows], 0.4, label="eP&R")
+        ax.bar([i - 0.27 for i in x], [r["exact"][key] for r in rows], 0.27, label="exact")
+        ax.bar(list(x), [r["epr"][key] for r in rows], 0.27, label="eP&R (hubness)")
+        ci = [r["sampled"][f"{key}_ci"] for r in rows]
+        ax.bar([i + 0.27 for i in x], [r["sampled"][key] for r in rows], 0.27, label="sampled (95% CI)",
+               yerr=[[r["sampled"][key] - c[0] for r, c in zip(rows, ci)], [c[1] - r["sampled"][key] for r, c in zip(rows, ci)]])
         ax.set_xticks(list(x), names, fontsize=7)
         ax.set_title(key)
     axes[0].legend()
@@ -180,7 +184,7 @@ def _demo_plot(rows: list, path: str) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from .api import compute_pr
-    from .epr import compute_epr
+    from .epr import AuditWarning, compute_epr
     from .synthetic import make_pair
 
     if args.n < 2 or args.dim < 1:
@@ -188,24 +192,33 @@ def _demo(args: argparse.Namespace) -> int:
     cases = [("none", 0.0), ("mode_drop", 0.5), ("truncation", 0.2), ("outliers", 0.3), ("noise", 0.1)]
     k = args.k[0]
     print(f"eprmetrics demo: synthetic VGG-like features, n={args.n} per set, dim={args.dim}, k={k}, t=3")
-    print(f"{'defect':<12} {'strength':>8} | {'exact P':>7} {'exact R':>7} {'time':>7} {'memory':>9} | "
-          f"{'eP&R P':>7} {'eP&R R':>7} {'time':>7} {'memory':>9} {'speed-up':>8} {'P err':>6} {'R err':>6}")
+    print(f"{'defect':<12} {'strength':>8} | {'exact P':>7} {'exact R':>7} {'time':>7} | "
+          f"{'eP&R P':>7} {'eP&R R':>7} {'time':>7} {'P err':>6} {'R err':>6} {'audit':>6} | "
+          f"{'sampled P':>15} {'sampled R':>15} {'time':>7} {'CI holds':>8}")
     rows, last = [], None
     for defect, strength in cases:
         real, fake = make_pair(args.n, args.n, dim=args.dim, defect=defect, strength=strength, seed=args.seed)
         opts = dict(k=k, strict=args.strict, device=args.device, memory_budget=args.memory_budget,
                     error_bound=args.error_bound, precision=args.precision, progress=not args.quiet)
         last = compute_pr(real, fake, **opts)
-        epr = compute_epr(real, fake, **opts)
+        with warnings.catch_warnings():  # the audit verdict is a column of the table
+            warnings.simplefilter("ignore", AuditWarning)
+            epr = compute_epr(real, fake, **opts)
+        smp = compute_epr(real, fake, method="sampled", seed=args.seed, **opts)
         err = [abs(a - b) / a if a else float("nan") for a, b in ((last.precision, epr.precision), (last.recall, epr.recall))]
-        mem = [max(s.rss_growth for s in r.stages) for r in (last, epr)]
-        print(f"{defect:<12} {strength:>8.2f} | {last.precision:>7.4f} {last.recall:>7.4f} {last.seconds:>6.2f}s "
-              f"{format_bytes(mem[0]):>9} | {epr.precision:>7.4f} {epr.recall:>7.4f} {epr.seconds:>6.2f}s "
-              f"{format_bytes(mem[1]):>9} {last.seconds / epr.seconds:>7.2f}× {100 * err[0]:>5.1f}% {100 * err[1]:>5.1f}%")
-        rows.append({"defect": defect, "strength": strength, "exact": last.to_dict(), "epr": epr.to_dict()})
+        hw = [(hi - lo) / 2 for lo, hi in (smp.precision_ci, smp.recall_ci)]
+        holds = all(lo <= v <= hi for v, (lo, hi) in ((last.precision, smp.precision_ci), (last.recall, smp.recall_ci)))
+        print(f"{defect:<12} {strength:>8.2f} | {last.precision:>7.4f} {last.recall:>7.4f} {last.seconds:>6.2f}s | "
+              f"{epr.precision:>7.4f} {epr.recall:>7.4f} {epr.seconds:>6.2f}s {100 * err[0]:>5.1f}% {100 * err[1]:>5.1f}% "
+              f"{'ok' if epr.audit['consistent'] else 'WARN':>6} | "
+              f"{smp.precision:>7.4f}±{hw[0]:.4f} {smp.recall:>7.4f}±{hw[1]:.4f} {smp.seconds:>6.2f}s {str(holds):>8}")
+        rows.append({"defect": defect, "strength": strength, "exact": last.to_dict(), "epr": epr.to_dict(),
+                     "sampled": smp.to_dict()})
     print(f"\neP&R backend: {epr.backend} ({epr.backend_reason}); hubs: real {100 * epr.hubs['real']['fraction']:.1f}%, "
-          f"fake {100 * epr.hubs['fake']['fraction']:.1f}%. eP&R is an estimate whose error depends on the data.")
-    print("memory = largest per-stage growth of peak RSS.")
+          f"fake {100 * epr.hubs['fake']['fraction']:.1f}%. eP&R is an estimate whose error depends on the data: "
+          f"'audit' says whether it lies inside its sampled audit's 95% interval.")
+    print("sampled = compute_epr(method='sampled'): unbiased, ± the 95% half-width; 'CI holds' = both intervals "
+          "contain the exact values.")
     if args.plot:
         _demo_plot(rows, args.plot)
     print("\nStages of the last exact run:")
@@ -245,7 +258,8 @@ def _bench(args: argparse.Namespace) -> int:
                 precision=args.precision, progress=not args.quiet)
     exact = compute_pr(real, fake, k=k, density_coverage=False, **opts)
     runs = [("exact compute_pr", exact)]
-    for label, extra in (("compute_epr", {}), ("compute_epr radii=ann", {"radii": "ann"})):
+    for label, extra in (("compute_epr", {}), ("compute_epr radii=ann", {"radii": "ann"}),
+                         ("compute_epr sampled", {"method": "sampled"})):
         runs.append((label, compute_epr(real, fake, k=k, t=args.t, **extra, **opts)))
     print(f"eprmetrics bench: {what}, k={k}, t={args.t}, device={exact.device}")
     print(f"{'method':<22} {'backend':<10} {'time':>8} {'speed-up':>8} {'peak RSS':>10} {'P':>7} {'R':>7} {'P err':>6} {'R err':>6}")
