@@ -324,26 +324,31 @@ class TileEngine:
         ``exclude[i]`` is a column index row ``i`` must skip (itself, when the
         rows are a subset of the columns' set).
         """
-        n, tr, tc = rows.n, self.tile_for(rows.n), self.tile_for(cols.n)
+        n = rows.n
         vals = torch.full((n, K), math.inf, dtype=torch.float32, device=self.device)
         idx = torch.full((n, K), -1, dtype=torch.int64, device=self.device)
-        for i0 in range(0, n, tr):
-            rs = slice(i0, min(i0 + tr, n))
+        for d, rs, cs in self._rect_tiles(rows, cols, progress):
+            if exclude is not None:
+                ex = exclude[rs] - cs.start
+                hit = ((ex >= 0) & (ex < d.shape[1])).nonzero().squeeze(1)
+                d[hit, ex[hit]] = math.inf
+            merge_topk(vals, idx, rs, d, cs.start, K)
+        return self.world.merge_topk(vals, idx)
+
+    def _rect_tiles(self, rows: Prepared, cols: Prepared, progress: Optional[Callable[[int], None]]
+                    ) -> Iterator[tuple[torch.Tensor, slice, slice]]:
+        """Every row×column tile of this rank's row blocks, as ``(distances, row slice, column slice)``."""
+        tr, tc = self.tile_for(rows.n), self.tile_for(cols.n)
+        for i0 in range(0, rows.n, tr):
+            rs = slice(i0, min(i0 + tr, rows.n))
             if not self.world.mine(i0 // tr):
                 continue
             a = self.rows(rows, rs.start, rs.stop)
             for j0 in range(0, cols.n, tc):
                 cs = slice(j0, min(j0 + tc, cols.n))
-                d = self.sqdist(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
-                if exclude is not None:
-                    ex = exclude[rs] - j0
-                    hit = ((ex >= 0) & (ex < d.shape[1])).nonzero().squeeze(1)
-                    d[hit, ex[hit]] = math.inf
-                merge_topk(vals, idx, rs, d, j0, K)
-                del d
+                yield self.sqdist(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs]), rs, cs
             if progress:
                 progress(rs.stop - rs.start)
-        return self.world.merge_topk(vals, idx)
 
     def ball_pass(self, rows: Prepared, cols: Prepared, tests: list[BallTest],
                   extra: Optional[Callable[[torch.Tensor, slice, slice], None]] = None,
@@ -353,22 +358,11 @@ class TileEngine:
         With several ranks each takes its share of row blocks and the tests are
         combined at the end (``extra``'s own state is the caller's to combine).
         """
-        tr, tc = self.tile_for(rows.n), self.tile_for(cols.n)
-        for i0 in range(0, rows.n, tr):
-            rs = slice(i0, min(i0 + tr, rows.n))
-            if not self.world.mine(i0 // tr):
-                continue
-            a = self.rows(rows, rs.start, rs.stop)
-            for j0 in range(0, cols.n, tc):
-                cs = slice(j0, min(j0 + tc, cols.n))
-                d = self.sqdist(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs])
-                for test in tests:
-                    test.update(d, rs, cs)
-                if extra is not None:
-                    extra(d, rs, cs)
-                del d
-            if progress:
-                progress(rs.stop - rs.start)
+        for d, rs, cs in self._rect_tiles(rows, cols, progress):
+            for test in tests:
+                test.update(d, rs, cs)
+            if extra is not None:
+                extra(d, rs, cs)
         for test in tests:
             test.combine(self.world)
 
