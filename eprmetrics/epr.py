@@ -75,7 +75,7 @@ def _graph(name: str, fs: FeatureSet, p: Prepared, engine: TileEngine, backend: 
             full = Radii(engine, p, k, progress=bar.update if bar else None)
             return _Graph(chosen, reason, {}, k_occurrence(full.neighbours(k), fs.n), full=full)
     impl = get_backend(chosen)(**(options or {}))
-    x = as_float32_rows(fs.data, name)
+    x = as_float32_rows(fs.data, name, keep_float16=impl.accepts_float16)
     impl.used_params = impl.resolve_params(*x.shape)
     with prof.stage(f"{name}: subspace construction ({chosen} build)"):
         impl.build(x, seed=seed, device=engine.device)
@@ -107,7 +107,7 @@ def _sampled(engine: TileEngine, sets: dict[str, FeatureSet], prepared: dict[str
         index = graphs[r].index
         if approximate and index is not None and index.supports_queries:
             with prof.stage(f"{side}: approximate membership ({q} → {r} {graphs[r].backend} index)"):
-                x = as_float32_rows(sets[q].data, q)
+                x = as_float32_rows(sets[q].data, q, keep_float16=index.accepts_float16)
                 approx = approximate_hits(*index.search_queries(x, min(APPROX_NEIGHBOURS, sets[r].n)), upper.upper2)
                 del x
         with prof.stage(f"{label}{side}: exact membership of sampled {q} queries"):

@@ -31,3 +31,18 @@ def test_cuda_tensor_inputs(rng):
     real = torch.from_numpy(rng.normal(size=(200, 8)).astype(np.float32)).cuda()
     res = compute_pr(real, real[:150], device="cuda")
     assert res.precision == 1.0
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_cuda_reduced_precision_keeps_decisions(rng, precision):
+    real, fake = rng.normal(size=(600, 64)).astype(np.float32), rng.normal(size=(500, 64)).astype(np.float32)
+    cpu = compute_pr(real, fake, device="cpu")
+    gpu = compute_pr(real, fake, device="cuda", precision=precision)
+    assert gpu.per_k == cpu.per_k and gpu.gemm_precision == precision
+
+
+def test_cuda_sampled_everything_is_exact(rng):
+    real, fake = rng.normal(size=(700, 16)).astype(np.float32), rng.normal(size=(650, 16)).astype(np.float32)
+    ex = compute_pr(real, fake, device="cpu", density_coverage=False)
+    s = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=1000, device="cuda")
+    assert (s.precision, s.recall) == (ex.precision, ex.recall)

@@ -69,3 +69,21 @@ def test_float16_memmaps_are_first_class(tmp_path, rng):
     s = compute_epr(str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), method="sampled", backend="ivf-gemm",
                     sample_size=1000)
     assert (s.precision, s.recall) == (in_memory.precision, in_memory.recall)
+
+
+def test_ivf_gemm_stores_float16_and_builds_the_same_graph(tmp_path, rng):
+    from eprmetrics.ann import get_backend
+
+    x16 = rng.normal(size=(3000, 24)).astype(np.float16)
+    np.save(tmp_path / "x.npy", x16)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    graphs = []
+    for x in (mm, x16.astype(np.float32)):
+        impl = get_backend("ivf-gemm")()
+        impl.used_params = impl.resolve_params(*x.shape)
+        impl.build(x, seed=0, device=torch.device("cpu"))
+        graphs.append(impl.search(x, 4))
+        if x.dtype == np.float16:
+            assert impl.Xp.dtype == torch.float16  # fp16 storage: half the memory
+    np.testing.assert_array_equal(graphs[0][1], graphs[1][1])
+    np.testing.assert_array_equal(graphs[0][0], graphs[1][0])

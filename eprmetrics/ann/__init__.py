@@ -23,13 +23,19 @@ __all__ = ["knn_graph", "resolve_backend", "ANNBackend", "register_backend", "ge
            "available_backends"]
 
 
-def as_float32_rows(x: Any, name: str = "X") -> np.ndarray:
-    """``x`` (numpy, torch, memmap) as a C-contiguous float32 numpy array, validated."""
+def as_float32_rows(x: Any, name: str = "X", keep_float16: bool = False) -> np.ndarray:
+    """``x`` (numpy, torch, memmap) as a C-contiguous float32 numpy array, validated.
+
+    With ``keep_float16`` a float16 input stays float16 (a memmap stays a memmap) for
+    backends that store fp16 and read in batches (``ANNBackend.accepts_float16``).
+    """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    x = np.asarray(x)
+    x = np.asarray(x)  # a memmap stays a view of its file
     if x.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array (n_samples × dim), got shape {x.shape}")
+    if keep_float16 and x.dtype == np.float16:
+        return x
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

@@ -47,6 +47,7 @@ class ANNBackend(abc.ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     deterministic: ClassVar[bool] = True
     supports_queries: ClassVar[bool] = True  # can search points that are not indexed
+    accepts_float16: ClassVar[bool] = False  # build/search take float16 arrays (memmaps) as they are
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)

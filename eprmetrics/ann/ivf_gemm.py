@@ -24,6 +24,8 @@ from .base import ANNBackend, register_backend
 
 __all__ = ["IVFGemm"]
 
+_LOAD_ROWS = 65536  # rows read from the input (a memmap) at a time
+
 
 @register_backend
 class IVFGemm(ANNBackend):
@@ -43,12 +45,20 @@ class IVFGemm(ANNBackend):
             p["query_nprobe"] = max(1, min(p["nprobe"], math.ceil(p["nprobe"] / 2)))
         return p
 
+    accepts_float16 = True
+
     def build(self, x: np.ndarray, *, seed: int, device: torch.device) -> None:
         p = self.used_params
-        X = torch.from_numpy(x).to(device)
-        n, nlist = X.shape[0], p["nlist"]
+        # float16 input (e.g. a memmap) is read in batches and stored as fp16; lists are
+        # upcast to fp32 block by block when scanned (fp16 values are exact in fp32).
+        dtype = torch.float16 if x.dtype == np.float16 else torch.float32
+        n, nlist = x.shape[0], p["nlist"]
+        X = torch.empty((n, x.shape[1]), dtype=dtype, device=device)
+        for s in range(0, n, _LOAD_ROWS):
+            X[s:s + _LOAD_ROWS] = torch.from_numpy(np.ascontiguousarray(x[s:s + _LOAD_ROWS])).to(device)
         gen = np.random.default_rng(seed)
         sample = X[torch.from_numpy(np.sort(gen.choice(n, min(n, nlist * p["train_per_list"]), replace=False))).to(device)]
+        sample = sample.float()
         centers = sample[torch.from_numpy(gen.choice(sample.shape[0], nlist, replace=False)).to(device)].clone()
         s_sq = sample.pow(2).sum(1)
         for _ in range(p["kmeans_iters"]):
@@ -57,7 +67,7 @@ class IVFGemm(ANNBackend):
             counts = torch.bincount(assign, minlength=nlist).to(sums.dtype)
             filled = counts > 0
             centers[filled] = sums[filled] / counts[filled, None]
-        x_sq = X.pow(2).sum(1)
+        x_sq = torch.cat([X[s:s + _LOAD_ROWS].float().pow(2).sum(1) for s in range(0, n, _LOAD_ROWS)])
         assign = self._nearest(X, x_sq, centers, 1)[:, 0]
         order = torch.argsort(assign, stable=True)
         self.order = order  # position in the permuted data → original index
@@ -73,7 +83,7 @@ class IVFGemm(ANNBackend):
         c_sq = centers.pow(2).sum(1)
         out = []
         for s in range(0, a.shape[0], chunk):
-            d = sqdist_block(a[s:s + chunk], a_sq[s:s + chunk], centers, c_sq)
+            d = sqdist_block(a[s:s + chunk].float(), a_sq[s:s + chunk], centers, c_sq)
             out.append(torch.topk(d, m, dim=1, largest=False).indices)
         return torch.cat(out)
 
@@ -87,7 +97,7 @@ class IVFGemm(ANNBackend):
         for c in range(off.numel() - 1):
             a0, a1 = int(off[c]), int(off[c + 1])
             if a1 > a0:
-                vals[a0:a1], idx[a0:a1] = self._scan(c, Xp[a0:a1], xp_sq[a0:a1], k)
+                vals[a0:a1], idx[a0:a1] = self._scan(c, Xp[a0:a1].float(), xp_sq[a0:a1], k)
         # back to original indices and order
         out_idx = torch.where(idx >= 0, self.order[idx.clamp_min(0)], idx)
         inv = torch.empty_like(self.order)
@@ -102,7 +112,7 @@ class IVFGemm(ANNBackend):
         lists = self.probes[c, :nprobe]
         spans = [(int(s), int(e)) for s, e in zip(off[lists], off[lists + 1])]
         cand = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
-        block = torch.cat([self.Xp[s:e] for s, e in spans])
+        block = torch.cat([self.Xp[s:e] for s, e in spans]).float()
         d = sqdist_block(q, q_sq, block, self.xp_sq[cand])
         kk = min(k, cand.numel())
         v, j = torch.topk(d, kk, dim=1, largest=False)
@@ -115,7 +125,8 @@ class IVFGemm(ANNBackend):
     def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """k nearest indexed points of other queries: each query scans the probe set of its nearest list."""
         dev = self.Xp.device
-        Q = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
+        Q = torch.cat([torch.from_numpy(np.ascontiguousarray(x[s:s + _LOAD_ROWS], dtype=np.float32)).to(dev)
+                       for s in range(0, x.shape[0], _LOAD_ROWS)])
         q_sq = Q.pow(2).sum(1)
         assign = self._nearest(Q, q_sq, self.centers, 1)[:, 0]
         order = torch.argsort(assign, stable=True)
