@@ -55,7 +55,7 @@ class IVFGemm(ANNBackend):
         n, nlist = x.shape[0], p["nlist"]
         X = torch.empty((n, x.shape[1]), dtype=dtype, device=device)
         for s in range(0, n, _LOAD_ROWS):
-            X[s:s + _LOAD_ROWS] = torch.from_numpy(np.ascontiguousarray(x[s:s + _LOAD_ROWS])).to(device)
+            X[s:s + _LOAD_ROWS] = torch.from_numpy(np.array(x[s:s + _LOAD_ROWS])).to(device)  # copy: memmaps are read-only
         gen = np.random.default_rng(seed)
         sample = X[torch.from_numpy(np.sort(gen.choice(n, min(n, nlist * p["train_per_list"]), replace=False))).to(device)]
         sample = sample.float()
@@ -125,7 +125,7 @@ class IVFGemm(ANNBackend):
     def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """k nearest indexed points of other queries: each query scans the probe set of its nearest list."""
         dev = self.Xp.device
-        Q = torch.cat([torch.from_numpy(np.ascontiguousarray(x[s:s + _LOAD_ROWS], dtype=np.float32)).to(dev)
+        Q = torch.cat([torch.from_numpy(np.array(x[s:s + _LOAD_ROWS], dtype=np.float32)).to(dev)
                        for s in range(0, x.shape[0], _LOAD_ROWS)])
         q_sq = Q.pow(2).sum(1)
         assign = self._nearest(Q, q_sq, self.centers, 1)[:, 0]
