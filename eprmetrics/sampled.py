@@ -12,7 +12,9 @@ What stays cheap as n grows:
 * **True radii on demand.** A query inside some ``U`` ball needs that ball's
   true radius, which one tiled owner-vs-all row gives exactly
   (:class:`~eprmetrics.metrics.Radii` with ``owners``). Candidates are tried
-  deepest first, so most queries need one radius.
+  deepest first, so most queries need one radius; a query inside many ``U``
+  balls (near outliers with huge radii) is handled in rounds of a few
+  candidates, each round's tried bounds replaced by the true radii.
 * **Strata.** Queries are stratified by their own hubness (k-occurrence bin)
   and, when the backend can search foreign points, by an *approximate*
   membership from the ANN search of the queries against the reference index.
@@ -72,6 +74,12 @@ class UpperRadii:
     @property
     def is_exact(self) -> bool:
         return self._exact is not None
+
+    def tighten(self) -> None:
+        """Replace the bounds of owners whose true radius is known by that radius."""
+        if not self.is_exact:
+            known = ~torch.isnan(self._true2)
+            self.upper2[known] = self._true2[known]
 
     def true2(self, owners: torch.Tensor) -> torch.Tensor:
         """Float64 true squared radius of ``owners`` (computed once per owner)."""
@@ -145,14 +153,17 @@ def sampled_hits(engine: TileEngine, queries: Prepared, q_index: torch.Tensor, r
     """
     hits = torch.zeros(q_index.numel(), dtype=torch.bool, device=engine.device)
     per_tile = None if radii.is_exact else CANDIDATES_PER_TILE
-    pos, own, d2, more = _candidates(engine, queries, q_index, radii, per_tile)
-    _decide(radii, pos, own, d2, hits, strict)
-    redo = (more & ~hits).nonzero().squeeze(1)
-    if redo.numel():  # some candidates were left out of the first pass: take them all
-        pos, own, d2, _ = _candidates(engine, queries, q_index[redo], radii, None)
-        sub = torch.zeros(redo.numel(), dtype=torch.bool, device=engine.device)
+    todo = torch.arange(q_index.numel(), device=engine.device)
+    while todo.numel():
+        pos, own, d2, more = _candidates(engine, queries, q_index[todo], radii, per_tile)
+        sub = torch.zeros(todo.numel(), dtype=torch.bool, device=engine.device)
         _decide(radii, pos, own, d2, sub, strict)
-        hits[redo] = sub
+        hits[todo] = sub
+        # Every candidate of a query still outside has had its true radius computed: with the
+        # bounds tightened to those, a new pass over the queries that had more candidates than
+        # were kept sees only balls not tried yet (huge-radius outliers cannot flood a pass).
+        radii.tighten()
+        todo = todo[more & ~sub]
     return hits
 
 
