@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import sys
 import threading
@@ -223,15 +222,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--gen-device", default="cpu", help="where memmap chunks are generated")
-    ap.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+    ap.add_argument("--dtype", choices=("float32", "float16"), help="default: float16 for memmap, else float32")
     ap.add_argument("--memmap", help="write the sets as .npy memory maps in this folder (kept for reuse)")
     ap.add_argument("--defect", default="truncation")
     ap.add_argument("--strength", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
-    if args.table == "memmap" and args.dtype == "float32" and "--dtype" not in (argv or sys.argv):
-        args.dtype = "float16"
+    args.dtype = args.dtype or ("float16" if args.table == "memmap" else "float32")
     TABLES[args.table](args)
 
 

@@ -116,18 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .api import compute_pr
     from .distributed import init
-    from .epr import compute_epr
 
     world = init()  # under torchrun: every rank shares the tiled passes
     try:
-        return _run_on(args, world, compute_pr, compute_epr)
+        return _run_on(args, world.rank)
     finally:
         world.close()
 
 
-def _run_on(args: argparse.Namespace, world, compute_pr, compute_epr) -> int:
+def _run_on(args: argparse.Namespace, rank: int) -> int:
+    from .api import compute_pr
+    from .epr import compute_epr
+
 
     common = dict(strict=args.strict, device=args.device, memory_budget=args.memory_budget,
                   error_bound=args.error_bound, precision=args.precision, extractor=args.extractor, weights=args.weights,
@@ -141,7 +142,7 @@ def _run_on(args: argparse.Namespace, world, compute_pr, compute_epr) -> int:
         res = compute_epr(args.real, args.fake, method=args.method, k=k, t=args.t, backend=args.backend,
                           radii=args.radii, sample_size=args.sample_size, confidence=args.confidence,
                           audit=not args.no_audit, **common)
-    if world.rank != 0:  # every rank holds the same result: rank 0 reports it
+    if rank != 0:  # every rank holds the same result: rank 0 reports it
         return 0
     print(res)
     if res.method == "epr":

@@ -85,7 +85,8 @@ class StratifiedSample:
         self.N = labels.size
         uniq, inverse = np.unique(labels, return_inverse=True)
         rng = np.random.default_rng(seed)
-        self.units = [rng.permutation(np.flatnonzero(inverse == h)) for h in range(uniq.size)]
+        self.label = inverse.reshape(-1)  # stratum number of every unit
+        self.units = [rng.permutation(np.flatnonzero(self.label == h)) for h in range(uniq.size)]
         self.sizes = np.array([u.size for u in self.units])
         self.weights = self.sizes / self.N
 
@@ -105,18 +106,16 @@ class StratifiedSample:
         alloc = self.allocation(s)
         return np.sort(np.concatenate([u[:a] for u, a in zip(self.units, alloc)]))
 
-    def _stratum_of(self) -> np.ndarray:
-        label = np.empty(self.N, dtype=np.int64)
-        for h, u in enumerate(self.units):
-            label[u] = h
-        return label
+    def _tallies(self, index: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per stratum: units sampled and the sum of their 0/1 values."""
+        h = self.label[np.asarray(index)]
+        n_h = np.bincount(h, minlength=len(self.units)).astype(np.float64)
+        x_h = np.bincount(h, weights=np.asarray(values, dtype=np.float64), minlength=len(self.units))
+        return n_h, x_h
 
     def estimate(self, index: np.ndarray, values: np.ndarray, confidence: float = 0.95) -> Estimate:
         """Stratified estimate of the mean of a 0/1 population from the sampled ``values`` at ``index``."""
-        index, values = np.asarray(index), np.asarray(values, dtype=np.float64)
-        h = self._stratum_of()[index]
-        n_h = np.bincount(h, minlength=len(self.units)).astype(np.float64)
-        x_h = np.bincount(h, weights=values, minlength=len(self.units))
+        n_h, x_h = self._tallies(index, values)
         if np.any(n_h == 0):
             raise ValueError("estimate: every stratum needs at least one sampled unit")
         value = float(np.sum(self.sizes / n_h * x_h) / self.N)  # Σ W_h·mean_h; exact when all are drawn
@@ -136,9 +135,7 @@ class StratifiedSample:
 
         With proportional allocation ``V(s) = A/s − A/N``, ``A = Σ W_h S_h²``.
         """
-        h = self._stratum_of()[np.asarray(index)]
-        n_h = np.bincount(h, minlength=len(self.units)).astype(np.float64)
-        x_h = np.bincount(h, weights=np.asarray(values, np.float64), minlength=len(self.units))
+        n_h, x_h = self._tallies(index, values)
         A = float(np.sum(self.weights * self._var_h(x_h, np.maximum(n_h, 1))))
         target = (half_width / z_value(confidence)) ** 2
         return int(min(self.N, math.ceil(A / (target + A / self.N))))
