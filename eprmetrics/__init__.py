@@ -1,7 +1,15 @@
-"""eprmetrics: exact and efficient precision & recall for generative models."""
-from .api import compute_pr
-from .epr import AuditWarning, compute_epr
-from .result import KResult, Result
+"""eprmetrics: exact and efficient precision & recall for generative models.
+
+The layers, lowest first (each imports only from those below it; ``docs/architecture.md``):
+``defaults``/``validation``/``profiling`` → ``engine`` → ``features`` → ``neighbours`` →
+``inputs`` → ``report``/``result`` → ``estimators`` → ``api`` → ``demo``/``plots`` → ``cli``.
+"""
+from .api import compute_epr, compute_pr
+from .estimators import AuditWarning
+from .features import register_extractor
+from .neighbours import knn_graph, register_backend
+from .result import Audit, HubStatistics, KResult, Plan, Result, SideSampling
 
 __version__ = "0.1.0"
-__all__ = ["compute_pr", "compute_epr", "AuditWarning", "Result", "KResult", "__version__"]
+__all__ = ["compute_pr", "compute_epr", "AuditWarning", "Result", "KResult", "HubStatistics", "SideSampling", "Audit",
+           "Plan", "knn_graph", "register_backend", "register_extractor", "__version__"]

@@ -1,110 +1,26 @@
-"""Public entry points: inputs → tiled engine → metrics → :class:`Result`."""
+"""The public entry points: validate every option once, build the run context, delegate, assemble.
+
+* :func:`compute_pr` — exact P&R (:mod:`eprmetrics.estimators.exact`);
+* :func:`compute_epr` — the fast methods: the sampled estimator with intervals
+  (:mod:`eprmetrics.estimators.sampled`) or the thesis's hub method, audited
+  (:mod:`eprmetrics.estimators.hubness`).
+"""
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
 from .defaults import DEFAULTS
-from .features.images import is_image_input
-from .inputs import FeatureSet, FeaturesLike, as_feature_set, validate_pair
-from .metrics import Radii, exact_membership
-from .profiling import Profiler
-from .result import KResult, Result
-from .tiles import ERROR_BOUNDS, PRECISIONS, TileEngine, default_memory_budget, resolve_device
+from .estimators import (FAST_METHODS, RADII_MODES, EngineOptions, ExactSpec, HubSpec, RunContext, SampledSpec,
+                         SampleRequest, assemble, run_exact, run_hubness, run_sampled)
+from .inputs import FeaturesLike, ImageOptions, resolve_pair
+from .neighbours import get_backend
+from .result import Result
+from .validation import (check_audit, check_bool, check_choice, check_confidence, check_int, check_k,
+                         check_sample_size, check_single_k)
 
-__all__ = ["compute_pr", "normalize_k"]
-
-
-def normalize_k(k: Union[int, Sequence[int]]) -> tuple[int, ...]:
-    """``k`` as a tuple of distinct positive ints, in the order given."""
-    ks = (k,) if isinstance(k, int) and not isinstance(k, bool) else tuple(k) if isinstance(k, (list, tuple)) else None
-    if not ks or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in ks):
-        raise ValueError(f"k: expected a positive int or a non-empty sequence of them, got {k!r}")
-    if len(set(ks)) != len(ks):
-        raise ValueError(f"k: values must be distinct, got {k!r}")
-    return ks
-
-
-@dataclasses.dataclass
-class _ImageOptions:
-    """How image inputs become features (shared by both entry points)."""
-
-    extractor: Any = DEFAULTS["extractor"]
-    weights: Optional[str] = None
-    batch_size: int = DEFAULTS["batch_size"]
-    num_workers: int = DEFAULTS["num_workers"]
-    cache_dir: Optional[str] = None
-    save_features: Optional[str] = None
-    on_error: str = DEFAULTS["on_error"]
-
-    def open(self, value: Any, name: str) -> Any:
-        """An :class:`~eprmetrics.features.ImageSource` for image inputs; other inputs pass through."""
-        if isinstance(value, (str, os.PathLike)) and not os.path.exists(value):
-            raise FileNotFoundError(f"{name}: no such file or directory: {os.fspath(value)!r}")
-        if not is_image_input(value):
-            return value
-        from .features import as_image_source
-
-        return as_image_source(value, name, self.on_error)
-
-    def features(self, value: Any, name: str, device: torch.device, progress: bool) -> Any:
-        """Features for an image input (folder, zip, file list, uint8 images); other inputs pass through."""
-        if not is_image_input(value):
-            return value
-        from .features import extract_features
-
-        save_to = None if self.save_features is None else os.path.join(os.fspath(self.save_features), f"{name}.npy")
-        return extract_features(value, name=name, extractor=self.extractor, weights=self.weights, device=device,
-                                batch_size=self.batch_size, num_workers=self.num_workers, cache_dir=self.cache_dir,
-                                save_to=save_to, on_error=self.on_error, progress=progress)
-
-
-def _setup(real: FeaturesLike, fake: FeaturesLike, k_max: int, strict: bool, memory_budget: Optional[int],
-           error_bound: str, precision: str, device: Union[str, torch.device], images: _ImageOptions, progress: bool
-           ) -> tuple[torch.device, FeatureSet, FeatureSet, TileEngine]:
-    """Validate the options and inputs shared by every entry point; build the tile engine."""
-    if not isinstance(strict, bool):
-        raise ValueError(f"strict: expected True or False, got {strict!r}")
-    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int)
-                                      or memory_budget <= 0):
-        raise ValueError(f"memory_budget: expected a positive int (bytes) or None, got {memory_budget!r}")
-    if error_bound not in ERROR_BOUNDS:
-        raise ValueError(f"error_bound: expected one of {ERROR_BOUNDS}, got {error_bound!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
-    dev = resolve_device(device)
-    # Open both image inputs (cheap checks: paths, empty folders) before the costly extraction.
-    real, fake = images.open(real, "real"), images.open(fake, "fake")
-    real = images.features(real, "real", dev, progress)
-    fake = images.features(fake, "fake", dev, progress)
-    real_fs, fake_fs = as_feature_set(real, "real"), as_feature_set(fake, "fake")
-    validate_pair(real_fs, fake_fs, k_max)
-    engine = TileEngine(real_fs.dim, dev, memory_budget or default_memory_budget(dev), error_bound=error_bound,
-                        precision=precision)
-    return dev, real_fs, fake_fs, engine
-
-
-@contextlib.contextmanager
-def _matmul_precision(engine: TileEngine) -> Iterator[None]:
-    """fp32 GEMMs for the duration — TF32 only when the engine asked for it (its bound covers it)."""
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high" if engine.precision == "tf32" else "highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(old)
-
-
-def _progress(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="row", leave=False)
+__all__ = ["compute_pr", "compute_epr"]
 
 
 def compute_pr(
@@ -150,7 +66,7 @@ def compute_pr(
             re-check in float64: ``"probabilistic"`` (Higham & Mary; fails with
             probability < 1e-16 per run) or ``"worst-case"`` (holds for any
             summation order; re-checks far more points). See
-            :func:`eprmetrics.tiles.rounding_factor`.
+            :func:`eprmetrics.engine.rounding_factor`.
         precision: GEMM precision: ``"fp32"`` (default), ``"tf32"`` (CUDA tensor
             cores; fp32 on other devices) or ``"bf16"``. The rounding bound widens
             with it, so decisions stay exact and more of them are re-checked in
@@ -180,48 +96,121 @@ def compute_pr(
         >>> res.precision, res.recall < 1.0
         (1.0, True)
     """
-    ks = normalize_k(k)
-    images = _ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
-    dev, real_fs, fake_fs, engine = _setup(real, fake, max(ks), strict, memory_budget, error_bound, precision, device,
-                                           images, progress)
-    k_max = max(ks)
+    spec = ExactSpec(check_k(k), check_bool(density_coverage, "density_coverage"), check_bool(realism, "realism"))
+    options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
+    images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
+    real_fs, fake_fs = resolve_pair(real, fake, max(spec.ks), images, options.device, progress)
+    ctx = RunContext.build(real_fs, fake_fs, options)
+    return assemble(ctx, ctx.run(lambda c: run_exact(c, spec)))
 
-    def run() -> tuple:
-        prof = Profiler(dev)
-        with _matmul_precision(engine), torch.inference_mode():
-            with prof.stage("prepare (centre, norms)"):
-                center = engine.center_of(real_fs)
-                real_p, fake_p = engine.prepare(real_fs, center), engine.prepare(fake_fs, center)
-            radii = {}
-            for name, p in (("real", real_p), ("fake", fake_p)):
-                with prof.stage(f"{name}↔{name} distances + top-k → radii"), \
-                        _progress(progress, p.n, f"radii {name}") as bar:
-                    radii[name] = Radii(engine, p, k_max, progress=bar.update if bar else None)
-            with prof.stage("real↔fake distances + ratios"), _progress(progress, real_p.n, "real↔fake") as bar:
-                member, realism_scores = exact_membership(
-                    engine, radii["real"], radii["fake"], ks, strict=strict,
-                    density_coverage=density_coverage, realism_k=ks[0] if realism else None,
-                    progress=bar.update if bar else None)
-        return prof, radii, member, realism_scores
 
-    prof, radii, member, realism_scores = engine.run_shrinking(run)
+def compute_epr(
+    real: FeaturesLike,
+    fake: FeaturesLike,
+    *,
+    method: str = DEFAULTS["method"],
+    k: int = DEFAULTS["k"],
+    t: int = DEFAULTS["t"],
+    backend: str = DEFAULTS["backend"],
+    radii: str = DEFAULTS["radii"],
+    sample_size: Union[int, float] = DEFAULTS["sample_size"],
+    confidence: float = DEFAULTS["confidence"],
+    audit: Union[bool, int] = DEFAULTS["audit"],
+    seed: int = DEFAULTS["seed"],
+    strict: bool = DEFAULTS["strict"],
+    device: Union[str, torch.device] = DEFAULTS["device"],
+    memory_budget: Optional[int] = DEFAULTS["memory_budget"],
+    error_bound: str = DEFAULTS["error_bound"],
+    precision: str = DEFAULTS["precision"],
+    backend_options: Optional[dict[str, Any]] = None,
+    extractor: Any = DEFAULTS["extractor"],
+    weights: Optional[str] = None,
+    batch_size: int = DEFAULTS["batch_size"],
+    num_workers: int = DEFAULTS["num_workers"],
+    cache_dir: Optional[str] = None,
+    save_features: Optional[str] = None,
+    on_error: str = DEFAULTS["on_error"],
+    progress: bool = False,
+) -> Result:
+    """Fast P&R: the hub method (eP&R, audited) or the sampled estimator with confidence intervals.
 
-    per_k = {}
-    for kk in ks:
-        m = member[kk]
-        per_k[kk] = KResult(
-            k=kk,
-            precision=float(m.precision_hits.double().mean()),
-            recall=float(m.recall_hits.double().mean()),
-            density=None if m.density_counts is None else float(m.density_counts.double().sum() / (kk * fake_fs.n)),
-            coverage=None if m.coverage_hits is None else float(m.coverage_hits.double().mean()),
-        )
-    head = per_k[ks[0]]
-    n_redecided = sum(v.n_redecided for v in radii.values()) + sum(m.n_redecided for m in member.values())
-    return Result(
-        precision=head.precision, recall=head.recall, k=ks[0], n_real=real_fs.n, n_fake=fake_fs.n,
-        dim=real_fs.dim, per_k=per_k, method="exact", strict=strict, density=head.density,
-        coverage=head.coverage, realism=None if realism_scores is None else realism_scores.cpu().numpy(),
-        device=str(dev), memory_budget=engine.memory_budget, tile=engine.tile, n_redecided=n_redecided,
-        error_bound=error_bound, gemm_precision=engine.precision, stages=prof.stages,
-    )
+    ``method="hubness"`` (thesis Eqs. 4.4–4.5):
+    ``precision_hub = mean_{g ∈ H(G)} 1[∃ r ∈ H(R): ‖g − r‖ ≤ r_k(r; R)]`` and
+    symmetrically for recall, where ``H(S) = {x : N_k(x) ≥ t}`` are the hubs of
+    ``S`` found from a (possibly approximate) k-NN graph and each hub's radius is
+    measured against the *full* set. Its error is data-dependent, so a sampled
+    audit (below) is attached and warns when it disagrees.
+
+    ``method="sampled"``: a stratified random sample of queries (strata: hubness
+    and an ANN-based approximate membership) is decided *exactly* against every
+    reference ball; the estimate is unbiased and comes with ``precision_ci`` /
+    ``recall_ci`` (finite-population corrected). Radii come from the k-NN graph
+    as upper bounds; the true radius of a ball is computed only when a sampled
+    query falls inside its upper bound.
+
+    Args:
+        real, fake: features as for :func:`~eprmetrics.compute_pr`.
+        method: ``"hubness"`` or ``"sampled"``.
+        k: neighbourhood size for hubness and radii (one value).
+        t: hub threshold on the k-occurrence ``N_k`` (hubness method).
+        backend: k-NN backend: ``"auto"`` (see :func:`eprmetrics.neighbours.ann.resolve_backend`;
+            recorded on the result) or a registered name (:func:`eprmetrics.neighbours.backend_names`).
+        radii: hubness method only: ``"exact"`` — hub radii from a tiled hub-vs-all
+            pass — or ``"ann"`` — radii read off the ANN graph (a backend that
+            misses neighbours makes radii larger).
+        sample_size: sampled method: queries drawn per set (int), or the target
+            half-width of the intervals (float in (0, 1); default 0.01): a pilot of
+            1,000 queries per set sizes the sample. At least the whole set gives
+            the exact values with zero-width intervals.
+        confidence: level of the intervals.
+        audit: hubness method: queries per set of the sampled audit (``True``: the
+            default 1,000), or ``False`` to skip it.
+        seed: seeds index training and sampling.
+        strict, device, memory_budget, error_bound, precision, progress: as for :func:`~eprmetrics.compute_pr`.
+        backend_options: parameters for the backend (e.g. ``{"efSearch": 256}``).
+        extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error:
+            image inputs, as for :func:`~eprmetrics.compute_pr`.
+
+    Returns:
+        :class:`Result` with ``method="hubness"`` (hub counts and ``audit``)
+        or ``method="sampled"`` (``precision_ci``, ``recall_ci``, ``sampling``),
+        backend and per-stage time and memory.
+
+    Raises:
+        ValueError: bad options or inputs, or no hubs at ``t`` (use a lower ``t``).
+        ModuleNotFoundError: the backend's library is missing (names the extra).
+
+    Warns:
+        AuditWarning: the hub value lies outside the audit's interval.
+
+    Example:
+        >>> from eprmetrics import compute_epr
+        >>> from eprmetrics.synthetic import make_pair
+        >>> real, fake = make_pair(600, 600, dim=32, seed=1)
+        >>> res = compute_epr(real, fake, backend="exact", t=0)   # every point a hub: exact P&R
+        >>> res.method, res.hubs["real"].fraction
+        ('hubness', 1.0)
+        >>> res = compute_epr(real, fake, method="sampled", sample_size=600)   # everything sampled
+        >>> res.precision_ci[1] - res.precision_ci[0]
+        0.0
+    """
+    check_choice(method, "method", FAST_METHODS, "or use compute_pr for exact values")
+    k, t = check_single_k(k), check_int(t, "t", minimum=0, fix="hubs are the points with N_k ≥ t, e.g. t=3")
+    check_choice(radii, "radii", RADII_MODES)
+    if backend != "auto":
+        get_backend(backend)
+    if backend_options is not None and not isinstance(backend_options, dict):
+        raise TypeError(f"backend_options: expected a dict of backend parameters or None, got "
+                        f"{type(backend_options).__name__}; e.g. backend_options={{'nprobe': 32}}")
+    sample = SampleRequest(check_sample_size(sample_size), check_confidence(confidence))
+    audit_size = check_audit(audit, DEFAULTS["audit_size"])
+    check_int(seed, "seed", minimum=0)
+    options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
+    images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
+    real_fs, fake_fs = resolve_pair(real, fake, k, images, options.device, progress)
+    ctx = RunContext.build(real_fs, fake_fs, options, seed)
+    if method == "sampled":
+        smp = SampledSpec(k, backend, backend_options, sample)
+        return assemble(ctx, ctx.run(lambda c: run_sampled(c, smp)))
+    hub = HubSpec(k, t, backend, radii, backend_options, audit_size, sample.confidence)
+    return assemble(ctx, ctx.run(lambda c: run_hubness(c, hub)))

@@ -1,92 +1,86 @@
-"""Feature inputs: numpy / torch arrays and ``.npy`` / ``.npz`` paths → :class:`FeatureSet`.
+"""What the user hands in → a :class:`~eprmetrics.engine.FeatureSet`, in one place.
 
-A :class:`FeatureSet` keeps the caller's array as it is (a memory map stays a
-memory map, float64 stays float64) and hands out row blocks on demand, so the
-tiled engine never needs a second full copy and borderline decisions can be
-re-made from the original values.
+``real`` and ``fake`` may be features (numpy or torch arrays, ``.npy``
+memmaps, ``.npz`` files) or images (a folder, a ``.zip``, a list of image
+files, uint8 tensors). :func:`resolve_pair` is the only route from either to
+the two validated feature sets every estimator starts from: image inputs are
+opened (cheap checks) before either is extracted, then turned into features by
+:mod:`eprmetrics.features`, then checked as a pair (dimensions, sizes, finite
+values).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 
-__all__ = ["FeatureSet", "FeatureSubset", "as_feature_set", "validate_pair", "FeaturesLike"]
+from .defaults import DEFAULTS
+from .engine import FeatureSet
+from .features import as_image_source, extract_features, extractor_names, is_image_input
+from .validation import check_choice, check_int, check_path_exists
 
-FeaturesLike = Union[np.ndarray, torch.Tensor, str, os.PathLike, "FeatureSet"]
+__all__ = ["ImageOptions", "resolve_pair", "as_feature_set", "validate_pair", "FeaturesLike"]
+
+FeaturesLike = Union[np.ndarray, torch.Tensor, str, os.PathLike, FeatureSet]
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 _CHECK_ROWS = 16384  # rows per block when scanning for NaN/Inf
 
 
-class FeatureSet:
-    """An n×d matrix of features with a name (``"real"`` or ``"fake"``).
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+    """How image inputs become features (see :func:`eprmetrics.features.extract_features`)."""
 
-    Args:
-        data: 2-D numpy array (memory maps welcome) or torch tensor.
-        name: the argument name used in error messages.
+    extractor: Any = DEFAULTS["extractor"]
+    weights: Optional[str] = None
+    batch_size: int = DEFAULTS["batch_size"]
+    num_workers: int = DEFAULTS["num_workers"]
+    cache_dir: Optional[str] = None
+    save_features: Optional[str] = None
+    on_error: str = DEFAULTS["on_error"]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.extractor, str):
+            check_choice(self.extractor, "extractor", extractor_names(), "or pass an nn.Module")
+        check_int(self.batch_size, "batch_size")
+        check_int(self.num_workers, "num_workers", minimum=0)
+        check_choice(self.on_error, "on_error", ("raise", "skip"))
+
+    def open(self, value: Any, name: str) -> Any:
+        """An image source for image inputs (cheap checks: paths, empty folders); other inputs pass through."""
+        if isinstance(value, (str, os.PathLike)):
+            check_path_exists(value, name)
+        return as_image_source(value, name, self.on_error) if is_image_input(value) else value
+
+    def features(self, value: Any, name: str, device: torch.device, progress: bool) -> Any:
+        """Features of an image input; other inputs pass through."""
+        if not is_image_input(value):
+            return value
+        save_to = None if self.save_features is None else os.path.join(os.fspath(self.save_features), f"{name}.npy")
+        return extract_features(value, name=name, extractor=self.extractor, weights=self.weights, device=device,
+                                batch_size=self.batch_size, num_workers=self.num_workers, cache_dir=self.cache_dir,
+                                save_to=save_to, on_error=self.on_error, progress=progress)
+
+
+def resolve_pair(real: Any, fake: Any, k_max: int, images: ImageOptions, device: torch.device,
+                 progress: bool) -> tuple[FeatureSet, FeatureSet]:
+    """``real`` and ``fake`` as validated feature sets, whatever form they were given in.
+
+    Raises:
+        ValueError, TypeError, FileNotFoundError: naming the input and what was expected.
     """
-
-    def __init__(self, data: Union[np.ndarray, torch.Tensor], name: str) -> None:
-        self.data = data
-        self.name = name
-
-    @property
-    def n(self) -> int:
-        return int(self.data.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.data.shape[1])
-
-    @property
-    def is_float64(self) -> bool:
-        return self.data.dtype in (np.float64, torch.float64)
-
-    def block(self, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Rows ``start:stop`` as a tensor of ``dtype`` on ``device``."""
-        rows = self.data[start:stop]
-        if isinstance(rows, np.ndarray):
-            # torch refuses read-only memory (memmaps): copy those rows, borrow the others.
-            rows = torch.from_numpy(np.ascontiguousarray(rows) if rows.flags.writeable else np.array(rows))
-        return rows.to(device=device, dtype=dtype)
-
-    def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """Rows at ``index`` (1-D int64) as ``dtype`` on ``device``."""
-        if isinstance(self.data, np.ndarray):
-            rows = torch.from_numpy(np.asarray(self.data[index.cpu().numpy()]))
-        else:
-            rows = self.data[index.to(self.data.device)]
-        return rows.to(device=device, dtype=dtype)
-
-    def __repr__(self) -> str:
-        return f"FeatureSet({self.name!r}, n={self.n}, dim={self.dim}, dtype={self.data.dtype})"
-
-
-class FeatureSubset(FeatureSet):
-    """Rows ``index`` of another :class:`FeatureSet`, without copying them (e.g. its hubs)."""
-
-    def __init__(self, base: FeatureSet, index: torch.Tensor) -> None:
-        super().__init__(base.data, base.name)
-        self.base, self.index = base, index
-
-    @property
-    def n(self) -> int:
-        return int(self.index.numel())
-
-    def block(self, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        return self.base.take(self.index[start:stop], device, dtype)
-
-    def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        return self.base.take(self.index[index.to(self.index.device)], device, dtype)
+    opened = images.open(real, "real"), images.open(fake, "fake")  # both checked before either is extracted
+    real_fs, fake_fs = (as_feature_set(images.features(v, name, device, progress), name)
+                        for v, name in zip(opened, ("real", "fake")))
+    validate_pair(real_fs, fake_fs, k_max)
+    return real_fs, fake_fs
 
 
 def _load_path(path: Union[str, os.PathLike], name: str) -> np.ndarray:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{name}: no such file or directory: {path!r}")
+    path = check_path_exists(path, name)
     if path.endswith(".npy"):
         return np.load(path, mmap_mode="r")
     if path.endswith(".npz"):

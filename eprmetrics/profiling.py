@@ -22,12 +22,12 @@ import dataclasses
 import os
 import threading
 import time
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import psutil
 import torch
 
-__all__ = ["Stage", "Profiler", "current_rss"]
+__all__ = ["Stage", "Profiler", "current_rss", "reset_peak_rss", "read_rss", "progress_bar"]
 
 _STATUS = "/proc/self/status"
 
@@ -46,6 +46,25 @@ def _read_hwm() -> Optional[int]:
     except OSError:
         return None
     return None
+
+
+def read_rss() -> tuple[int, Optional[int]]:
+    """(current RSS, peak RSS since the last :func:`reset_peak_rss`, or None where the kernel has no mark)."""
+    return current_rss(), _read_hwm()
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux); False where that is not permitted."""
+    return _reset_hwm()
+
+
+def progress_bar(enabled: bool, total: int, desc: str) -> Any:
+    """A tqdm bar over ``total`` rows (a context manager), or a context yielding None when disabled."""
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="row", leave=False)
 
 
 def _reset_hwm() -> bool:

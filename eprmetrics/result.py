@@ -1,25 +1,45 @@
-"""The :class:`Result` of a P&R computation: values, counts, stage timings, memory."""
+"""The :class:`Result` of a P&R computation, and the typed parts only some methods fill.
+
+``Result`` is data only; its text rendering lives in :mod:`eprmetrics.report`.
+The method-specific parts are small dataclasses: :class:`HubStatistics` (hub
+method, per set), :class:`SideSampling` (sampled estimator and audit, per
+side), :class:`Audit` and :class:`Plan`. They also read like the dictionaries
+they replace (``res.hubs["real"]["fraction"]`` equals ``res.hubs["real"].fraction``).
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator, Mapping
 from typing import Any, Optional
 
 import numpy as np
 
 from .profiling import Stage
+from .report import metrics_table, render, stage_table
 
-__all__ = ["KResult", "Result", "format_bytes"]
+__all__ = ["KResult", "HubStatistics", "SideSampling", "Audit", "Plan", "Result", "METHODS"]
+
+# Values of ``Result.method``: the argument that produced it.
+METHODS = ("exact", "hubness", "sampled")
 
 
-def format_bytes(n: Optional[int]) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+class _Fields(Mapping):
+    """Read access by field name, so older ``part["name"]`` code keeps working."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
 
 
 @dataclasses.dataclass
@@ -33,12 +53,59 @@ class KResult:
     coverage: Optional[float] = None
 
 
+@dataclasses.dataclass(eq=False)
+class HubStatistics(_Fields):
+    """Hubs of one set (hub method): how many, which backend found the graph and why."""
+
+    n_hubs: int
+    fraction: float
+    backend: str
+    reason: str
+    params: dict[str, Any]
+    max_k_occurrence: int
+
+
+@dataclasses.dataclass(eq=False)
+class SideSampling(_Fields):
+    """One side's sampled estimate (precision: fakes against real balls; recall: reals against fake balls)."""
+
+    estimate: float
+    interval: tuple[float, float]
+    half_width: float
+    sample_size: int
+    population: int
+    strata: int
+    approximate_membership: Optional[float]  # mean of the ANN-based stratifier, when one was used
+    true_radii_computed: int  # reference radii computed exactly on demand
+
+
+@dataclasses.dataclass(eq=False)
+class Audit(_Fields):
+    """The hub method's sampled check: both sides' estimates and whether the hub value lies inside."""
+
+    confidence: float
+    precision: SideSampling
+    recall: SideSampling
+    consistent: bool
+
+
+@dataclasses.dataclass(eq=False)
+class Plan(_Fields):
+    """How a call was computed: the path taken and why (backend per set, its parameters)."""
+
+    method: str
+    backend: Optional[str]
+    reason: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass
 class Result:
-    """Outcome of :func:`eprmetrics.compute_pr` (and later ``compute_epr``).
+    """Outcome of :func:`eprmetrics.compute_pr` and :func:`eprmetrics.compute_epr`.
 
     ``precision``/``recall``/``density``/``coverage`` are those of the first
     ``k`` requested; ``per_k`` holds every ``k`` computed in the same pass.
+    ``method`` is the method argument: ``"exact"``, ``"hubness"`` or ``"sampled"``.
     """
 
     precision: float
@@ -59,20 +126,21 @@ class Result:
     n_redecided: int = 0
     error_bound: str = "probabilistic"
     gemm_precision: str = "fp32"  # the tiles' GEMM precision (decisions are exact at every one)
-    # eP&R only: hub threshold, backend (and why it was chosen), radii source, hub counts
+    # fast methods: hub threshold, backend (and why it was chosen), radii source, hub counts
     t: Optional[int] = None
     backend: Optional[str] = None
     backend_reason: Optional[str] = None
     backend_params: Optional[dict[str, Any]] = None
     radii: Optional[str] = None
-    hubs: Optional[dict[str, dict[str, Any]]] = None
+    hubs: Optional[dict[str, HubStatistics]] = None
     # sampled estimator: intervals at ``confidence`` and per-side sampling details;
-    # hub method: ``audit`` holds its sampled check (same layout as ``sampling``)
+    # hub method: ``audit`` holds its sampled check
     precision_ci: Optional[tuple[float, float]] = None
     recall_ci: Optional[tuple[float, float]] = None
     confidence: Optional[float] = None
-    sampling: Optional[dict[str, Any]] = None
-    audit: Optional[dict[str, Any]] = None
+    sampling: Optional[dict[str, SideSampling]] = None
+    audit: Optional[Audit] = None
+    plan: Optional[Plan] = None
     stages: list[Stage] = dataclasses.field(default_factory=list)
 
     @property
@@ -100,49 +168,21 @@ class Result:
         out["peak_device_memory"] = self.peak_device_memory
         return out
 
-    def to_json(self, path: Optional[str] = None, **kwargs: Any) -> str:
-        text = json.dumps(self.to_dict(), indent=2, **kwargs)
+    def to_json(self, path: Optional[str] = None, *, indent: Optional[int] = 2, **kwargs: Any) -> str:
+        """The result as JSON text (``json.dumps`` options pass through); also written to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=indent, **kwargs)
         if path is not None:
             with open(path, "w") as fh:
                 fh.write(text + "\n")
         return text
 
     def metrics_table(self) -> str:
-        rows = ["    k  precision  recall   density  coverage"]
-        for k, r in self.per_k.items():
-            dens = "-" if r.density is None else f"{r.density:8.4f}"
-            cov = "-" if r.coverage is None else f"{r.coverage:8.4f}"
-            rows.append(f"{k:5d}  {r.precision:9.4f}  {r.recall:6.4f}  {dens:>8}  {cov:>8}")
-        return "\n".join(rows)
+        """Precision, recall, density and coverage per k, as a text table."""
+        return metrics_table(self)
 
     def stage_table(self) -> str:
-        width = max([len(s.name) for s in self.stages] + [5])
-        rows = [f"{'stage':<{width}}  {'time (s)':>9}  {'peak RSS':>10}  {'RSS growth':>10}  {'device peak':>11}"]
-        for s in self.stages:
-            rows.append(f"{s.name:<{width}}  {s.seconds:9.3f}  {format_bytes(s.rss_peak):>10}  "
-                        f"{format_bytes(s.rss_growth):>10}  {format_bytes(s.device_peak):>11}")
-        rows.append(f"{'total':<{width}}  {self.seconds:9.3f}")
-        return "\n".join(rows)
+        """Wall time and peak memory per stage, as a text table."""
+        return stage_table(self)
 
     def __str__(self) -> str:
-        conv = "strict (<)" if self.strict else "inclusive (≤)"
-        head = (f"eprmetrics {self.method} P&R — n_real={self.n_real}, n_fake={self.n_fake}, dim={self.dim}, "
-                f"{conv}, device={self.device}, tile={self.tile}, float64 re-checks={self.n_redecided}")
-        lines = [head]
-        if self.method == "epr":
-            hubs = ", ".join(f"{name} {h['n_hubs']} ({100 * h['fraction']:.1f}%)" for name, h in (self.hubs or {}).items())
-            lines.append(f"hubs at t={self.t}: {hubs}; backend={self.backend} ({self.backend_reason}); radii={self.radii}")
-            if self.audit:
-                a = self.audit
-                lines.append("audit (sampled, {:.0f}%): ".format(100 * a["confidence"]) + "; ".join(
-                    f"{side} {a[side]['estimate']:.4f} [{a[side]['interval'][0]:.4f}, {a[side]['interval'][1]:.4f}]"
-                    f" from {a[side]['sample_size']} queries" for side in ("precision", "recall"))
-                    + ("" if a["consistent"] else "  ← eP&R lies OUTSIDE: prefer method='sampled' or exact"))
-        if self.method == "sampled":
-            s = self.sampling or {}
-            lines.append(f"sampled estimate, {100 * (self.confidence or 0):.0f}% intervals: precision "
-                         f"[{self.precision_ci[0]:.4f}, {self.precision_ci[1]:.4f}] from "
-                         f"{s['precision']['sample_size']} of {s['precision']['population']} fakes, recall "
-                         f"[{self.recall_ci[0]:.4f}, {self.recall_ci[1]:.4f}] from "
-                         f"{s['recall']['sample_size']} of {s['recall']['population']} reals; backend={self.backend}")
-        return "\n".join(lines + [self.metrics_table(), "", self.stage_table()])
+        return render(self)

@@ -20,8 +20,3 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-def lattice(rng, n, dim, high=3):
-    """Small-integer points: duplicates and exact distance ties everywhere."""
-    return rng.integers(0, high, size=(n, dim)).astype(np.float32)

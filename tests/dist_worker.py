@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from eprmetrics import compute_epr, compute_pr
-from eprmetrics.distributed import init
+from eprmetrics.engine import init
 
 
 def results(real, fake):

@@ -39,3 +39,8 @@ def brute_realism(real, fake, k: int = 3) -> np.ndarray:
     d = np.sqrt(sqdist(real[keep], fake))
     with np.errstate(divide="ignore"):
         return (r[keep][:, None] / d).max(0)
+
+
+def lattice(rng, n, dim, high=3):
+    """Small-integer points: duplicates and exact distance ties everywhere."""
+    return rng.integers(0, high, size=(n, dim)).astype(np.float32)

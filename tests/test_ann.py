@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from eprmetrics.ann import available_backends, backend_names, get_backend, knn_graph, register_backend, resolve_backend
-from eprmetrics.ann.base import ANNBackend, finish_graph
-from eprmetrics.hubs import hub_mask, hub_stats, k_occurrence
+from eprmetrics.neighbours.ann import available_backends, backend_names, get_backend, knn_graph, register_backend, resolve_backend
+from eprmetrics.neighbours.ann.base import ANNBackend, finish_graph
+from eprmetrics.neighbours.hubs import hub_mask, hub_stats, k_occurrence
 from eprmetrics.synthetic import SyntheticSpec, generate
 
 import torch

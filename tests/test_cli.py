@@ -30,7 +30,7 @@ def test_default_is_epr(files, capsys):
     out = files / "epr.json"
     assert main([str(files / "real.npy"), str(files / "fake.npy"), "--t", "1", "--json", str(out), "--quiet"]) == 0
     assert "hubs at t=1" in capsys.readouterr().out
-    assert json.loads(out.read_text())["method"] == "epr"
+    assert json.loads(out.read_text())["method"] == "hubness"
 
 
 def test_epr_with_several_k_is_an_error(files, capsys):

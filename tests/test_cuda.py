@@ -5,7 +5,7 @@ import torch
 
 from eprmetrics import compute_epr, compute_pr
 
-from conftest import lattice
+from tests.reference import lattice
 
 pytestmark = pytest.mark.cuda
 

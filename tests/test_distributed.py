@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from tests.dist_worker import data, results
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from dist_worker import data, results  # noqa: E402
 
 
 @pytest.mark.parametrize("ranks", [2])

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from eprmetrics import compute_epr, compute_pr
-from eprmetrics.hubs import hub_mask, k_occurrence
+from eprmetrics.neighbours.hubs import hub_mask, k_occurrence
 from eprmetrics.synthetic import make_pair
 
-from conftest import lattice
-from reference import sqdist
+from tests.reference import lattice
+from tests.reference import sqdist
 
 
 def brute_epr(real, fake, k, t, strict):

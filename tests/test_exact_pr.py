@@ -7,10 +7,10 @@ from hypothesis.extra import numpy as hnp
 
 from eprmetrics import compute_pr
 from eprmetrics.synthetic import make_pair
-from eprmetrics.tiles import budget_for_tile
+from eprmetrics.engine import budget_for_tile
 
-from conftest import lattice
-from reference import brute_pr, brute_realism, radii2
+from tests.reference import lattice
+from tests.reference import brute_pr, brute_realism, radii2
 
 CONVENTIONS = [False, True]
 
@@ -187,9 +187,9 @@ def test_result_reports_stages_and_json(rng, tmp_path):
 @pytest.mark.parametrize("data", ["random", "lattice"])
 def test_exact_knn_matches_bruteforce(rng, data):
     from eprmetrics.inputs import as_feature_set
-    from eprmetrics.metrics import exact_knn
-    from eprmetrics.tiles import TileEngine
-    from reference import sqdist
+    from eprmetrics.neighbours import exact_knn
+    from eprmetrics.engine import TileEngine
+    from tests.reference import sqdist
 
     x = rng.normal(size=(150, 5)).astype(np.float32) if data == "random" else lattice(rng, 150, 3, high=3)
     engine = TileEngine(x.shape[1], torch.device("cpu"), budget_for_tile(40, x.shape[1]))

@@ -8,13 +8,15 @@ import torch
 
 from eprmetrics import AuditWarning, compute_epr, compute_pr
 from eprmetrics.inputs import as_feature_set
-from eprmetrics.sampled import UpperRadii, sampled_hits
-from eprmetrics.sampling import StratifiedSample, check_sample_size, hubness_bins
+from eprmetrics.estimators.sampled import sampled_hits
+from eprmetrics.neighbours import UpperRadii
+from eprmetrics.estimators.design import StratifiedSample, hubness_bins
+from eprmetrics.validation import check_sample_size
 from eprmetrics.synthetic import make_pair
-from eprmetrics.tiles import TileEngine
+from eprmetrics.engine import TileEngine
 
-from conftest import lattice
-from reference import brute_pr
+from tests.reference import lattice
+from tests.reference import brute_pr
 
 CPU = torch.device("cpu")
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from eprmetrics import compute_epr, compute_pr
-from eprmetrics.tiles import TileEngine, rounding_factor
+from eprmetrics.engine import TileEngine, rounding_factor
 
-from conftest import lattice
-from reference import brute_pr
+from tests.reference import lattice
+from tests.reference import brute_pr
 
 
 def _values(r):
@@ -72,7 +72,7 @@ def test_float16_memmaps_are_first_class(tmp_path, rng):
 
 
 def test_ivf_gemm_stores_float16_and_builds_the_same_graph(tmp_path, rng):
-    from eprmetrics.ann import get_backend
+    from eprmetrics.neighbours.ann import get_backend
 
     x16 = rng.normal(size=(3000, 24)).astype(np.float16)
     np.save(tmp_path / "x.npy", x16)

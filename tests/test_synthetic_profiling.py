@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from eprmetrics.inputs import as_feature_set
-from eprmetrics.metrics import exact_knn
+from eprmetrics.neighbours import exact_knn
 from eprmetrics.profiling import Profiler
 from eprmetrics.synthetic import CHUNK, DEFECTS, SyntheticSpec, generate, make_pair, write_npy
-from eprmetrics.tiles import TileEngine
+from eprmetrics.engine import TileEngine
 
 
 def test_generate_is_deterministic_and_chunk_independent(tmp_path):

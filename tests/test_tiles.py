@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from eprmetrics import compute_pr
-from eprmetrics.reductions import BallTest
-from eprmetrics.tiles import TileEngine, budget_for_tile, down32, rounding_factor, up32
+from eprmetrics.engine.reductions import BallTest
+from eprmetrics.engine import TileEngine, budget_for_tile, down32, rounding_factor, up32
 
-from conftest import lattice
-from reference import brute_pr
+from tests.reference import lattice
+from tests.reference import brute_pr
 
 
 def test_rounding_bound_holds_on_measured_errors(rng):
@@ -86,7 +86,7 @@ def test_worst_case_bound_matches_bruteforce(rng, strict):
 
 
 def test_default_budget_and_tiles():
-    from eprmetrics.tiles import default_memory_budget
+    from eprmetrics.engine import default_memory_budget
 
     budget = default_memory_budget(torch.device("cpu"))
     assert 0 < budget <= 1 << 30

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..engine import resolve_device
+from ..validation import check_int
 from . import inception, vgg16  # noqa: F401  (registration)
 from .base import Extractor, extractor_names, get_extractor, register_extractor
 from .cache import cache_path, load_cached, save_atomic
@@ -71,12 +73,8 @@ def extract_features(images: Any, *, name: str = "images", extractor: Union[str,
         ValueError: unreadable image (naming it), empty folder, bad options.
         FileNotFoundError: missing path or weights file.
     """
-    from ..tiles import resolve_device
-
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers: expected a non-negative int, got {num_workers!r}")
+    check_int(batch_size, "batch_size")
+    check_int(num_workers, "num_workers", minimum=0)
     src = as_image_source(images, name, on_error)
     ext = get_extractor(extractor, weights)
     dev = resolve_device(device)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Extractor", "register_extractor", "get_extractor", "extractor_names", "IMAGENET_MEAN", "IMAGENET_STD",
-           "resize_batch", "imagenet_preprocess"]
+           "resize_batch", "imagenet_preprocess", "load_state_dict", "weights_fingerprint"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,7 +112,7 @@ def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str,
         return extractor
     if isinstance(extractor, nn.Module):
         if weights is not None:
-            extractor.load_state_dict(_load_state_dict(weights))
+            extractor.load_state_dict(load_state_dict(weights))
         return Extractor("custom", extractor, None, _custom_preprocess, f"custom:{type(extractor).__name__}:{id(extractor)}")
     if extractor not in _REGISTRY:
         raise ValueError(f"extractor: expected one of {extractor_names()} or an nn.Module, got {extractor!r}")
@@ -121,7 +121,8 @@ def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str,
     return _REGISTRY[extractor](None if weights is None else os.fspath(weights))
 
 
-def _load_state_dict(path: Union[str, os.PathLike]) -> dict:
+def load_state_dict(path: Union[str, os.PathLike]) -> dict:
+    """The state dict in ``path`` (a bare one, or under a ``"state_dict"`` key), loaded on the CPU."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights: no such file: {path!r}")

@@ -6,11 +6,12 @@ import io
 import os
 import warnings
 import zipfile
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..validation import check_choice, check_path_exists
 __all__ = ["IMAGE_EXTENSIONS", "ImageSource", "as_image_source", "is_image_input"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -29,8 +30,7 @@ class ImageSource(torch.utils.data.Dataset):
 
     def __init__(self, kind: str, items: Sequence[Any], name: str, on_error: str = "raise",
                  archive: Optional[str] = None, tensor: Optional[torch.Tensor] = None) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
+        check_choice(on_error, "on_error", ("raise", "skip"))
         self.kind, self.items, self.name, self.on_error, self.archive, self.tensor = kind, list(items), name, on_error, archive, tensor
         self._zip: Optional[zipfile.ZipFile] = None
 
@@ -120,9 +120,7 @@ def as_image_source(value: Any, name: str, on_error: str = "raise") -> ImageSour
         if missing:
             raise FileNotFoundError(f"{name}: no such image file: {missing[0]!r}")
         return ImageSource("files", files, name, on_error)
-    path = os.fspath(value)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{name}: no such file or directory: {path!r}")
+    path = check_path_exists(value, name)
     if os.path.isdir(path):
         files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names if _is_image_name(f))
         if not files:

@@ -11,8 +11,8 @@ from typing import Optional
 
 from torch import nn
 
-from ..ann.base import require
-from .base import Extractor, _load_state_dict, imagenet_preprocess, register_extractor, weights_fingerprint
+from ..validation import require
+from .base import Extractor, load_state_dict, imagenet_preprocess, register_extractor, weights_fingerprint
 
 __all__ = ["inception_extractor"]
 
@@ -24,7 +24,7 @@ def inception_extractor(weights: Optional[str] = None) -> Extractor:
     if weights is None:
         net = models.inception_v3(weights=models.Inception_V3_Weights.IMAGENET1K_V1)
     else:
-        state = _load_state_dict(weights)
+        state = load_state_dict(weights)
         aux = any(key.startswith("AuxLogits.") for key in state)
         net = models.inception_v3(weights=None, aux_logits=aux, init_weights=False)
         net.load_state_dict(state)

@@ -6,8 +6,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..ann.base import require
-from .base import Extractor, _load_state_dict, imagenet_preprocess, register_extractor, weights_fingerprint
+from ..validation import require
+from .base import Extractor, load_state_dict, imagenet_preprocess, register_extractor, weights_fingerprint
 
 __all__ = ["vgg16_extractor"]
 
@@ -34,5 +34,5 @@ def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
         vgg = models.vgg16(weights=models.VGG16_Weights.IMAGENET1K_V1)
     else:
         vgg = models.vgg16(weights=None)
-        vgg.load_state_dict(_load_state_dict(weights))
+        vgg.load_state_dict(load_state_dict(weights))
     return Extractor("vgg16", _VGGFc2(vgg), 4096, imagenet_preprocess(224), weights_fingerprint(weights, "torchvision:VGG16_Weights.IMAGENET1K_V1"))

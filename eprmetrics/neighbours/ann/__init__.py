@@ -2,7 +2,7 @@
 
 Example:
     >>> import numpy as np
-    >>> from eprmetrics.ann import knn_graph
+    >>> from eprmetrics import knn_graph
     >>> x = np.random.default_rng(0).normal(size=(200, 8)).astype("float32")
     >>> dist, idx = knn_graph(x, 3, backend="exact")
     >>> dist.shape, idx.dtype, bool((idx != np.arange(200)[:, None]).all())
@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
+from ...engine import resolve_device
 from . import exact, faiss_backend, hnswlib_backend, ivf_gemm, scann_backend  # noqa: F401  (registration)
 from .auto import resolve_backend
 from .base import ANNBackend, available_backends, backend_names, get_backend, register_backend
@@ -56,7 +57,6 @@ def knn_graph(X: Any, k: int, *, backend: str = "auto", seed: int = 0, device: U
     Returns:
         float32 ascending true L2 distances and int64 indices, both n × k.
     """
-    from ..tiles import resolve_device
 
     x = as_float32_rows(X)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:

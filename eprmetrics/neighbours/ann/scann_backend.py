@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import ANNBackend, register_backend, require
+from ...validation import require
+from .base import ANNBackend, register_backend
 
 __all__ = ["ScaNN"]
 

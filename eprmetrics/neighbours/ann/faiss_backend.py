@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import ANNBackend, register_backend, require
+from ...validation import require
+from .base import ANNBackend, register_backend
 
 __all__ = ["FaissIVF", "FaissIVFPQ", "FaissIVFSQ", "FaissLSH", "FaissHNSW", "faiss_gpu_available"]
 

@@ -7,7 +7,7 @@ features of FFHQ have ``N_k ≥ 1`` and about 38% have ``N_k ≥ 3``.
 
 Example:
     >>> import numpy as np
-    >>> from eprmetrics.hubs import k_occurrence, hub_mask
+    >>> from eprmetrics.neighbours.hubs import k_occurrence, hub_mask
     >>> idx = np.array([[1, 2], [0, 2], [0, 1], [0, 2]])  # 2-NN lists of 4 points
     >>> k_occurrence(idx, 4).tolist()
     [3, 2, 3, 0]

@@ -18,7 +18,7 @@ instead of none, which keeps the interval honest for rare disagreements.
 
 Example:
     >>> import numpy as np
-    >>> from eprmetrics.sampling import StratifiedSample
+    >>> from eprmetrics.estimators.design import StratifiedSample
     >>> y = np.r_[np.ones(300), np.zeros(700)]            # true mean 0.3
     >>> strata = np.r_[np.zeros(400, int), np.ones(600, int)]
     >>> design = StratifiedSample(strata, seed=0)
@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from statistics import NormalDist
-from typing import Union
 
 import numpy as np
 
@@ -139,23 +138,3 @@ class StratifiedSample:
         A = float(np.sum(self.weights * self._var_h(x_h, np.maximum(n_h, 1))))
         target = (half_width / z_value(confidence)) ** 2
         return int(min(self.N, math.ceil(A / (target + A / self.N))))
-
-
-SampleSize = Union[int, float]
-
-
-def check_sample_size(value: SampleSize, name: str = "sample_size") -> SampleSize:
-    """A positive int (queries per side) or a float in (0, 1) (target half-width)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name}: expected a positive int (queries per set) or a float in (0, 1) "
-                         f"(target 95% half-width), got {value!r}")
-    if isinstance(value, int) and value < 1 or isinstance(value, float) and not 0 < value < 1:
-        raise ValueError(f"{name}: expected a positive int (queries per set) or a float in (0, 1) "
-                         f"(target half-width), got {value!r}")
-    return value
-
-
-def check_confidence(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"confidence: expected a float in (0, 1) such as 0.95, got {value!r}")
-    return float(value)

@@ -16,26 +16,21 @@ rows for the rare borderline cases.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
-from typing import Callable, Iterator, Optional, TypeVar, Union
+from typing import Callable, Iterator, Optional, TypeVar
 
-import psutil
 import torch
 
-from .defaults import CUDA_BUDGET_FRACTION, HOST_BUDGET_CAP, HOST_BUDGET_FRACTION
 from .distributed import World
-from .inputs import FeatureSet, FeatureSubset
 from .reductions import BallTest, merge_topk
+from .rounding import rounding_factor
+from .sets import FeatureSet, FeatureSubset, Prepared
 
-__all__ = ["resolve_device", "default_memory_budget", "budget_for_tile", "sqdist_block", "rounding_factor",
-           "ERROR_BOUNDS", "PRECISIONS", "Prepared", "TileEngine"]
+__all__ = ["budget_for_tile", "sqdist_block", "TileEngine"]
 
 T = TypeVar("T")
 
-_U32 = 2.0 ** -24  # unit round-off of float32
-_U64 = 2.0 ** -53
 # Bytes of workspace per tile element: the fp32 tile, two bool masks and the
 # reduction temporaries (top-K of a tile, broadcast thresholds).
 _BYTES_PER_ELEMENT = 12
@@ -53,76 +48,6 @@ def budget_for_tile(tile: int, dim: int) -> int:
     return _BYTES_PER_ELEMENT * tile * tile + _BYTES_PER_BLOCK_ELEMENT * dim * tile + 1
 
 
-def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    """The one place ``device="auto"`` is resolved: CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available on this machine")
-    return resolved
-
-
-def default_memory_budget(device: torch.device) -> int:
-    """Workspace bytes for tiles: half of free CUDA memory, or 1/8 of free RAM capped at 1 GiB."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * CUDA_BUDGET_FRACTION)
-    return int(min(psutil.virtual_memory().available * HOST_BUDGET_FRACTION, HOST_BUDGET_CAP))
-
-
-ERROR_BOUNDS = ("probabilistic", "worst-case")
-# GEMM input precisions and their unit round-off: TF32 keeps 10 mantissa bits, bf16 7.
-PRECISIONS = {"fp32": 0.0, "tf32": 2.0 ** -11, "bf16": 2.0 ** -8}
-# λ of the probabilistic bound: a single dot product of length n exceeds it with
-# probability ≤ 2n·exp(−λ²(1−u)²/2) < 1e-32 for n ≤ 1e5 (λ = 13).
-PROBABILISTIC_LAMBDA = 13.0
-
-
-def rounding_factor(dim: int, error_bound: str = "probabilistic", precision: str = "fp32") -> float:
-    """``c`` with ``|D_fp32 − d²_fp64| ≤ c·(‖a‖ + ‖b‖)²`` for centred fp32 data.
-
-    The dot product of length ``dim`` (plus the norm bias folded into the GEMM)
-    contributes ``γ·(‖a‖+‖b‖)²``; rounding the norms and the two additions adds
-    ``3u``, rounding the centred inputs to fp32 ``≈2u``, and the float64
-    reference's own rounding a little more; a 5% margin goes on top.
-
-    ``error_bound="worst-case"`` uses the deterministic ``γ_n = nu/(1−nu)``
-    (Higham, *Accuracy and Stability*, Sec. 3.1), which holds for any summation
-    order. It is ~√n/λ looser than needed in practice: at d = 4096 measured GEMM
-    errors are below 2e-7·(‖a‖+‖b‖)², the worst-case bound is 2.6e-4.
-    ``"probabilistic"`` (default) uses ``γ̃_n(λ) = exp(λ√n·u + nu²/(1−u)) − 1``
-    (Higham & Mary, SIAM J. Sci. Comput. 2019, Thm. 3.1), which holds unless
-    rounding errors conspire: with λ = 13 the chance that any one distance of a
-    run with 1e15 pairs escapes it is below 1e-16.
-
-    ``precision="tf32"|"bf16"``: the GEMM rounds its inputs to ``u_in`` (2⁻¹¹,
-    2⁻⁸). Each product then errs by at most ``(2u_in + u_in²)|a_i b_i|``, so the
-    cross term ``2a·b`` by ``(4u_in + 2u_in²)‖a‖‖b‖ ≤ (u_in + u_in²/2)(‖a‖+‖b‖)²``
-    (Cauchy–Schwarz, ``4‖a‖‖b‖ ≤ (‖a‖+‖b‖)²``); a bf16 *output* adds
-    ``2u_in·|a·b| ≤ u_in/2·(‖a‖+‖b‖)²``. Both are added in full (worst case):
-    decisions stay exact, more of them go to the float64 re-check.
-    """
-    if error_bound not in ERROR_BOUNDS:
-        raise ValueError(f"error_bound: expected one of {ERROR_BOUNDS}, got {error_bound!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
-    n = dim + 2
-    if n * _U32 >= 0.5:
-        raise ValueError(f"dim={dim} is too large for a float32 error bound")
-    if error_bound == "worst-case":
-        gamma = n * _U32 / (1 - n * _U32)
-    else:
-        gamma = math.expm1(PROBABILISTIC_LAMBDA * math.sqrt(n) * _U32 + n * _U32 ** 2 / (1 - _U32))
-    gamma64 = n * _U64 / (1 - n * _U64)
-    u_in = PRECISIONS[precision]
-    reduced = u_in * (1 + u_in / 2) + (u_in / 2 if precision == "bf16" else 0.0)
-    return (gamma + 8 * _U32 + 4 * gamma64 + reduced) * 1.05
-
-
 def sqdist_block(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor,
                  precision: str = "fp32") -> torch.Tensor:
     """``‖a‖² − 2a·b + ‖b‖²`` for two row blocks with their squared norms: one GEMM, clamped at 0.
@@ -136,36 +61,6 @@ def sqdist_block(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: tor
         d = torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0)
     d += a_sq[:, None]
     return d.clamp_min_(0.0)
-
-
-def down32(x: torch.Tensor) -> torch.Tensor:
-    """Largest float32 ≤ each float64 value."""
-    y = x.float()
-    return torch.where(y.double() > x, torch.nextafter(y, torch.full_like(y, -math.inf)), y)
-
-
-def up32(x: torch.Tensor) -> torch.Tensor:
-    """Smallest float32 ≥ each float64 value."""
-    y = x.float()
-    return torch.where(y.double() < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
-
-
-@dataclasses.dataclass
-class Prepared:
-    """A feature set ready for tiling: its source, the shared centre and fp32 norms."""
-
-    source: FeatureSet
-    center: torch.Tensor  # (d,) in the compute dtype of the source
-    sqnorm: torch.Tensor  # (n,) float32, ‖x − centre‖² rounded once from float64
-    norm: torch.Tensor  # (n,) float64, ‖x − centre‖ of the fp32 rows
-
-    @property
-    def n(self) -> int:
-        return self.source.n
-
-    @property
-    def max_norm(self) -> float:
-        return float(self.norm.max())
 
 
 class TileEngine:

@@ -2,7 +2,7 @@
 
 Precision is the mean over fakes of ``1[fake inside some real ball]`` (recall
 symmetric), so a random sample of queries, each decided *exactly* against
-every reference ball, estimates it without bias (:mod:`eprmetrics.sampling`).
+every reference ball, estimates it without bias (:mod:`eprmetrics.estimators.design`).
 What stays cheap as n grows:
 
 * **Radii from the k-NN graph.** A backend that reports the k points it found
@@ -11,7 +11,7 @@ What stays cheap as n grows:
   outside every ``U`` ball is certainly outside every true ball.
 * **True radii on demand.** A query inside some ``U`` ball needs that ball's
   true radius, which one tiled owner-vs-all row gives exactly
-  (:class:`~eprmetrics.metrics.Radii` with ``owners``). Candidates are tried
+  (:class:`~eprmetrics.neighbours.Radii` with ``owners``). Candidates are tried
   deepest first, so most queries need one radius; a query inside many ``U``
   balls (near outliers with huge radii) is handled in rounds of a few
   candidates, each round's tried bounds replaced by the true radii.
@@ -26,69 +26,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 
-from .metrics import Radii
-from .sampling import Estimate, StratifiedSample, hubness_bins
-from .tiles import Prepared, TileEngine, up32
+from ..engine import Prepared, TileEngine, up32
+from ..neighbours import GraphRequest, SetGraph, UpperRadii, build_graph
+from ..neighbours.ann import as_float32_rows
+from ..result import KResult, Plan, SideSampling
+from ..validation import SampleSize
+from .context import RunContext
+from .design import Estimate, StratifiedSample, hubness_bins
+from .pipeline import Outcome
 
-__all__ = ["UpperRadii", "sampled_hits", "approximate_hits", "SideEstimate", "estimate_side", "PILOT"]
+__all__ = ["SampledSpec", "SampleRequest", "run_sampled", "sample_both", "sampled_hits", "approximate_hits",
+           "SideEstimate", "estimate_side", "side_sampling", "graph_plan", "PILOT", "APPROX_NEIGHBOURS"]
 
 # Queries per set of the pilot sample that sizes a half-width-targeted sample.
 PILOT = 1000
 # fp32 candidate balls kept per query and tile, deepest first.
 CANDIDATES_PER_TILE = 8
-
-
-class UpperRadii:
-    """Upper bounds ``U`` of the k-NN radii of every point of ``ref``, with true radii on demand.
-
-    Args:
-        engine, ref, k: the tiled engine, the prepared set and the neighbourhood size.
-        neighbours: (n, k) indices of k distinct other points found for each
-            point (``-1`` when fewer: unbounded radius), or None with ``exact``.
-        exact: a full :class:`Radii` of ``ref`` (exact graph): the bounds are then the true radii.
-    """
-
-    def __init__(self, engine: TileEngine, ref: Prepared, k: int, neighbours: Optional[torch.Tensor] = None,
-                 exact: Optional[Radii] = None) -> None:
-        self.engine, self.ref, self.k = engine, ref, k
-        self._exact = exact
-        self.n_true = 0  # owners whose true radius needed an owner-vs-all row
-        if exact is not None:
-            self.upper2 = exact.exact2(k, torch.arange(ref.n, device=engine.device))
-            self._true2 = self.upper2
-            return
-        nb = neighbours.to(engine.device)
-        rows = torch.arange(ref.n, device=engine.device).repeat_interleave(k)
-        cols = nb.reshape(-1)
-        d2 = torch.full((rows.numel(),), math.inf, dtype=torch.float64, device=engine.device)
-        ok = cols >= 0
-        d2[ok] = engine.exact_sqdist_pairs(ref, rows[ok], ref, cols[ok])
-        self.upper2 = d2.view(ref.n, k).amax(1)
-        self._true2 = torch.full((ref.n,), math.nan, dtype=torch.float64, device=engine.device)
-
-    @property
-    def is_exact(self) -> bool:
-        return self._exact is not None
-
-    def tighten(self) -> None:
-        """Replace the bounds of owners whose true radius is known by that radius."""
-        if not self.is_exact:
-            known = ~torch.isnan(self._true2)
-            self.upper2[known] = self._true2[known]
-
-    def true2(self, owners: torch.Tensor) -> torch.Tensor:
-        """Float64 true squared radius of ``owners`` (computed once per owner)."""
-        todo = owners[torch.isnan(self._true2[owners])].unique()
-        if todo.numel():
-            r = Radii(self.engine, self.ref, self.k, owners=self.engine.subset(self.ref, todo), owner_ids=todo)
-            self._true2[todo] = r.exact2(self.k, torch.arange(todo.numel(), device=self.engine.device))
-            self.n_true += todo.numel()
-        return self._true2[owners]
+# Reference points found per query by the ANN search behind the approximate membership.
+APPROX_NEIGHBOURS = 8
+# (side, query set, reference set)
+SIDES = (("precision", "fake", "real"), ("recall", "real", "fake"))
 
 
 def _candidates(engine: TileEngine, queries: Prepared, q_index: torch.Tensor, radii: UpperRadii,
@@ -176,6 +138,22 @@ def approximate_hits(dist: np.ndarray, idx: np.ndarray, squared: bool, upper2: t
     return (found & (d2 <= u[np.where(found, idx, 0)])).any(1)
 
 
+@dataclasses.dataclass(frozen=True)
+class SampleRequest:
+    """How many queries to decide per side and at what confidence.
+
+    ``size``: an int (queries drawn per set) or a float in (0, 1), the target
+    half-width: a pilot of :data:`PILOT` queries sizes the sample.
+    ``approximate``: also stratify by an ANN-based approximate membership when
+    the reference index can search foreign points. ``label`` prefixes stage names.
+    """
+
+    size: SampleSize
+    confidence: float
+    approximate: bool = True
+    label: str = ""
+
+
 @dataclasses.dataclass
 class SideEstimate:
     """One side's estimate (precision: fakes against real balls; recall: reals against fake balls)."""
@@ -186,17 +164,9 @@ class SideEstimate:
     approximate: Optional[float]  # mean of the approximate membership, when one was used
 
 
-def estimate_side(engine: TileEngine, queries: Prepared, radii: UpperRadii, occurrence: np.ndarray,
-                  approx: Optional[np.ndarray], *, strict: bool, sample_size: Union[int, float],
-                  confidence: float, seed: int) -> SideEstimate:
-    """Stratified sampled estimate of the share of ``queries`` inside the reference balls.
-
-    ``sample_size``: an int (queries drawn) or a float in (0, 1), the target
-    half-width: a pilot of :data:`PILOT` queries sizes the sample.
-    """
-    strata = hubness_bins(occurrence, radii.k)
-    if approx is not None:
-        strata = strata * 2 + approx.astype(np.int64)
+def estimate_side(engine: TileEngine, queries: Prepared, radii: UpperRadii, strata: np.ndarray,
+                  request: SampleRequest, seed: Union[int, list[int]], strict: bool) -> SideEstimate:
+    """Stratified sampled estimate of the share of ``queries`` inside the reference balls of ``radii``."""
     design = StratifiedSample(strata, seed)
     known: dict[int, bool] = {}
 
@@ -207,13 +177,78 @@ def estimate_side(engine: TileEngine, queries: Prepared, radii: UpperRadii, occu
             known.update(zip(new.tolist(), h.tolist()))
         return np.array([known[i] for i in index], dtype=np.float64)
 
-    if isinstance(sample_size, float):
+    if isinstance(request.size, float):
         pilot = design.draw(min(PILOT, design.N))
-        s = design.size_for(sample_size, pilot, observe(pilot), confidence)
+        s = design.size_for(request.size, pilot, observe(pilot), request.confidence)
         index = design.draw(max(s, pilot.size)) if s > pilot.size else pilot
     else:
-        index = design.draw(sample_size)
-    est = design.estimate(index, observe(index), confidence)
-    return SideEstimate(est, radii.n_true, len(design.units),
-                        None if approx is None else float(np.mean(approx)))
+        index = design.draw(request.size)
+    est = design.estimate(index, observe(index), request.confidence)
+    return SideEstimate(est, radii.n_true, len(design.units), None)
 
+
+def _strata(ctx: RunContext, graphs: dict[str, SetGraph], side: tuple[str, str, str], upper: UpperRadii,
+            request: SampleRequest) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Stratum of every query: its hubness bin, × the approximate membership where the index can give it."""
+    name, q, r = side
+    strata = hubness_bins(graphs[q].occurrence, upper.k)
+    index = graphs[r].index
+    if not (request.approximate and index is not None and index.supports_queries):
+        return strata, None
+    with ctx.stage(f"{name}: approximate membership ({q} → {r} {graphs[r].backend} index)"):
+        x = as_float32_rows(ctx.sets[q].data, q, keep_float16=index.accepts_float16)
+        approx = approximate_hits(*index.search_queries(x, min(APPROX_NEIGHBOURS, ctx.sets[r].n)), upper.upper2)
+        del x
+    return strata * 2 + approx.astype(np.int64), approx
+
+
+def sample_both(ctx: RunContext, graphs: dict[str, SetGraph], k: int, request: SampleRequest
+                ) -> dict[str, SideEstimate]:
+    """Sampled estimates of precision and recall from the two sets' graphs."""
+    out = {}
+    for j, side in enumerate(SIDES):
+        name, q, r = side
+        upper = graphs[r].upper(ctx.engine, ctx.prepared[r], k)
+        strata, approx = _strata(ctx, graphs, side, upper, request)
+        with ctx.stage(f"{request.label}{name}: exact membership of sampled {q} queries"):
+            est = estimate_side(ctx.engine, ctx.prepared[q], upper, strata, request, [ctx.seed, j], ctx.strict)
+        est.approximate = None if approx is None else float(np.mean(approx))
+        out[name] = est
+    return out
+
+
+def side_sampling(e: SideEstimate) -> SideSampling:
+    """The typed, JSON-ready record of one side's estimate."""
+    est = e.estimate
+    return SideSampling(estimate=est.value, interval=est.interval, half_width=est.half_width,
+                        sample_size=est.sample_size, population=est.population, strata=e.strata,
+                        approximate_membership=e.approximate, true_radii_computed=e.n_true_radii)
+
+
+def graph_plan(method: str, graphs: dict[str, SetGraph]) -> Plan:
+    """The plan of a graph-based method: the backend of each set (one name when both agree) and why."""
+    used = {name: g.backend for name, g in graphs.items()}
+    backend = used["real"] if len(set(used.values())) == 1 else f"{used['real']}+{used['fake']}"
+    return Plan(method=method, backend=backend, reason=graphs["real"].reason, params=graphs["real"].params)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledSpec:
+    """The sampled estimator's options (see :func:`eprmetrics.compute_epr`)."""
+
+    k: int
+    backend: str
+    backend_options: Optional[dict[str, Any]]
+    sample: SampleRequest
+
+
+def run_sampled(ctx: RunContext, spec: SampledSpec) -> Outcome:
+    """Sampled P&R with intervals (run inside :meth:`RunContext.run`)."""
+    request = GraphRequest(spec.backend, "sampled", spec.k, ctx.seed, spec.backend_options)
+    graphs = {name: build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
+              for name, fs in ctx.sets.items()}
+    est = sample_both(ctx, graphs, spec.k, spec.sample)
+    kr = KResult(k=spec.k, precision=est["precision"].estimate.value, recall=est["recall"].estimate.value)
+    return Outcome("sampled", {spec.k: kr}, sum(e.n_true_radii for e in est.values()),
+                   plan=graph_plan("sampled", graphs), sampling={side: side_sampling(e) for side, e in est.items()},
+                   confidence=spec.sample.confidence)

@@ -17,20 +17,12 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import torch
 
+from ...validation import fail, require
+
 __all__ = ["ANNBackend", "register_backend", "get_backend", "backend_names", "available_backends",
-           "finish_graph", "require"]
+           "finish_graph"]
 
 _REGISTRY: dict[str, type["ANNBackend"]] = {}
-
-
-def require(module: str, extra: str, backend: str, kind: str = "backend") -> Any:
-    """Import ``module`` or fail naming the pip extra that provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        package = module.split(".")[0]
-        raise ModuleNotFoundError(
-            f"{kind} {backend!r} needs the {package!r} package: pip install 'eprmetrics[{extra}]'") from exc
 
 
 class ANNBackend(abc.ABC):
@@ -138,8 +130,10 @@ def register_backend(cls: type[ANNBackend]) -> type[ANNBackend]:
 
 
 def get_backend(name: str) -> type[ANNBackend]:
-    if name not in _REGISTRY:
-        raise ValueError(f"backend: expected 'auto' or one of {backend_names()}, got {name!r}")
+    """The registered backend class ``name`` (ValueError naming the registered ones otherwise)."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise fail("backend", f"'auto' or one of {backend_names()}", name,
+                   "register your own with eprmetrics.register_backend")
     return _REGISTRY[name]
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import ANNBackend, register_backend, require
+from ...validation import require
+from .base import ANNBackend, register_backend
 
 __all__ = ["HNSWLib"]
 

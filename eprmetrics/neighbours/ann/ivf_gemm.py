@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..tiles import sqdist_block
+from ...engine import sqdist_block
 from .base import ANNBackend, register_backend
 
 __all__ = ["IVFGemm"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...engine import FeatureSet, TileEngine, default_memory_budget
 from .base import ANNBackend, register_backend
 
 __all__ = ["ExactBackend"]
@@ -24,9 +25,7 @@ class ExactBackend(ANNBackend):
         self.x, self.device = x, device
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
-        from ..inputs import FeatureSet
-        from ..metrics import Radii
-        from ..tiles import TileEngine, default_memory_budget
+        from ..radii import Radii
 
         budget = self.used_params["memory_budget"] or default_memory_budget(self.device)
         engine = TileEngine(x.shape[1], self.device, budget)

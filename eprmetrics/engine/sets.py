@@ -1,0 +1,97 @@
+"""Feature sets as the engine sees them: the caller's array (never copied whole) and its prepared form.
+
+A :class:`FeatureSet` keeps the caller's array as it is (a memory map stays a
+memory map, float64 stays float64) and hands out row blocks on demand, so the
+tiled engine never needs a second full copy and borderline decisions can be
+re-made from the original values. :class:`Prepared` adds the shared centre and
+the norms every tile needs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Union
+
+import numpy as np
+import torch
+
+__all__ = ["FeatureSet", "FeatureSubset", "Prepared"]
+
+
+class FeatureSet:
+    """An n×d matrix of features with a name (``"real"`` or ``"fake"``).
+
+    Args:
+        data: 2-D numpy array (memory maps welcome) or torch tensor.
+        name: the argument name used in error messages.
+    """
+
+    def __init__(self, data: Union[np.ndarray, torch.Tensor], name: str) -> None:
+        self.data = data
+        self.name = name
+
+    @property
+    def n(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def is_float64(self) -> bool:
+        return self.data.dtype in (np.float64, torch.float64)
+
+    def block(self, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Rows ``start:stop`` as a tensor of ``dtype`` on ``device``."""
+        rows = self.data[start:stop]
+        if isinstance(rows, np.ndarray):
+            # torch refuses read-only memory (memmaps): copy those rows, borrow the others.
+            rows = torch.from_numpy(np.ascontiguousarray(rows) if rows.flags.writeable else np.array(rows))
+        return rows.to(device=device, dtype=dtype)
+
+    def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Rows at ``index`` (1-D int64) as ``dtype`` on ``device``."""
+        if isinstance(self.data, np.ndarray):
+            rows = torch.from_numpy(np.asarray(self.data[index.cpu().numpy()]))
+        else:
+            rows = self.data[index.to(self.data.device)]
+        return rows.to(device=device, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"FeatureSet({self.name!r}, n={self.n}, dim={self.dim}, dtype={self.data.dtype})"
+
+
+class FeatureSubset(FeatureSet):
+    """Rows ``index`` of another :class:`FeatureSet`, without copying them (e.g. its hubs)."""
+
+    def __init__(self, base: FeatureSet, index: torch.Tensor) -> None:
+        super().__init__(base.data, base.name)
+        self.base, self.index = base, index
+
+    @property
+    def n(self) -> int:
+        return int(self.index.numel())
+
+    def block(self, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return self.base.take(self.index[start:stop], device, dtype)
+
+    def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        return self.base.take(self.index[index.to(self.index.device)], device, dtype)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A feature set ready for tiling: its source, the shared centre and fp32 norms."""
+
+    source: FeatureSet
+    center: torch.Tensor  # (d,) in the compute dtype of the source
+    sqnorm: torch.Tensor  # (n,) float32, ‖x − centre‖² rounded once from float64
+    norm: torch.Tensor  # (n,) float64, ‖x − centre‖ of the fp32 rows
+
+    @property
+    def n(self) -> int:
+        return self.source.n
+
+    @property
+    def max_norm(self) -> float:
+        return float(self.norm.max())

@@ -1,0 +1,99 @@
+"""The run context: everything one call shares, built once and passed as one argument.
+
+A :class:`RunContext` holds the two feature sets, the tiled engine (device,
+memory budget, rounding bound, GEMM precision, ranks), the convention
+(``strict``), the seed, the profiler and the progress switch. :meth:`RunContext.run`
+prepares both sets (shared centre, norms) and runs an estimator under the GEMM
+precision mode; on a CUDA out-of-memory error the engine shrinks its tiles and
+the estimator runs again with a fresh profiler.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Callable, Iterator, Optional, TypeVar, Union
+
+import torch
+
+from ..defaults import DEFAULTS
+from ..engine import (ERROR_BOUNDS, PRECISIONS, FeatureSet, Prepared, TileEngine, default_memory_budget,
+                      matmul_precision, resolve_device)
+from ..profiling import Profiler, progress_bar
+from ..validation import check_bool, check_choice, check_memory_budget
+
+__all__ = ["EngineOptions", "RunContext"]
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """The validated options every method shares (see :func:`eprmetrics.compute_pr`)."""
+
+    strict: bool = DEFAULTS["strict"]
+    device: Union[str, torch.device] = DEFAULTS["device"]
+    memory_budget: Optional[int] = DEFAULTS["memory_budget"]
+    error_bound: str = DEFAULTS["error_bound"]
+    precision: str = DEFAULTS["precision"]
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        check_bool(self.strict, "strict")
+        check_memory_budget(self.memory_budget)
+        check_choice(self.error_bound, "error_bound", ERROR_BOUNDS)
+        check_choice(self.precision, "precision", tuple(PRECISIONS), "tf32 needs CUDA; bf16 runs anywhere")
+        check_bool(self.progress, "progress")
+        object.__setattr__(self, "device", resolve_device(self.device))
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What one call shares: sets, engine, convention, seed, profiler, progress."""
+
+    real: FeatureSet
+    fake: FeatureSet
+    engine: TileEngine
+    strict: bool
+    seed: int
+    progress: bool
+    prof: Profiler = dataclasses.field(default_factory=Profiler)
+    prepared: dict[str, Prepared] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def build(cls, real: FeatureSet, fake: FeatureSet, options: EngineOptions, seed: int = 0) -> "RunContext":
+        """A context for two validated sets: the engine sized for their dimension and the device's budget."""
+        dev = torch.device(options.device)
+        engine = TileEngine(real.dim, dev, options.memory_budget or default_memory_budget(dev),
+                            error_bound=options.error_bound, precision=options.precision)
+        return cls(real, fake, engine, options.strict, seed, options.progress, Profiler(dev))
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
+
+    @property
+    def sets(self) -> dict[str, FeatureSet]:
+        return {"real": self.real, "fake": self.fake}
+
+    def run(self, estimator: Callable[["RunContext"], T]) -> T:
+        """``estimator(self)`` with both sets prepared, at the engine's GEMM precision, without autograd."""
+
+        def attempt() -> T:
+            self.prof = Profiler(self.device)
+            with matmul_precision(self.engine.precision), torch.inference_mode():
+                with self.prof.stage("prepare (centre, norms)"):
+                    center = self.engine.center_of(self.real)
+                    self.prepared = {name: self.engine.prepare(fs, center) for name, fs in self.sets.items()}
+                return estimator(self)
+
+        return self.engine.run_shrinking(attempt)
+
+    def stage(self, name: str) -> Any:
+        """A timed stage of this run (wall time, peak memory)."""
+        return self.prof.stage(name)
+
+    @contextlib.contextmanager
+    def bar(self, total: int, desc: str) -> Iterator[Optional[Callable[[int], Any]]]:
+        """A progress callback over ``total`` rows (None when progress is off)."""
+        with progress_bar(self.progress, total, desc) as b:
+            yield None if b is None else b.update

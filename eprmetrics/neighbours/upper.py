@@ -1,0 +1,67 @@
+"""Upper bounds of every k-NN radius from a k-NN graph, with the true radius on demand.
+
+A backend that reports the k points it found gives, from their float64
+distances, an *upper bound* ``U`` of every true radius: a missed neighbour can
+only make the k-th found one farther. A query outside every ``U`` ball is
+certainly outside every true ball; one inside some ``U`` ball needs that ball's
+true radius, which one tiled owner-vs-all row gives exactly.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ..engine import Prepared, TileEngine
+from .radii import Radii
+
+__all__ = ["UpperRadii"]
+
+
+class UpperRadii:
+    """Upper bounds ``U`` of the k-NN radii of every point of ``ref``, with true radii on demand.
+
+    Args:
+        engine, ref, k: the tiled engine, the prepared set and the neighbourhood size.
+        neighbours: (n, k) indices of k distinct other points found for each
+            point (``-1`` when fewer: unbounded radius), or None with ``exact``.
+        exact: a full :class:`Radii` of ``ref`` (exact graph): the bounds are then the true radii.
+    """
+
+    def __init__(self, engine: TileEngine, ref: Prepared, k: int, neighbours: Optional[torch.Tensor] = None,
+                 exact: Optional[Radii] = None) -> None:
+        self.engine, self.ref, self.k = engine, ref, k
+        self._exact = exact
+        self.n_true = 0  # owners whose true radius needed an owner-vs-all row
+        if exact is not None:
+            self.upper2 = exact.exact2(k, torch.arange(ref.n, device=engine.device))
+            self._true2 = self.upper2
+            return
+        nb = neighbours.to(engine.device)
+        rows = torch.arange(ref.n, device=engine.device).repeat_interleave(k)
+        cols = nb.reshape(-1)
+        d2 = torch.full((rows.numel(),), math.inf, dtype=torch.float64, device=engine.device)
+        ok = cols >= 0
+        d2[ok] = engine.exact_sqdist_pairs(ref, rows[ok], ref, cols[ok])
+        self.upper2 = d2.view(ref.n, k).amax(1)
+        self._true2 = torch.full((ref.n,), math.nan, dtype=torch.float64, device=engine.device)
+
+    @property
+    def is_exact(self) -> bool:
+        return self._exact is not None
+
+    def tighten(self) -> None:
+        """Replace the bounds of owners whose true radius is known by that radius."""
+        if not self.is_exact:
+            known = ~torch.isnan(self._true2)
+            self.upper2[known] = self._true2[known]
+
+    def true2(self, owners: torch.Tensor) -> torch.Tensor:
+        """Float64 true squared radius of ``owners`` (computed once per owner)."""
+        todo = owners[torch.isnan(self._true2[owners])].unique()
+        if todo.numel():
+            r = Radii(self.engine, self.ref, self.k, owners=self.engine.subset(self.ref, todo), owner_ids=todo)
+            self._true2[todo] = r.exact2(self.k, torch.arange(todo.numel(), device=self.engine.device))
+            self.n_true += todo.numel()
+        return self._true2[owners]
