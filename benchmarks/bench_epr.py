@@ -18,6 +18,7 @@ Every table is printed and written to ``benchmarks/results/epr_<table>[_<tag>].{
     python benchmarks/bench_epr.py speed --n 100000 --dim 512 --tag 100k
     python benchmarks/bench_epr.py all --n 10000 --dim 2048
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,11 +68,21 @@ def load(args: argparse.Namespace, defect: Optional[str] = None, strength: Optio
     return real, fake, f"synthetic n={args.n} d={args.dim} {d}({s})"
 
 
-def write(table: str, args: argparse.Namespace, rows: list[dict], md: list[str], plot: Optional[Callable] = None) -> None:
+def write(
+    table: str, args: argparse.Namespace, rows: list[dict], md: list[str], plot: Optional[Callable] = None
+) -> None:
     stem = f"epr_{table}" + (f"_{args.tag}" if args.tag else "")
     md = md + ["", f"Machine: `{json.dumps(machine())}`", ""]
-    j, m = save(stem, {"table": table, "args": {k: v for k, v in vars(args).items() if k != "func"},
-                       "machine": machine(), "rows": rows}, "\n".join(md))
+    j, m = save(
+        stem,
+        {
+            "table": table,
+            "args": {k: v for k, v in vars(args).items() if k != "func"},
+            "machine": machine(),
+            "rows": rows,
+        },
+        "\n".join(md),
+    )
     print("\n".join(md))
     print(f"wrote {j}, {m}")
     if plot is not None:
@@ -94,31 +105,62 @@ def write(table: str, args: argparse.Namespace, rows: list[dict], md: list[str],
 def t_speed(args: argparse.Namespace) -> None:
     real, fake, what = load(args)
     exact, te, me = measured(lambda: compute_pr(real, fake, k=args.k, density_coverage=False))
-    rows = [{"method": "exact compute_pr", "seconds": te, "rss_growth": me, "precision": exact.precision,
-             "recall": exact.recall}]
+    rows = [
+        {
+            "method": "exact compute_pr",
+            "seconds": te,
+            "rss_growth": me,
+            "precision": exact.precision,
+            "recall": exact.recall,
+        }
+    ]
     variants = [("compute_epr defaults", {}), ('compute_epr radii="ann"', {"radii": "ann"})]
     for name in args.speed_backends.split(","):
-        variants += [(f'compute_epr backend="{name}"', {"backend": name}),
-                     (f'compute_epr backend="{name}", radii="ann"', {"backend": name, "radii": "ann"})]
+        variants += [
+            (f'compute_epr backend="{name}"', {"backend": name}),
+            (f'compute_epr backend="{name}", radii="ann"', {"backend": name, "radii": "ann"}),
+        ]
     for label, kw in variants:
         if kw.get("backend", "exact") not in available_backends():
             continue
         if kw.get("backend") == "exact" and kw.get("radii") == "ann":
             continue  # the exact graph's radii are the exact radii
         res, ts, ms = measured(lambda: compute_epr(real, fake, k=args.k, t=args.t, seed=args.seed, **kw))
-        rows.append({"method": label, "backend": res.backend, "radii": res.radii, "seconds": ts, "rss_growth": ms,
-                     "speedup": te / ts, "precision": res.precision, "recall": res.recall,
-                     "p_error": rel_err(exact.precision, res.precision), "r_error": rel_err(exact.recall, res.recall),
-                     "hub_fraction_real": res.hubs["real"]["fraction"], "stages": [s.to_dict() for s in res.stages]})
-    md = [f"# eP&R speed vs exact P&R — {what}, k={args.k}, t={args.t}", "",
-          "| method | backend | radii | time s | speed-up vs exact | P | R | P error | R error | peak RSS growth GiB |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+        rows.append(
+            {
+                "method": label,
+                "backend": res.backend,
+                "radii": res.radii,
+                "seconds": ts,
+                "rss_growth": ms,
+                "speedup": te / ts,
+                "precision": res.precision,
+                "recall": res.recall,
+                "p_error": rel_err(exact.precision, res.precision),
+                "r_error": rel_err(exact.recall, res.recall),
+                "hub_fraction_real": res.hubs["real"]["fraction"],
+                "stages": [s.to_dict() for s in res.stages],
+            }
+        )
+    md = [
+        f"# eP&R speed vs exact P&R — {what}, k={args.k}, t={args.t}",
+        "",
+        "| method | backend | radii | time s | speed-up vs exact | P | R | P error | R error | peak RSS growth GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['method']} | {r.get('backend', '-')} | {r.get('radii', '-')} | {r['seconds']:.2f} | "
-                  f"{r.get('speedup', 1.0):.2f}× | {r['precision']:.4f} | {r['recall']:.4f} | "
-                  f"{100 * r.get('p_error', 0):.1f}% | {100 * r.get('r_error', 0):.1f}% | {r['rss_growth'] / 2**30:.2f} |")
-    write("speed", args, rows, md, plot=lambda ax: (ax.barh([r["method"] for r in rows], [r["seconds"] for r in rows]),
-                                                   ax.set_xlabel("seconds")))
+        md.append(
+            f"| {r['method']} | {r.get('backend', '-')} | {r.get('radii', '-')} | {r['seconds']:.2f} | "
+            f"{r.get('speedup', 1.0):.2f}× | {r['precision']:.4f} | {r['recall']:.4f} | "
+            f"{100 * r.get('p_error', 0):.1f}% | {100 * r.get('r_error', 0):.1f}% | {r['rss_growth'] / 2**30:.2f} |"
+        )
+    write(
+        "speed",
+        args,
+        rows,
+        md,
+        plot=lambda ax: (ax.barh([r["method"] for r in rows], [r["seconds"] for r in rows]), ax.set_xlabel("seconds")),
+    )
 
 
 def t_ann(args: argparse.Namespace) -> None:
@@ -132,20 +174,43 @@ def t_ann(args: argparse.Namespace) -> None:
         (d, i), ts, ms = measured(lambda: knn_graph(x, args.k, backend=name, seed=args.seed, stats=stats))
         hubs = hub_mask(k_occurrence(i, len(x)), args.t)
         recall = float(np.mean((i[:, :, None] == ref_i[:, None, :]).any(2)))
-        rows.append({"backend": name, "seconds": ts, "build_s": stats["build_s"], "search_s": stats["search_s"],
-                     "rss_growth": ms, "recall": recall, "label_acc": float(np.mean(hubs == ref_hubs)),
-                     "jaccard": float((hubs & ref_hubs).sum() / max((hubs | ref_hubs).sum(), 1)),
-                     "params": stats["params"]})
-    md = [f"# Table 4.3: hub identification by ANN backend — {what}, k={args.k}, t={args.t}", "",
-          "| backend | hub-label accuracy | hub Jaccard | recall@k | build s | search s | total s | peak RSS growth GiB | params |",
-          "|---|---|---|---|---|---|---|---|---|"]
+        rows.append(
+            {
+                "backend": name,
+                "seconds": ts,
+                "build_s": stats["build_s"],
+                "search_s": stats["search_s"],
+                "rss_growth": ms,
+                "recall": recall,
+                "label_acc": float(np.mean(hubs == ref_hubs)),
+                "jaccard": float((hubs & ref_hubs).sum() / max((hubs | ref_hubs).sum(), 1)),
+                "params": stats["params"],
+            }
+        )
+    md = [
+        f"# Table 4.3: hub identification by ANN backend — {what}, k={args.k}, t={args.t}",
+        "",
+        "| backend | hub-label accuracy | hub Jaccard | recall@k | build s | search s | total s | peak RSS growth GiB | params |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['backend']} | {100 * r['label_acc']:.2f}% | {r['jaccard']:.4f} | {r['recall']:.4f} | "
-                  f"{r.get('build_s', 0):.2f} | {r.get('search_s', r['seconds']):.2f} | {r['seconds']:.2f} | "
-                  f"{r['rss_growth'] / 2**30:.2f} | {json.dumps(r.get('params', {}))} |")
-    write("ann", args, rows, md, plot=lambda ax: (ax.scatter([r["seconds"] for r in rows], [100 * r["label_acc"] for r in rows]),
-                                                 [ax.annotate(r["backend"], (r["seconds"], 100 * r["label_acc"])) for r in rows],
-                                                 ax.set_xlabel("build + search s"), ax.set_ylabel("hub-label accuracy %")))
+        md.append(
+            f"| {r['backend']} | {100 * r['label_acc']:.2f}% | {r['jaccard']:.4f} | {r['recall']:.4f} | "
+            f"{r.get('build_s', 0):.2f} | {r.get('search_s', r['seconds']):.2f} | {r['seconds']:.2f} | "
+            f"{r['rss_growth'] / 2**30:.2f} | {json.dumps(r.get('params', {}))} |"
+        )
+    write(
+        "ann",
+        args,
+        rows,
+        md,
+        plot=lambda ax: (
+            ax.scatter([r["seconds"] for r in rows], [100 * r["label_acc"] for r in rows]),
+            [ax.annotate(r["backend"], (r["seconds"], 100 * r["label_acc"])) for r in rows],
+            ax.set_xlabel("build + search s"),
+            ax.set_ylabel("hub-label accuracy %"),
+        ),
+    )
 
 
 _EXACT_CACHE: dict = {}
@@ -162,20 +227,41 @@ def _exact(real, fake, k: int):
 
 def _compare(args: argparse.Namespace, real, fake, **kw) -> dict:
     exact = _exact(real, fake, kw.get("k", args.k))
-    res = compute_epr(real, fake, k=kw.get("k", args.k), t=kw.get("t", args.t), seed=args.seed,
-                      backend=args.backend, radii=kw.get("radii", "exact"))
-    return {"exact_p": exact.precision, "exact_r": exact.recall, "epr_p": res.precision, "epr_r": res.recall,
-            "p_error": rel_err(exact.precision, res.precision), "r_error": rel_err(exact.recall, res.recall),
-            "exact_s": exact.seconds, "epr_s": res.seconds, "hub_fraction": res.hubs["real"]["fraction"],
-            "backend": res.backend}
+    res = compute_epr(
+        real,
+        fake,
+        k=kw.get("k", args.k),
+        t=kw.get("t", args.t),
+        seed=args.seed,
+        backend=args.backend,
+        radii=kw.get("radii", "exact"),
+    )
+    return {
+        "exact_p": exact.precision,
+        "exact_r": exact.recall,
+        "epr_p": res.precision,
+        "epr_r": res.recall,
+        "p_error": rel_err(exact.precision, res.precision),
+        "r_error": rel_err(exact.recall, res.recall),
+        "exact_s": exact.seconds,
+        "epr_s": res.seconds,
+        "hub_fraction": res.hubs["real"]["fraction"],
+        "backend": res.backend,
+    }
 
 
 def _table(title: str, key: str, rows: list[dict]) -> list[str]:
-    md = [title, "", f"| {key} | exact P | eP&R P | P error | exact R | eP&R R | R error | hubs % | exact s | eP&R s |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+    md = [
+        title,
+        "",
+        f"| {key} | exact P | eP&R P | P error | exact R | eP&R R | R error | hubs % | exact s | eP&R s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r[key]} | {r['exact_p']:.4f} | {r['epr_p']:.4f} | {100 * r['p_error']:.1f}% | {r['exact_r']:.4f} | "
-                  f"{r['epr_r']:.4f} | {100 * r['r_error']:.1f}% | {100 * r['hub_fraction']:.1f} | {r['exact_s']:.2f} | {r['epr_s']:.2f} |")
+        md.append(
+            f"| {r[key]} | {r['exact_p']:.4f} | {r['epr_p']:.4f} | {100 * r['p_error']:.1f}% | {r['exact_r']:.4f} | "
+            f"{r['epr_r']:.4f} | {100 * r['r_error']:.1f}% | {100 * r['hub_fraction']:.1f} | {r['exact_s']:.2f} | {r['epr_s']:.2f} |"
+        )
     return md
 
 
@@ -185,6 +271,7 @@ def _error_plot(key: str, rows: list[dict]) -> Callable:
         ax.plot(xs, [100 * r["p_error"] for r in rows], "o-", label="precision")
         ax.plot(xs, [100 * r["r_error"] for r in rows], "s-", label="recall")
         ax.set_xlabel(key), ax.set_ylabel("relative error %"), ax.legend()
+
     return plot
 
 
@@ -195,8 +282,9 @@ def t_errors(args: argparse.Namespace) -> None:
         rows.append({"defect": f"{defect}({strength})", **_compare(args, real, fake)})
         if args.real:
             break
-    md = _table(f"# Table 4.1: eP&R vs exact P&R by defect — n={args.n}, d={args.dim}, k={args.k}, t={args.t}",
-                "defect", rows)
+    md = _table(
+        f"# Table 4.1: eP&R vs exact P&R by defect — n={args.n}, d={args.dim}, k={args.k}, t={args.t}", "defect", rows
+    )
     write("errors", args, rows, md, plot=_error_plot("defect", rows))
 
 
@@ -204,11 +292,19 @@ def t_stages(args: argparse.Namespace) -> None:
     real, fake, what = load(args)
     exact = compute_pr(real, fake, k=args.k, density_coverage=False)
     res = compute_epr(real, fake, k=args.k, t=args.t, seed=args.seed, backend=args.backend)
-    rows = [{"method": "exact", **s.to_dict()} for s in exact.stages] + [{"method": "eP&R", **s.to_dict()} for s in res.stages]
-    md = [f"# Table 4.2: per-stage time and peak memory — {what}; eP&R backend {res.backend}", "",
-          "| method | stage | time s | peak RSS GiB | RSS growth GiB |", "|---|---|---|---|---|"]
+    rows = [{"method": "exact", **s.to_dict()} for s in exact.stages] + [
+        {"method": "eP&R", **s.to_dict()} for s in res.stages
+    ]
+    md = [
+        f"# Table 4.2: per-stage time and peak memory — {what}; eP&R backend {res.backend}",
+        "",
+        "| method | stage | time s | peak RSS GiB | RSS growth GiB |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['method']} | {r['name']} | {r['seconds']:.2f} | {r['rss_peak'] / 2**30:.2f} | {r['rss_growth'] / 2**30:.2f} |")
+        md.append(
+            f"| {r['method']} | {r['name']} | {r['seconds']:.2f} | {r['rss_peak'] / 2**30:.2f} | {r['rss_growth'] / 2**30:.2f} |"
+        )
     md.append(f"| exact | **total** | {exact.seconds:.2f} | {exact.peak_rss / 2**30:.2f} | |")
     md.append(f"| eP&R | **total** | {res.seconds:.2f} | {res.peak_rss / 2**30:.2f} | |")
 
@@ -219,14 +315,20 @@ def t_stages(args: argparse.Namespace) -> None:
                 ax.barh(method, r["seconds"], left=left, label=f"{method}: {r['name']}")
                 left += r["seconds"]
         ax.set_xlabel("seconds"), ax.legend(fontsize=6, loc="lower right")
+
     write("stages", args, rows, md, plot=plot)
 
 
 def t_k(args: argparse.Namespace) -> None:
     real, fake, _ = load(args)
     rows = [{"k": k, **_compare(args, real, fake, k=k)} for k in (3, 5, 7, 9, 10)]
-    write("k", args, rows, _table(f"# Table 4.5: choice of k — n={args.n}, d={args.dim}, t={args.t}", "k", rows),
-          plot=_error_plot("k", rows))
+    write(
+        "k",
+        args,
+        rows,
+        _table(f"# Table 4.5: choice of k — n={args.n}, d={args.dim}, t={args.t}", "k", rows),
+        plot=_error_plot("k", rows),
+    )
 
 
 def t_t(args: argparse.Namespace) -> None:
@@ -237,8 +339,13 @@ def t_t(args: argparse.Namespace) -> None:
             rows.append({"t": t, **_compare(args, real, fake, t=t)})
         except ValueError as exc:
             print(f"t={t}: {exc}")
-    write("t", args, rows, _table(f"# Table 4.6: hub threshold t — n={args.n}, d={args.dim}, k={args.k}", "t", rows),
-          plot=_error_plot("t", rows))
+    write(
+        "t",
+        args,
+        rows,
+        _table(f"# Table 4.6: hub threshold t — n={args.n}, d={args.dim}, k={args.k}", "t", rows),
+        plot=_error_plot("t", rows),
+    )
 
 
 def t_reduced(args: argparse.Namespace) -> None:
@@ -249,25 +356,70 @@ def t_reduced(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     rows = []
     for rep in range(args.repeats):
-        r_idx, f_idx = np.sort(rng.choice(len(real), n_r, replace=False)), np.sort(rng.choice(len(fake), n_f, replace=False))
+        r_idx, f_idx = (
+            np.sort(rng.choice(len(real), n_r, replace=False)),
+            np.sort(rng.choice(len(fake), n_f, replace=False)),
+        )
         rs = compute_pr(real[r_idx], fake[f_idx], k=args.k, density_coverage=False)
-        rows.append({"method": f"reduced sampling #{rep + 1}", "n_real": n_r, "n_fake": n_f, "precision": rs.precision,
-                     "recall": rs.recall, "seconds": rs.seconds, "p_error": rel_err(exact.precision, rs.precision),
-                     "r_error": rel_err(exact.recall, rs.recall)})
-    rows.append({"method": "eP&R", "n_real": n_r, "n_fake": n_f, "precision": res.precision, "recall": res.recall,
-                 "seconds": res.seconds, "p_error": rel_err(exact.precision, res.precision),
-                 "r_error": rel_err(exact.recall, res.recall)})
-    rows.append({"method": "exact (all samples)", "n_real": len(real), "n_fake": len(fake), "precision": exact.precision,
-                 "recall": exact.recall, "seconds": exact.seconds, "p_error": 0.0, "r_error": 0.0})
-    md = [f"# Table 4.7: random reduced sampling vs eP&R at the same sample count — n={args.n}, d={args.dim}", "",
-          "| method | n real | n fake | P | R | P error | R error | time s |", "|---|---|---|---|---|---|---|---|"]
+        rows.append(
+            {
+                "method": f"reduced sampling #{rep + 1}",
+                "n_real": n_r,
+                "n_fake": n_f,
+                "precision": rs.precision,
+                "recall": rs.recall,
+                "seconds": rs.seconds,
+                "p_error": rel_err(exact.precision, rs.precision),
+                "r_error": rel_err(exact.recall, rs.recall),
+            }
+        )
+    rows.append(
+        {
+            "method": "eP&R",
+            "n_real": n_r,
+            "n_fake": n_f,
+            "precision": res.precision,
+            "recall": res.recall,
+            "seconds": res.seconds,
+            "p_error": rel_err(exact.precision, res.precision),
+            "r_error": rel_err(exact.recall, res.recall),
+        }
+    )
+    rows.append(
+        {
+            "method": "exact (all samples)",
+            "n_real": len(real),
+            "n_fake": len(fake),
+            "precision": exact.precision,
+            "recall": exact.recall,
+            "seconds": exact.seconds,
+            "p_error": 0.0,
+            "r_error": 0.0,
+        }
+    )
+    md = [
+        f"# Table 4.7: random reduced sampling vs eP&R at the same sample count — n={args.n}, d={args.dim}",
+        "",
+        "| method | n real | n fake | P | R | P error | R error | time s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['method']} | {r['n_real']} | {r['n_fake']} | {r['precision']:.4f} | {r['recall']:.4f} | "
-                  f"{100 * r['p_error']:.1f}% | {100 * r['r_error']:.1f}% | {r['seconds']:.2f} |")
-    write("reduced", args, rows, md, plot=lambda ax: (
-        ax.scatter([100 * r["p_error"] for r in rows], [100 * r["r_error"] for r in rows]),
-        [ax.annotate(r["method"], (100 * r["p_error"], 100 * r["r_error"]), fontsize=7) for r in rows],
-        ax.set_xlabel("precision error %"), ax.set_ylabel("recall error %")))
+        md.append(
+            f"| {r['method']} | {r['n_real']} | {r['n_fake']} | {r['precision']:.4f} | {r['recall']:.4f} | "
+            f"{100 * r['p_error']:.1f}% | {100 * r['r_error']:.1f}% | {r['seconds']:.2f} |"
+        )
+    write(
+        "reduced",
+        args,
+        rows,
+        md,
+        plot=lambda ax: (
+            ax.scatter([100 * r["p_error"] for r in rows], [100 * r["r_error"] for r in rows]),
+            [ax.annotate(r["method"], (100 * r["p_error"], 100 * r["r_error"]), fontsize=7) for r in rows],
+            ax.set_xlabel("precision error %"),
+            ax.set_ylabel("recall error %"),
+        ),
+    )
 
 
 def t_tiles(args: argparse.Namespace) -> None:
@@ -278,21 +430,49 @@ def t_tiles(args: argparse.Namespace) -> None:
     for tile in (512, 1024, 2048, 4096, 8192):
         budget = budget_for_tile(tile, real.shape[1])
         (e, te, me) = measured(lambda: compute_pr(real, fake, k=args.k, memory_budget=budget, density_coverage=False))
-        (p, tp, mp) = measured(lambda: compute_epr(real, fake, k=args.k, t=args.t, seed=args.seed,
-                                                  backend=args.backend, memory_budget=budget))
+        (p, tp, mp) = measured(
+            lambda: compute_epr(
+                real, fake, k=args.k, t=args.t, seed=args.seed, backend=args.backend, memory_budget=budget
+            )
+        )
         rows.append({"tile": tile, "budget": budget, "exact_s": te, "exact_rss": me, "epr_s": tp, "epr_rss": mp})
-    md = [f"# Table 4.8: tile size vs time — n={args.n}, d={args.dim}", "",
-          "| tile rows | budget MiB | exact s | exact RSS growth GiB | eP&R s | eP&R RSS growth GiB |", "|---|---|---|---|---|---|"]
+    md = [
+        f"# Table 4.8: tile size vs time — n={args.n}, d={args.dim}",
+        "",
+        "| tile rows | budget MiB | exact s | exact RSS growth GiB | eP&R s | eP&R RSS growth GiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['tile']} | {r['budget'] / 2**20:.0f} | {r['exact_s']:.2f} | {r['exact_rss'] / 2**30:.2f} | "
-                  f"{r['epr_s']:.2f} | {r['epr_rss'] / 2**30:.2f} |")
-    write("tiles", args, rows, md, plot=lambda ax: (ax.plot([r["tile"] for r in rows], [r["exact_s"] for r in rows], "o-", label="exact"),
-                                                   ax.plot([r["tile"] for r in rows], [r["epr_s"] for r in rows], "s-", label="eP&R"),
-                                                   ax.set_xscale("log"), ax.set_xlabel("tile rows"), ax.set_ylabel("s"), ax.legend()))
+        md.append(
+            f"| {r['tile']} | {r['budget'] / 2**20:.0f} | {r['exact_s']:.2f} | {r['exact_rss'] / 2**30:.2f} | "
+            f"{r['epr_s']:.2f} | {r['epr_rss'] / 2**30:.2f} |"
+        )
+    write(
+        "tiles",
+        args,
+        rows,
+        md,
+        plot=lambda ax: (
+            ax.plot([r["tile"] for r in rows], [r["exact_s"] for r in rows], "o-", label="exact"),
+            ax.plot([r["tile"] for r in rows], [r["epr_s"] for r in rows], "s-", label="eP&R"),
+            ax.set_xscale("log"),
+            ax.set_xlabel("tile rows"),
+            ax.set_ylabel("s"),
+            ax.legend(),
+        ),
+    )
 
 
-TABLES = {"speed": t_speed, "ann": t_ann, "errors": t_errors, "stages": t_stages, "k": t_k, "t": t_t,
-          "reduced": t_reduced, "tiles": t_tiles}
+TABLES = {
+    "speed": t_speed,
+    "ann": t_ann,
+    "errors": t_errors,
+    "stages": t_stages,
+    "k": t_k,
+    "t": t_t,
+    "reduced": t_reduced,
+    "tiles": t_tiles,
+}
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -309,12 +489,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tag", default="", help="suffix for the result files")
-    ap.add_argument("--speed-backends", default="exact,faiss-hnsw,faiss-ivf",
-                    help="backends timed explicitly by the speed table (comma-separated)")
+    ap.add_argument(
+        "--speed-backends",
+        default="exact,faiss-hnsw,faiss-ivf",
+        help="backends timed explicitly by the speed table (comma-separated)",
+    )
     args = ap.parse_args(argv)
     if bool(args.real) != bool(args.fake):
         ap.error("--real and --fake go together")
-    for name in (TABLES if args.table == "all" else [args.table]):
+    for name in TABLES if args.table == "all" else [args.table]:
         TABLES[name](args)
 
 

@@ -13,6 +13,7 @@ Usage:
     python benchmarks/bench_exact.py --n 100000 --dims 4096 --methods eprmetrics --name exact_cpu_100k
     python benchmarks/bench_exact.py --device cuda --n 50000 70000 --dims 4096 --methods eprmetrics gemm --name exact_gpu
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,16 @@ def worker(method: str, real_path: str, fake_path: str, k: int, device: str) -> 
     t0 = time.perf_counter()
     if method == "eprmetrics":
         res = compute_pr(real, fake, k=k, strict=True, device=device)
-        out.update(precision=res.precision, recall=res.recall, density=res.density, coverage=res.coverage,
-                   tile=res.tile, n_redecided=res.n_redecided, device_peak=res.peak_device_memory,
-                   stages=[s.to_dict() for s in res.stages])
+        out.update(
+            precision=res.precision,
+            recall=res.recall,
+            density=res.density,
+            coverage=res.coverage,
+            tile=res.tile,
+            n_redecided=res.n_redecided,
+            device_peak=res.peak_device_memory,
+            stages=[s.to_dict() for s in res.stages],
+        )
     elif method == "prdc":
         import contextlib
         import io
@@ -96,33 +104,55 @@ def main() -> None:
                 write_npy(fp, n, spec, stream=1, defect="truncation", strength=0.2)
                 case = {"n": n, "dim": dim}
                 for method in args.methods:
-                    r = run_worker(__file__, ["--method", method, "--real", rp, "--fake", fp,
-                                              "--k", str(args.k), "--device", args.device])
+                    r = run_worker(
+                        __file__,
+                        ["--method", method, "--real", rp, "--fake", fp, "--k", str(args.k), "--device", args.device],
+                    )
                     case[method] = r
-                    print(f"d={dim:5d} n={n:7d} {method:10s} "
-                          + (f"{r['seconds']:8.2f} s  extra RSS {gib(r['rss_extra'])} GiB" if "seconds" in r else r["error"]),
-                          flush=True)
+                    print(
+                        f"d={dim:5d} n={n:7d} {method:10s} "
+                        + (
+                            f"{r['seconds']:8.2f} s  extra RSS {gib(r['rss_extra'])} GiB"
+                            if "seconds" in r
+                            else r["error"]
+                        ),
+                        flush=True,
+                    )
                 rows.append(case)
 
-    md = [f"# Exact P&R: eprmetrics vs prdc vs GEMM floor ({args.device})", "",
-          f"k = {args.k}; synthetic VGG-like features (real vs truncation ψ=0.8); one process per method; "
-          "'extra' = peak RSS above the RSS with both feature arrays loaded.", "",
-          "| d | n | eprmetrics s | prdc s | GEMM floor s | epr / floor | prdc / epr | epr extra GiB | prdc extra GiB | "
-          "GEMM extra GiB | prdc / epr memory | P (epr / prdc) | R (epr / prdc) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = [
+        f"# Exact P&R: eprmetrics vs prdc vs GEMM floor ({args.device})",
+        "",
+        f"k = {args.k}; synthetic VGG-like features (real vs truncation ψ=0.8); one process per method; "
+        "'extra' = peak RSS above the RSS with both feature arrays loaded.",
+        "",
+        "| d | n | eprmetrics s | prdc s | GEMM floor s | epr / floor | prdc / epr | epr extra GiB | prdc extra GiB | "
+        "GEMM extra GiB | prdc / epr memory | P (epr / prdc) | R (epr / prdc) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in rows:
         e, p, g = c.get("eprmetrics", {}), c.get("prdc", {}), c.get("gemm", {})
         es, ps, gs = e.get("seconds"), p.get("seconds"), g.get("seconds")
         ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
-        pr = lambda key: (f"{e[key]:.4f} / {p[key]:.4f}" if key in e and key in p else  # noqa: E731
-                          f"{e[key]:.4f}" if key in e else "-")
+        pr = lambda key: (
+            f"{e[key]:.4f} / {p[key]:.4f}"
+            if key in e and key in p
+            # noqa: E731
+            else f"{e[key]:.4f}"
+            if key in e
+            else "-"
+        )
         sec = lambda v: f"{v:.2f}" if v else "-"  # noqa: E731
-        md.append(f"| {c['dim']} | {c['n']} | {sec(es)} | {sec(ps)} | {sec(gs)} | {ratio(es, gs)} | "
-                  f"{ratio(ps, es)} | {gib(e.get('rss_extra'))} | {gib(p.get('rss_extra'))} | {gib(g.get('rss_extra'))} | "
-                  f"{ratio(p.get('rss_extra'), e.get('rss_extra'))} | {pr('precision')} | {pr('recall')} |")
+        md.append(
+            f"| {c['dim']} | {c['n']} | {sec(es)} | {sec(ps)} | {sec(gs)} | {ratio(es, gs)} | "
+            f"{ratio(ps, es)} | {gib(e.get('rss_extra'))} | {gib(p.get('rss_extra'))} | {gib(g.get('rss_extra'))} | "
+            f"{ratio(p.get('rss_extra'), e.get('rss_extra'))} | {pr('precision')} | {pr('recall')} |"
+        )
     md.append("")
     md.append(f"Machine: `{json.dumps(machine())}`")
-    j, m = save(args.name, {"machine": machine(), "k": args.k, "device": args.device, "cases": rows}, "\n".join(md) + "\n")
+    j, m = save(
+        args.name, {"machine": machine(), "k": args.k, "device": args.device, "cases": rows}, "\n".join(md) + "\n"
+    )
     print("\n".join(md))
     print(f"wrote {j} and {m}")
 

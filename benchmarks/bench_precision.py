@@ -14,6 +14,7 @@ Two views, same synthetic sets:
 
 Results: ``benchmarks/results/precision[_<tag>].{json,md}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,31 +73,56 @@ def main() -> None:
     rows = []
     for name, bits in (("fp32", None), ("tf32 (emulated)", 10), ("bf16 (emulated)", 7)):
         p, r = decisions(r64.float(), f64.float(), args.k, bits)
-        rows.append({"view": "raw", "precision_mode": name, "P": float(p.mean()), "R": float(r.mean()),
-                     "flipped_precision_decisions": int((p != exact_p).sum()),
-                     "flipped_recall_decisions": int((r != exact_r).sum())})
+        rows.append(
+            {
+                "view": "raw",
+                "precision_mode": name,
+                "P": float(p.mean()),
+                "R": float(r.mean()),
+                "flipped_precision_decisions": int((p != exact_p).sum()),
+                "flipped_recall_decisions": int((r != exact_r).sum()),
+            }
+        )
     for mode in ("fp32", "tf32", "bf16"):
         t0 = time.perf_counter()
         res = compute_pr(real, fake, k=args.k, device=args.device, precision=mode, density_coverage=False)
-        rows.append({"view": "eprmetrics", "precision_mode": f"{mode} (ran as {res.gemm_precision})", "P": res.precision,
-                     "R": res.recall, "float64_rechecks": res.n_redecided, "seconds": time.perf_counter() - t0,
-                     "flipped_precision_decisions": int(round(abs(res.precision - exact_p.mean()) * args.n)),
-                     "flipped_recall_decisions": int(round(abs(res.recall - exact_r.mean()) * args.n))})
-    md = [f"# GEMM precision and P&R decisions — synthetic n={args.n} per set, d={args.dim}, k={args.k}, "
-          f"device {args.device}", "",
-          f"Exact (float64): P {exact_p.mean():.4f}, R {exact_r.mean():.4f}.", "",
-          "| view | GEMM | P | R | flipped P decisions | flipped R decisions | float64 re-checks | time s |",
-          "|---|---|---|---|---|---|---|---|"]
+        rows.append(
+            {
+                "view": "eprmetrics",
+                "precision_mode": f"{mode} (ran as {res.gemm_precision})",
+                "P": res.precision,
+                "R": res.recall,
+                "float64_rechecks": res.n_redecided,
+                "seconds": time.perf_counter() - t0,
+                "flipped_precision_decisions": int(round(abs(res.precision - exact_p.mean()) * args.n)),
+                "flipped_recall_decisions": int(round(abs(res.recall - exact_r.mean()) * args.n)),
+            }
+        )
+    md = [
+        f"# GEMM precision and P&R decisions — synthetic n={args.n} per set, d={args.dim}, k={args.k}, "
+        f"device {args.device}",
+        "",
+        f"Exact (float64): P {exact_p.mean():.4f}, R {exact_r.mean():.4f}.",
+        "",
+        "| view | GEMM | P | R | flipped P decisions | flipped R decisions | float64 re-checks | time s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['view']} | {r['precision_mode']} | {r['P']:.4f} | {r['R']:.4f} | "
-                  f"{r['flipped_precision_decisions']} | {r['flipped_recall_decisions']} | "
-                  f"{r.get('float64_rechecks', '-')} | {r['seconds']:.1f} |" if "seconds" in r else
-                  f"| {r['view']} | {r['precision_mode']} | {r['P']:.4f} | {r['R']:.4f} | "
-                  f"{r['flipped_precision_decisions']} | {r['flipped_recall_decisions']} | - | - |")
+        md.append(
+            f"| {r['view']} | {r['precision_mode']} | {r['P']:.4f} | {r['R']:.4f} | "
+            f"{r['flipped_precision_decisions']} | {r['flipped_recall_decisions']} | "
+            f"{r.get('float64_rechecks', '-')} | {r['seconds']:.1f} |"
+            if "seconds" in r
+            else f"| {r['view']} | {r['precision_mode']} | {r['P']:.4f} | {r['R']:.4f} | "
+            f"{r['flipped_precision_decisions']} | {r['flipped_recall_decisions']} | - | - |"
+        )
     md.append("\nFor eprmetrics rows the flip columns are |value − exact|·n (0 means the same values as exact).")
     md += ["", f"Machine: `{json.dumps(machine())}`", ""]
-    j, m = save("precision" + (f"_{args.tag}" if args.tag else ""), {"args": vars(args), "machine": machine(),
-                                                                     "rows": rows}, "\n".join(md))
+    j, m = save(
+        "precision" + (f"_{args.tag}" if args.tag else ""),
+        {"args": vars(args), "machine": machine(), "rows": rows},
+        "\n".join(md),
+    )
     print("\n".join(md))
     print(f"wrote {j}, {m}")
 

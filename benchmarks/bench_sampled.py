@@ -11,6 +11,7 @@ Sub-commands (results in ``benchmarks/results/sampled_<table>[_<tag>].{json,md,p
     python benchmarks/bench_sampled.py coverage --n 50000 --dim 512 --seeds 100
     python benchmarks/bench_sampled.py tradeoff --n 20000 --dim 512
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,15 +63,25 @@ def write(table: str, args: argparse.Namespace, rows: list[dict], md: list[str])
 
 
 def row(label: str, res: Any, seconds: float, rss: int, exact: Any) -> dict[str, Any]:
-    out = {"method": label, "precision": res.precision, "recall": res.recall, "seconds": seconds, "rss_growth": rss,
-           "p_error": rel_err(exact.precision, res.precision), "r_error": rel_err(exact.recall, res.recall),
-           "backend": getattr(res, "backend", None)}
+    out = {
+        "method": label,
+        "precision": res.precision,
+        "recall": res.recall,
+        "seconds": seconds,
+        "rss_growth": rss,
+        "p_error": rel_err(exact.precision, res.precision),
+        "r_error": rel_err(exact.recall, res.recall),
+        "backend": getattr(res, "backend", None),
+    }
     if getattr(res, "precision_ci", None) is not None:
-        out.update(precision_ci=list(res.precision_ci), recall_ci=list(res.recall_ci),
-                   p_covered=res.precision_ci[0] <= exact.precision <= res.precision_ci[1],
-                   r_covered=res.recall_ci[0] <= exact.recall <= res.recall_ci[1],
-                   sample_size={s: res.sampling[s]["sample_size"] for s in ("precision", "recall")},
-                   half_width={s: res.sampling[s]["half_width"] for s in ("precision", "recall")})
+        out.update(
+            precision_ci=list(res.precision_ci),
+            recall_ci=list(res.recall_ci),
+            p_covered=res.precision_ci[0] <= exact.precision <= res.precision_ci[1],
+            r_covered=res.recall_ci[0] <= exact.recall <= res.recall_ci[1],
+            sample_size={s: res.sampling[s]["sample_size"] for s in ("precision", "recall")},
+            half_width={s: res.sampling[s]["half_width"] for s in ("precision", "recall")},
+        )
     if getattr(res, "audit", None):
         out["audit_consistent"] = res.audit["consistent"]
         out["audit_ci"] = {s: res.audit[s]["interval"] for s in ("precision", "recall")}
@@ -81,27 +92,41 @@ def t_speed(args: argparse.Namespace) -> None:
     real, fake = synthetic(args.n, args.dim, args.defect, args.strength, args.seed)
     exact, te, me = measured(lambda: compute_pr(real, fake, k=args.k, density_coverage=False))
     rows = [row("exact compute_pr", exact, te, me, exact)]
-    for label, kw in (("sampled (defaults)", {"method": "sampled"}),
-                      ("hubness + audit (defaults)", {}),
-                      ("hubness, audit=False", {"audit": False})):
+    for label, kw in (
+        ("sampled (defaults)", {"method": "sampled"}),
+        ("hubness + audit (defaults)", {}),
+        ("hubness, audit=False", {"audit": False}),
+    ):
         res, t, m = measured(lambda: compute_epr(real, fake, k=args.k, seed=args.seed, **kw))
         rows.append(row(label, res, t, m, exact))
         if label.startswith("sampled"):
             rows[-1]["stages"] = [s.to_dict() for s in res.stages]
-    md = [f"# Sampled estimator speed — synthetic n={args.n} per set, d={args.dim}, "
-          f"{args.defect}({args.strength}), k={args.k}", "",
-          "| method | time s | speed-up vs exact | RSS growth GiB | P | R | P 95% CI | R 95% CI | P err | R err |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+    md = [
+        f"# Sampled estimator speed — synthetic n={args.n} per set, d={args.dim}, "
+        f"{args.defect}({args.strength}), k={args.k}",
+        "",
+        "| method | time s | speed-up vs exact | RSS growth GiB | P | R | P 95% CI | R 95% CI | P err | R err |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        ci = (lambda key: "-" if key not in r else f"[{r[key][0]:.4f}, {r[key][1]:.4f}]")
-        md.append(f"| {r['method']} | {r['seconds']:.1f} | {te / r['seconds']:.2f}× | {r['rss_growth'] / 2**30:.2f} | "
-                  f"{r['precision']:.4f} | {r['recall']:.4f} | {ci('precision_ci')} | {ci('recall_ci')} | "
-                  f"{100 * r['p_error']:.2f}% | {100 * r['r_error']:.2f}% |")
+        ci = lambda key: "-" if key not in r else f"[{r[key][0]:.4f}, {r[key][1]:.4f}]"
+        md.append(
+            f"| {r['method']} | {r['seconds']:.1f} | {te / r['seconds']:.2f}× | {r['rss_growth'] / 2**30:.2f} | "
+            f"{r['precision']:.4f} | {r['recall']:.4f} | {ci('precision_ci')} | {ci('recall_ci')} | "
+            f"{100 * r['p_error']:.2f}% | {100 * r['r_error']:.2f}% |"
+        )
     s = rows[1]
-    md += ["", f"Sampled: half-widths P {s['half_width']['precision']:.4f} / R {s['half_width']['recall']:.4f} "
-               f"from {s['sample_size']['precision']} / {s['sample_size']['recall']} queries; exact value inside: "
-               f"P {s['p_covered']}, R {s['r_covered']}.", "", "Sampled stages:", "",
-           "| stage | s |", "|---|---|"] + [f"| {st['name']} | {st['seconds']:.2f} |" for st in s["stages"]]
+    md += [
+        "",
+        f"Sampled: half-widths P {s['half_width']['precision']:.4f} / R {s['half_width']['recall']:.4f} "
+        f"from {s['sample_size']['precision']} / {s['sample_size']['recall']} queries; exact value inside: "
+        f"P {s['p_covered']}, R {s['r_covered']}.",
+        "",
+        "Sampled stages:",
+        "",
+        "| stage | s |",
+        "|---|---|",
+    ] + [f"| {st['name']} | {st['seconds']:.2f} |" for st in s["stages"]]
     write("speed", args, rows, md)
 
 
@@ -118,30 +143,54 @@ def t_coverage(args: argparse.Namespace) -> None:
     rows = []
     for s in range(args.seeds):
         t0 = time.perf_counter()
-        res = compute_epr(real, fake, k=args.k, method="sampled", seed=1000 + s,
-                          sample_size=int(args.sample_size) if args.sample_size >= 1 else float(args.sample_size))
+        res = compute_epr(
+            real,
+            fake,
+            k=args.k,
+            method="sampled",
+            seed=1000 + s,
+            sample_size=int(args.sample_size) if args.sample_size >= 1 else float(args.sample_size),
+        )
         rows.append(row(f"seed {1000 + s}", res, time.perf_counter() - t0, 0, exact))
         print(f"seed {s}: P {res.precision:.4f} {res.precision_ci} R {res.recall:.4f} {res.recall_ci}", flush=True)
     n = len(rows)
-    summary = {"n_seeds": n, "exact_precision": exact.precision, "exact_recall": exact.recall,
-               "exact_seconds": exact.seconds}
-    md = [f"# Sampled estimator coverage — synthetic n={args.n}, d={args.dim}, {args.defect}({args.strength}), "
-          f"sample_size={args.sample_size}, {n} seeds (index training and sampling reseeded)", "",
-          f"Exact: P {exact.precision:.4f}, R {exact.recall:.4f} ({exact.seconds:.1f} s).", "",
-          "| side | coverage of 95% CIs | Wilson 95% CI of coverage | mean half-width | mean estimate − exact (± 2 SE) | mean sample |",
-          "|---|---|---|---|---|---|"]
+    summary = {
+        "n_seeds": n,
+        "exact_precision": exact.precision,
+        "exact_recall": exact.recall,
+        "exact_seconds": exact.seconds,
+    }
+    md = [
+        f"# Sampled estimator coverage — synthetic n={args.n}, d={args.dim}, {args.defect}({args.strength}), "
+        f"sample_size={args.sample_size}, {n} seeds (index training and sampling reseeded)",
+        "",
+        f"Exact: P {exact.precision:.4f}, R {exact.recall:.4f} ({exact.seconds:.1f} s).",
+        "",
+        "| side | coverage of 95% CIs | Wilson 95% CI of coverage | mean half-width | mean estimate − exact (± 2 SE) | mean sample |",
+        "|---|---|---|---|---|---|",
+    ]
     for side, key, ex in (("precision", "p", exact.precision), ("recall", "r", exact.recall)):
         cov = sum(r[f"{key}_covered"] for r in rows)
         est = np.array([r[side] for r in rows])
         hw = np.mean([r["half_width"][side] for r in rows])
         bias, se = est.mean() - ex, est.std(ddof=1) / math.sqrt(n)
         lo, hi = _wilson(cov, n)
-        summary[side] = {"coverage": cov / n, "wilson": [lo, hi], "mean_half_width": hw, "bias": bias, "bias_se": se,
-                         "mean_sample": float(np.mean([r["sample_size"][side] for r in rows]))}
-        md.append(f"| {side} | {cov}/{n} = {cov / n:.3f} | [{lo:.3f}, {hi:.3f}] | {hw:.4f} | "
-                  f"{bias:+.5f} ± {2 * se:.5f} | {summary[side]['mean_sample']:.0f} |")
-    md.append(f"\nMean time per sampled run: {np.mean([r['seconds'] for r in rows]):.1f} s "
-              f"(exact {exact.seconds:.1f} s; runs may share the machine with other work).")
+        summary[side] = {
+            "coverage": cov / n,
+            "wilson": [lo, hi],
+            "mean_half_width": hw,
+            "bias": bias,
+            "bias_se": se,
+            "mean_sample": float(np.mean([r["sample_size"][side] for r in rows])),
+        }
+        md.append(
+            f"| {side} | {cov}/{n} = {cov / n:.3f} | [{lo:.3f}, {hi:.3f}] | {hw:.4f} | "
+            f"{bias:+.5f} ± {2 * se:.5f} | {summary[side]['mean_sample']:.0f} |"
+        )
+    md.append(
+        f"\nMean time per sampled run: {np.mean([r['seconds'] for r in rows]):.1f} s "
+        f"(exact {exact.seconds:.1f} s; runs may share the machine with other work)."
+    )
     rows.insert(0, {"summary": summary})
     write("coverage", args, rows, md)
 
@@ -152,11 +201,21 @@ def _methods(args: argparse.Namespace, real: np.ndarray, fake: np.ndarray, exact
     n = min(len(real), len(fake))
     sizes = [s for s in (250, 1000, 4000) if s < n] + [0.01]
     for label, fn, stochastic in (
-            [("hubness (eP&R)", lambda s: compute_epr(real, fake, k=args.k, seed=s, audit=False), False)]
-            + [(f"sampled {s}", (lambda s_, size=s: compute_epr(real, fake, k=args.k, method="sampled", seed=s_,
-                                                             sample_size=size)), True) for s in sizes]
-            + [(f"reduced {m}/set", (lambda s_, m=m: _reduced(real, fake, m, args.k, s_)), True)
-               for m in (1000, 4000) if m < n]):
+        [("hubness (eP&R)", lambda s: compute_epr(real, fake, k=args.k, seed=s, audit=False), False)]
+        + [
+            (
+                f"sampled {s}",
+                (lambda s_, size=s: compute_epr(real, fake, k=args.k, method="sampled", seed=s_, sample_size=size)),
+                True,
+            )
+            for s in sizes
+        ]
+        + [
+            (f"reduced {m}/set", (lambda s_, m=m: _reduced(real, fake, m, args.k, s_)), True)
+            for m in (1000, 4000)
+            if m < n
+        ]
+    ):
         reps = []
         for s in range(args.repeats if stochastic else 1):
             res, t, mem = measured(lambda: fn(s))
@@ -186,12 +245,20 @@ def t_tradeoff(args: argparse.Namespace) -> None:
         datasets.append(("user features", np.load(args.real, mmap_mode="r"), np.load(args.fake, mmap_mode="r")))
     else:
         for defect, strength in (("none", 0.0), ("mode_drop", 0.5), ("truncation", 0.2), ("outliers", 0.3)):
-            datasets.append((f"synthetic {defect}({strength}) n={args.n} d={args.dim}",
-                             *synthetic(args.n, args.dim, defect, strength, args.seed)))
+            datasets.append(
+                (
+                    f"synthetic {defect}({strength}) n={args.n} d={args.dim}",
+                    *synthetic(args.n, args.dim, defect, strength, args.seed),
+                )
+            )
         datasets.append(("sklearn digits (real 899 / fake 633, 64-d pixels)", *digits()))
     rows = []
-    md = [f"# Error vs cost — k={args.k}; stochastic methods: mean over {args.repeats} seeds", "",
-          "| data | method | time s | speed-up | P err | R err | CI holds exact (P/R) |", "|---|---|---|---|---|---|---|"]
+    md = [
+        f"# Error vs cost — k={args.k}; stochastic methods: mean over {args.repeats} seeds",
+        "",
+        "| data | method | time s | speed-up | P err | R err | CI holds exact (P/R) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, real, fake in datasets:
         exact, te, me = measured(lambda: compute_pr(real, fake, k=args.k, density_coverage=False))
         rows.append({"data": name, **row("exact", exact, te, me, exact)})
@@ -201,8 +268,10 @@ def t_tradeoff(args: argparse.Namespace) -> None:
             if r["data"] != name:
                 continue
             cov = f"{r['p_covered']:.2f} / {r['r_covered']:.2f}" if "p_covered" in r else "-"
-            md.append(f"| {name} | {r['method']} | {r['seconds']:.2f} | {te / r['seconds']:.2f}× | "
-                      f"{100 * r['p_error']:.2f}% | {100 * r['r_error']:.2f}% | {cov} |")
+            md.append(
+                f"| {name} | {r['method']} | {r['seconds']:.2f} | {te / r['seconds']:.2f}× | "
+                f"{100 * r['p_error']:.2f}% | {100 * r['r_error']:.2f}% | {cov} |"
+            )
         print(md[-1], flush=True)
     png = write("tradeoff", args, rows, md)
     _plot(rows, png)
@@ -222,8 +291,13 @@ def _plot(rows: list[dict], path: str) -> None:
         pts = [r for r in rows if r["method"].startswith(fam) and fam != "exact"]
         if pts:
             exact_t = {r["data"]: r["seconds"] for r in rows if r["method"] == "exact"}
-            ax.scatter([r["seconds"] / exact_t[r["data"]] for r in pts],
-                       [max(100 * (r["p_error"] + r["r_error"]) / 2, 1e-3) for r in pts], c=colour, label=fam, s=18)
+            ax.scatter(
+                [r["seconds"] / exact_t[r["data"]] for r in pts],
+                [max(100 * (r["p_error"] + r["r_error"]) / 2, 1e-3) for r in pts],
+                c=colour,
+                label=fam,
+                s=18,
+            )
     ax.set_xscale("log"), ax.set_yscale("log")
     ax.set_xlabel("time relative to exact P&R"), ax.set_ylabel("mean relative error of P and R (%)")
     ax.set_title("error vs cost (each point: one method on one dataset)")

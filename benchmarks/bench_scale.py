@@ -18,6 +18,7 @@
 
 Results: ``benchmarks/results/scale_<table>[_<tag>].{json,md,png}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,8 +87,16 @@ def make_sets(args: argparse.Namespace) -> tuple[Any, Any, str]:
         for path, stream, defect in zip(paths, (0, 1), ("none", args.defect)):
             if not os.path.exists(path):
                 t0 = time.perf_counter()
-                write_npy(path, args.n, spec, stream=stream, defect=defect, strength=args.strength, dtype=args.dtype,
-                          device=args.gen_device)
+                write_npy(
+                    path,
+                    args.n,
+                    spec,
+                    stream=stream,
+                    defect=defect,
+                    strength=args.strength,
+                    dtype=args.dtype,
+                    device=args.gen_device,
+                )
                 print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", flush=True)
         return paths[0], paths[1], f"memmaps ({args.dtype}) in {args.memmap}"
     import torch
@@ -106,9 +115,18 @@ def run_method(name: str, real: Any, fake: Any, args: argparse.Namespace) -> dic
         t0 = time.perf_counter()
         res = METHODS[name](real, fake, opts)
         seconds = time.perf_counter() - t0
-    out = {"method": name, "seconds": seconds, "precision": res.precision, "recall": res.recall,
-           "anon_rss_growth": mem.peak - mem.base, "peak_rss": res.peak_rss, "peak_device": res.peak_device_memory,
-           "device": res.device, "backend": res.backend, "stages": [s.to_dict() for s in res.stages]}
+    out = {
+        "method": name,
+        "seconds": seconds,
+        "precision": res.precision,
+        "recall": res.recall,
+        "anon_rss_growth": mem.peak - mem.base,
+        "peak_rss": res.peak_rss,
+        "peak_device": res.peak_device_memory,
+        "device": res.device,
+        "backend": res.backend,
+        "stages": [s.to_dict() for s in res.stages],
+    }
     if res.precision_ci is not None:
         out.update(precision_ci=list(res.precision_ci), recall_ci=list(res.recall_ci))
     print(f"{name}: {seconds:.1f} s, P {res.precision:.4f}, R {res.recall:.4f}", flush=True)
@@ -131,18 +149,30 @@ def _gib(x: Optional[int]) -> str:
 def t_lsun(args: argparse.Namespace) -> None:
     real, fake, how = make_sets(args)
     rows = [run_method(m, real, fake, args) for m in args.methods]
-    md = [f"# LSUN-Horse scale (thesis Table 4.10 layout) — n={args.n} per set, d={args.dim}, {how}", "",
-          "| method | stage | time s | peak RSS GiB | device peak GiB |", "|---|---|---|---|---|"]
+    md = [
+        f"# LSUN-Horse scale (thesis Table 4.10 layout) — n={args.n} per set, d={args.dim}, {how}",
+        "",
+        "| method | stage | time s | peak RSS GiB | device peak GiB |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         for s in r["stages"]:
-            md.append(f"| {r['method']} | {s['name']} | {s['seconds']:.1f} | {_gib(s.get('rss_peak'))} | "
-                      f"{_gib(s.get('device_peak'))} |")
-        md.append(f"| **{r['method']}** | **total** | **{r['seconds']:.1f}** | {_gib(r['peak_rss'])} | "
-                  f"{_gib(r['peak_device'])} |")
+            md.append(
+                f"| {r['method']} | {s['name']} | {s['seconds']:.1f} | {_gib(s.get('rss_peak'))} | "
+                f"{_gib(s.get('device_peak'))} |"
+            )
+        md.append(
+            f"| **{r['method']}** | **total** | **{r['seconds']:.1f}** | {_gib(r['peak_rss'])} | "
+            f"{_gib(r['peak_device'])} |"
+        )
     md += ["", "| method | P | R | interval |", "|---|---|---|---|"]
     for r in rows:
-        ci = f"P [{r['precision_ci'][0]:.4f}, {r['precision_ci'][1]:.4f}] R [{r['recall_ci'][0]:.4f}, " \
-             f"{r['recall_ci'][1]:.4f}]" if "precision_ci" in r else "-"
+        ci = (
+            f"P [{r['precision_ci'][0]:.4f}, {r['precision_ci'][1]:.4f}] R [{r['recall_ci'][0]:.4f}, "
+            f"{r['recall_ci'][1]:.4f}]"
+            if "precision_ci" in r
+            else "-"
+        )
         md.append(f"| {r['method']} | {r['precision']:.4f} | {r['recall']:.4f} | {ci} |")
     md.append("\nThesis Table 4.10 (LSUN-Horse, 1.5M per set, 2×V100): exact P&R 2 h 10 min, eP&R 64 min.")
     _write("lsun", args, {"rows": rows}, md)
@@ -166,13 +196,23 @@ def t_scaling(args: argparse.Namespace) -> None:
     for m in args.methods:
         pts = [(r["n"], r["seconds"]) for r in rows if r["method"] == m]
         fits[m] = fit_exponent([p[0] for p in pts], [p[1] for p in pts]) if len(pts) > 1 else None
-    md = [f"# Scaling study — d={args.dim}, synthetic {args.defect}({args.strength}), device {args.device}", "",
-          "| n per set | " + " | ".join(f"{m} s" for m in args.methods) + " |", "|---" * (len(args.methods) + 1) + "|"]
+    md = [
+        f"# Scaling study — d={args.dim}, synthetic {args.defect}({args.strength}), device {args.device}",
+        "",
+        "| n per set | " + " | ".join(f"{m} s" for m in args.methods) + " |",
+        "|---" * (len(args.methods) + 1) + "|",
+    ]
     for n in args.sizes:
-        md.append(f"| {n:,} | " + " | ".join(f"{r['seconds']:.1f}" for m in args.methods for r in rows
-                                              if r["n"] == n and r["method"] == m) + " |")
-    md.append("| **fitted exponent b** (t ∝ n^b) | " + " | ".join(
-        "-" if fits[m] is None else f"**{fits[m]:.2f}**" for m in args.methods) + " |")
+        md.append(
+            f"| {n:,} | "
+            + " | ".join(f"{r['seconds']:.1f}" for m in args.methods for r in rows if r["n"] == n and r["method"] == m)
+            + " |"
+        )
+    md.append(
+        "| **fitted exponent b** (t ∝ n^b) | "
+        + " | ".join("-" if fits[m] is None else f"**{fits[m]:.2f}**" for m in args.methods)
+        + " |"
+    )
     png = _write("scaling", args, {"rows": rows, "exponents": fits}, md)
     try:
         import matplotlib
@@ -201,12 +241,17 @@ def t_memmap(args: argparse.Namespace) -> None:
     real, fake, how = make_sets(args)
     size = 2 * os.path.getsize(real)
     rows = [run_method(m, real, fake, args) for m in args.methods]
-    md = [f"# Memory-mapped inputs — n={args.n} per set, d={args.dim}, {how} ({size / 2**30:.2f} GiB on disk)", "",
-          "| method | time s | peak anonymous RSS growth GiB (beyond page cache) | peak RSS GiB (incl. page cache) | P | R |",
-          "|---|---|---|---|---|---|"]
+    md = [
+        f"# Memory-mapped inputs — n={args.n} per set, d={args.dim}, {how} ({size / 2**30:.2f} GiB on disk)",
+        "",
+        "| method | time s | peak anonymous RSS growth GiB (beyond page cache) | peak RSS GiB (incl. page cache) | P | R |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['method']} | {r['seconds']:.1f} | **{_gib(r['anon_rss_growth'])}** | {_gib(r['peak_rss'])} | "
-                  f"{r['precision']:.4f} | {r['recall']:.4f} |")
+        md.append(
+            f"| {r['method']} | {r['seconds']:.1f} | **{_gib(r['anon_rss_growth'])}** | {_gib(r['peak_rss'])} | "
+            f"{r['precision']:.4f} | {r['recall']:.4f} |"
+        )
     _write("memmap", args, {"rows": rows}, md)
 
 

@@ -5,6 +5,7 @@ scratch (its own .venv), and writes benchmarks/results/setup.{json,md}.
 
     python benchmarks/bench_setup.py
 """
+
 from __future__ import annotations
 
 import json
@@ -33,10 +34,16 @@ def main() -> None:
             tail = (proc.stdout if proc.returncode == 0 else proc.stderr).strip().splitlines()[-3:]
             rows.append({"command": f"make {target}", "seconds": sec, "exit": proc.returncode, "tail": tail})
             print(f"make {target}: exit {proc.returncode} in {sec:.0f} s — {tail[-1] if tail else ''}", flush=True)
-    md = ["# Fresh clone: the README's two commands, installation included", "",
-          "| command | exit | time | last line |", "|---|---|---|---|"]
-    md += [f"| `{r['command']}` | {r['exit']} | {r['seconds'] / 60:.1f} min | {r['tail'][-1] if r['tail'] else ''} |"
-           for r in rows]
+    md = [
+        "# Fresh clone: the README's two commands, installation included",
+        "",
+        "| command | exit | time | last line |",
+        "|---|---|---|---|",
+    ]
+    md += [
+        f"| `{r['command']}` | {r['exit']} | {r['seconds'] / 60:.1f} min | {r['tail'][-1] if r['tail'] else ''} |"
+        for r in rows
+    ]
     md += ["", f"Machine: `{json.dumps(machine())}`", ""]
     j, m = save("setup", {"machine": machine(), "rows": rows}, "\n".join(md))
     print("\n".join(md))

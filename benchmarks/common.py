@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: isolated worker processes, peak RSS, result files."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,14 @@ def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     try:
         with open("/proc/cpuinfo") as fh:
             info["cpu"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)

@@ -4,6 +4,7 @@ The layers, lowest first (each imports only from those below it; ``docs/architec
 ``defaults``/``validation``/``profiling`` → ``engine`` → ``features`` → ``neighbours`` →
 ``inputs`` → ``report``/``result`` → ``estimators`` → ``api`` → ``demo``/``plots`` → ``cli``.
 """
+
 from .api import compute_epr, compute_pr
 from .estimators import AuditWarning
 from .features import register_extractor
@@ -11,5 +12,18 @@ from .neighbours import knn_graph, register_backend
 from .result import Audit, HubStatistics, KResult, Plan, Result, SideSampling
 
 __version__ = "0.1.0"
-__all__ = ["compute_pr", "compute_epr", "AuditWarning", "Result", "KResult", "HubStatistics", "SideSampling", "Audit",
-           "Plan", "knn_graph", "register_backend", "register_extractor", "__version__"]
+__all__ = [
+    "compute_pr",
+    "compute_epr",
+    "AuditWarning",
+    "Result",
+    "KResult",
+    "HubStatistics",
+    "SideSampling",
+    "Audit",
+    "Plan",
+    "knn_graph",
+    "register_backend",
+    "register_extractor",
+    "__version__",
+]

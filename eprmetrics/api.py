@@ -5,6 +5,7 @@
   (:mod:`eprmetrics.estimators.sampled`) or the thesis's hub method, audited
   (:mod:`eprmetrics.estimators.hubness`).
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
@@ -12,13 +13,33 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from .defaults import DEFAULTS
-from .estimators import (FAST_METHODS, RADII_MODES, EngineOptions, ExactSpec, HubSpec, RunContext, SampledSpec,
-                         SampleRequest, assemble, run_exact, run_hubness, run_sampled)
+from .estimators import (
+    FAST_METHODS,
+    RADII_MODES,
+    EngineOptions,
+    ExactSpec,
+    HubSpec,
+    RunContext,
+    SampledSpec,
+    SampleRequest,
+    assemble,
+    run_exact,
+    run_hubness,
+    run_sampled,
+)
 from .inputs import FeaturesLike, ImageOptions, resolve_pair
 from .neighbours import get_backend
 from .result import Result
-from .validation import (check_audit, check_bool, check_choice, check_confidence, check_int, check_k,
-                         check_sample_size, check_single_k)
+from .validation import (
+    check_audit,
+    check_bool,
+    check_choice,
+    check_confidence,
+    check_int,
+    check_k,
+    check_sample_size,
+    check_single_k,
+)
 
 __all__ = ["compute_pr", "compute_epr"]
 
@@ -200,8 +221,10 @@ def compute_epr(
     if backend != "auto":
         get_backend(backend)
     if backend_options is not None and not isinstance(backend_options, dict):
-        raise TypeError(f"backend_options: expected a dict of backend parameters or None, got "
-                        f"{type(backend_options).__name__}; e.g. backend_options={{'nprobe': 32}}")
+        raise TypeError(
+            f"backend_options: expected a dict of backend parameters or None, got "
+            f"{type(backend_options).__name__}; e.g. backend_options={{'nprobe': 32}}"
+        )
     sample = SampleRequest(check_sample_size(sample_size), check_confidence(confidence))
     audit_size = check_audit(audit, DEFAULTS["audit_size"])
     check_int(seed, "seed", minimum=0)

@@ -6,6 +6,7 @@ give the messages; choice lists come from the registries. Every error caused
 by the input ends as one line on stderr and exit status 2 (``--debug`` shows
 the traceback instead).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,7 @@ from .neighbours import backend_names
 
 __all__ = ["main"]
 
+
 class UsageError(Exception):
     """A bad command line (unknown flag, unreadable value): reported on one line like every user error."""
 
@@ -31,7 +33,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-_USER_ERRORS = (UsageError, ValueError, TypeError, FileNotFoundError, ModuleNotFoundError, PermissionError, IsADirectoryError)
+_USER_ERRORS = (
+    UsageError,
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    ModuleNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+)
 
 
 def _k_list(text: str) -> tuple[int, ...]:
@@ -72,10 +82,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true", help="use < instead of ≤ for ball membership (prdc's rule)")
     p.add_argument("--device", default=DEFAULTS["device"], help="auto, cpu, cuda or cuda:N")
     p.add_argument("--memory-budget", type=_bytes, default=None, help="tile workspace, e.g. 512M, 4G")
-    p.add_argument("--error-bound", choices=ERROR_BOUNDS, default=DEFAULTS["error_bound"],
-                   help="fp32 rounding bound deciding which cases are re-checked in float64")
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default=DEFAULTS["precision"],
-                   help="GEMM precision (tf32: CUDA only); decisions stay exact, more are re-checked in float64")
+    p.add_argument(
+        "--error-bound",
+        choices=ERROR_BOUNDS,
+        default=DEFAULTS["error_bound"],
+        help="fp32 rounding bound deciding which cases are re-checked in float64",
+    )
+    p.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default=DEFAULTS["precision"],
+        help="GEMM precision (tf32: CUDA only); decisions stay exact, more are re-checked in float64",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -86,25 +104,35 @@ def _add_run(sub: Any) -> None:
     run.add_argument("real", help="real images (folder or .zip) or features (.npy/.npz)")
     run.add_argument("fake", help="generated images (folder or .zip) or features (.npy/.npz)")
     run.add_argument("--exact", action="store_true", help="exact P&R instead of a fast estimate")
-    run.add_argument("--method", choices=FAST_METHODS, default=DEFAULTS["method"],
-                     help="fast method: hubness (thesis eP&R, audited) or sampled (estimate with intervals)")
-    run.add_argument("--sample-size", type=_number,
-                     default=DEFAULTS["sample_size"],
-                     help="sampled: queries per set (int) or target interval half-width (float, default 0.01)")
-    run.add_argument("--confidence", type=float,
-                     default=DEFAULTS["confidence"], help="interval level (0.95)")
+    run.add_argument(
+        "--method",
+        choices=FAST_METHODS,
+        default=DEFAULTS["method"],
+        help="fast method: hubness (thesis eP&R, audited) or sampled (estimate with intervals)",
+    )
+    run.add_argument(
+        "--sample-size",
+        type=_number,
+        default=DEFAULTS["sample_size"],
+        help="sampled: queries per set (int) or target interval half-width (float, default 0.01)",
+    )
+    run.add_argument("--confidence", type=float, default=DEFAULTS["confidence"], help="interval level (0.95)")
     run.add_argument("--no-audit", action="store_true", help="hubness: skip the sampled audit")
     run.add_argument("--t", type=int, default=DEFAULTS["t"], help="hub threshold on k-occurrence (eP&R)")
-    run.add_argument("--backend", default=DEFAULTS["backend"], choices=["auto", *backend_names()],
-                     help="k-NN backend of the fast methods")
+    run.add_argument(
+        "--backend",
+        default=DEFAULTS["backend"],
+        choices=["auto", *backend_names()],
+        help="k-NN backend of the fast methods",
+    )
     run.add_argument("--radii", choices=RADII_MODES, default=DEFAULTS["radii"], help="hub radii source (eP&R)")
     run.add_argument("--realism", action="store_true", help="store per-sample realism scores in --json (--exact)")
-    run.add_argument("--extractor", default=DEFAULTS["extractor"], choices=extractor_names(),
-                     help="feature network for image inputs")
+    run.add_argument(
+        "--extractor", default=DEFAULTS["extractor"], choices=extractor_names(), help="feature network for image inputs"
+    )
     run.add_argument("--weights", help="state-dict file for the extractor (offline)")
     run.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    run.add_argument("--workers", type=int, default=DEFAULTS["num_workers"],
-                     help="DataLoader worker processes")
+    run.add_argument("--workers", type=int, default=DEFAULTS["num_workers"], help="DataLoader worker processes")
     run.add_argument("--cache-dir", help="reuse/keep extracted features here")
     run.add_argument("--save-features", metavar="DIR", help="write real.npy and fake.npy features to DIR")
     run.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
@@ -116,11 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="eprmetrics",
         description="Precision & recall of generative models. `eprmetrics REAL FAKE` on image folders, zips or "
-                    "feature files (eP&R by default, --exact for exact P&R); `eprmetrics demo`.",
+        "feature files (eP&R by default, --exact for exact P&R); `eprmetrics demo`.",
     )
     sub = parser.add_subparsers(dest="command")
     _add_run(sub)
-    demo = sub.add_parser("demo", help="synthetic real/fake pairs with controlled defects: exact P&R vs eP&R vs sampled")
+    demo = sub.add_parser(
+        "demo", help="synthetic real/fake pairs with controlled defects: exact P&R vs eP&R vs sampled"
+    )
     demo.add_argument("--n", type=int, default=5000, help="samples per set (default 5000)")
     demo.add_argument("--dim", type=int, default=2048, help="feature dimension (default 2048)")
     demo.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -148,29 +178,54 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _engine_opts(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(strict=args.strict, device=args.device, memory_budget=args.memory_budget,
-                error_bound=args.error_bound, precision=args.precision, progress=not args.quiet)
+    return dict(
+        strict=args.strict,
+        device=args.device,
+        memory_budget=args.memory_budget,
+        error_bound=args.error_bound,
+        precision=args.precision,
+        progress=not args.quiet,
+    )
 
 
 def _run_on(args: argparse.Namespace, rank: int) -> int:
     from .api import compute_epr, compute_pr
 
-    common = dict(_engine_opts(args), extractor=args.extractor, weights=args.weights, batch_size=args.batch_size,
-                  num_workers=args.workers, cache_dir=args.cache_dir, save_features=args.save_features,
-                  on_error="skip" if args.skip_bad_images else "raise")
+    common = dict(
+        _engine_opts(args),
+        extractor=args.extractor,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        cache_dir=args.cache_dir,
+        save_features=args.save_features,
+        on_error="skip" if args.skip_bad_images else "raise",
+    )
     if args.exact:
         res = compute_pr(args.real, args.fake, k=args.k, realism=args.realism, **common)
     else:
         k = args.k[0] if len(args.k) == 1 else args.k
-        res = compute_epr(args.real, args.fake, method=args.method, k=k, t=args.t, backend=args.backend,
-                          radii=args.radii, sample_size=args.sample_size, confidence=args.confidence,
-                          audit=not args.no_audit, **common)
+        res = compute_epr(
+            args.real,
+            args.fake,
+            method=args.method,
+            k=k,
+            t=args.t,
+            backend=args.backend,
+            radii=args.radii,
+            sample_size=args.sample_size,
+            confidence=args.confidence,
+            audit=not args.no_audit,
+            **common,
+        )
     if rank != 0:  # every rank holds the same result: rank 0 reports it
         return 0
     print(res)
     if res.method == "hubness":
-        print("eP&R is an estimate on hubs; its error depends on the data (see the audit line). "
-              "--method sampled gives intervals, --exact the exact value.")
+        print(
+            "eP&R is an estimate on hubs; its error depends on the data (see the audit line). "
+            "--method sampled gives intervals, --exact the exact value."
+        )
     if args.json:
         res.to_json(args.json)
     return 0

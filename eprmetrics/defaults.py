@@ -1,4 +1,5 @@
 """One mapping of defaults shared by the Python API and the CLI."""
+
 from __future__ import annotations
 
 DEFAULTS = {

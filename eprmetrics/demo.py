@@ -6,6 +6,7 @@
 * :func:`bench` — exact P&R against the fast methods on one pair: time,
   speed-up, peak memory and relative error.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,18 +38,26 @@ def _demo_row(real: Any, fake: Any, seed: int, opts: dict[str, Any]) -> tuple[Re
     smp = compute_epr(real, fake, method="sampled", seed=seed, **opts)
     assert smp.precision_ci is not None and smp.recall_ci is not None and hub.audit is not None
     hw = [(hi - lo) / 2 for lo, hi in (smp.precision_ci, smp.recall_ci)]
-    holds = all(lo <= v <= hi for v, (lo, hi) in ((exact.precision, smp.precision_ci),
-                                                  (exact.recall, smp.recall_ci)))
-    line = (f"{exact.precision:>7.4f} {exact.recall:>7.4f} {exact.seconds:>6.2f}s | "
-            f"{hub.precision:>7.4f} {hub.recall:>7.4f} {hub.seconds:>6.2f}s "
-            f"{100 * _rel_err(exact.precision, hub.precision):>5.1f}% {100 * _rel_err(exact.recall, hub.recall):>5.1f}% "
-            f"{'ok' if hub.audit.consistent else 'WARN':>6} | "
-            f"{smp.precision:>7.4f}±{hw[0]:.4f} {smp.recall:>7.4f}±{hw[1]:.4f} {smp.seconds:>6.2f}s {str(holds):>8}")
+    holds = all(lo <= v <= hi for v, (lo, hi) in ((exact.precision, smp.precision_ci), (exact.recall, smp.recall_ci)))
+    line = (
+        f"{exact.precision:>7.4f} {exact.recall:>7.4f} {exact.seconds:>6.2f}s | "
+        f"{hub.precision:>7.4f} {hub.recall:>7.4f} {hub.seconds:>6.2f}s "
+        f"{100 * _rel_err(exact.precision, hub.precision):>5.1f}% {100 * _rel_err(exact.recall, hub.recall):>5.1f}% "
+        f"{'ok' if hub.audit.consistent else 'WARN':>6} | "
+        f"{smp.precision:>7.4f}±{hw[0]:.4f} {smp.recall:>7.4f}±{hw[1]:.4f} {smp.seconds:>6.2f}s {str(holds):>8}"
+    )
     return exact, hub, smp, line
 
 
-def demo(n: int, dim: int, seed: int, k: int, opts: dict[str, Any], plot: Optional[str] = None,
-         json_path: Optional[str] = None) -> list[dict[str, Any]]:
+def demo(
+    n: int,
+    dim: int,
+    seed: int,
+    k: int,
+    opts: dict[str, Any],
+    plot: Optional[str] = None,
+    json_path: Optional[str] = None,
+) -> list[dict[str, Any]]:
     """Print the demo table (and optionally plot it / write it as JSON); returns its rows.
 
     ``opts``: options for both entry points (strict, device, memory_budget, error_bound, precision, progress).
@@ -56,22 +65,35 @@ def demo(n: int, dim: int, seed: int, k: int, opts: dict[str, Any], plot: Option
     if n < 2 or dim < 1:
         raise fail("--n and --dim", "n ≥ 2 and dim ≥ 1", f"n={n}, dim={dim}", show=False)
     print(f"eprmetrics demo: synthetic VGG-like features, n={n} per set, dim={dim}, k={k}, t=3")
-    print(f"{'defect':<12} {'strength':>8} | {'exact P':>7} {'exact R':>7} {'time':>7} | "
-          f"{'eP&R P':>7} {'eP&R R':>7} {'time':>7} {'P err':>6} {'R err':>6} {'audit':>6} | "
-          f"{'sampled P':>15} {'sampled R':>15} {'time':>7} {'CI holds':>8}")
+    print(
+        f"{'defect':<12} {'strength':>8} | {'exact P':>7} {'exact R':>7} {'time':>7} | "
+        f"{'eP&R P':>7} {'eP&R R':>7} {'time':>7} {'P err':>6} {'R err':>6} {'audit':>6} | "
+        f"{'sampled P':>15} {'sampled R':>15} {'time':>7} {'CI holds':>8}"
+    )
     rows = []
     for defect, strength in DEMO_CASES:
         real, fake = make_pair(n, n, dim=dim, defect=defect, strength=strength, seed=seed)
         exact, hub, smp, line = _demo_row(real, fake, seed, dict(opts, k=k))
         print(f"{defect:<12} {strength:>8.2f} | {line}")
-        rows.append({"defect": defect, "strength": strength, "exact": exact.to_dict(), "epr": hub.to_dict(),
-                     "sampled": smp.to_dict()})
+        rows.append(
+            {
+                "defect": defect,
+                "strength": strength,
+                "exact": exact.to_dict(),
+                "epr": hub.to_dict(),
+                "sampled": smp.to_dict(),
+            }
+        )
     assert hub.hubs is not None
-    print(f"\neP&R backend: {hub.backend} ({hub.backend_reason}); hubs: real {100 * hub.hubs['real'].fraction:.1f}%, "
-          f"fake {100 * hub.hubs['fake'].fraction:.1f}%. eP&R is an estimate whose error depends on the data: "
-          f"'audit' says whether it lies inside its sampled audit's 95% interval.")
-    print("sampled = compute_epr(method='sampled'): unbiased, ± the 95% half-width; 'CI holds' = both intervals "
-          "contain the exact values.")
+    print(
+        f"\neP&R backend: {hub.backend} ({hub.backend_reason}); hubs: real {100 * hub.hubs['real'].fraction:.1f}%, "
+        f"fake {100 * hub.hubs['fake'].fraction:.1f}%. eP&R is an estimate whose error depends on the data: "
+        f"'audit' says whether it lies inside its sampled audit's 95% interval."
+    )
+    print(
+        "sampled = compute_epr(method='sampled'): unbiased, ± the 95% half-width; 'CI holds' = both intervals "
+        "contain the exact values."
+    )
     if plot:
         demo_plot(rows, plot)
     print("\nStages of the last exact run:")
@@ -85,31 +107,43 @@ def demo(n: int, dim: int, seed: int, k: int, opts: dict[str, Any], plot: Option
 def bench_data(real: Optional[str], fake: Optional[str], n: int, dim: int, seed: int) -> tuple[Any, Any, str]:
     """The bench's pair: two feature files, or a synthetic pair (truncation ψ = 0.9); and its description."""
     if bool(real) != bool(fake):
-        raise fail("--real and --fake", "both feature files, or neither for synthetic features",
-                   f"--real={real} --fake={fake}", show=False)
+        raise fail(
+            "--real and --fake",
+            "both feature files, or neither for synthetic features",
+            f"--real={real} --fake={fake}",
+            show=False,
+        )
     if real and fake:
         return real, fake, f"{real} vs {fake}"
     r, f = make_pair(n, n, dim=dim, defect="truncation", strength=0.1, seed=seed)
     return r, f, f"synthetic n={n} dim={dim} (truncation ψ=0.9)"
 
 
-def bench(data: tuple[Any, Any, str], k: int, t: int, opts: dict[str, Any],
-          json_path: Optional[str] = None) -> list[dict[str, Any]]:
+def bench(
+    data: tuple[Any, Any, str], k: int, t: int, opts: dict[str, Any], json_path: Optional[str] = None
+) -> list[dict[str, Any]]:
     """Exact P&R and the fast methods on one pair, in one process: time, speed-up, memory, error."""
     real, fake, what = data
     exact = compute_pr(real, fake, k=k, density_coverage=False, **opts)
     runs = [("exact compute_pr", exact)]
-    for label, extra in (("compute_epr", {}), ("compute_epr radii=ann", {"radii": "ann"}),
-                         ("compute_epr sampled", {"method": "sampled"})):
+    for label, extra in (
+        ("compute_epr", {}),
+        ("compute_epr radii=ann", {"radii": "ann"}),
+        ("compute_epr sampled", {"method": "sampled"}),
+    ):
         runs.append((label, compute_epr(real, fake, k=k, t=t, **extra, **opts)))
     print(f"eprmetrics bench: {what}, k={k}, t={t}, device={exact.device}")
-    print(f"{'method':<22} {'backend':<10} {'time':>8} {'speed-up':>8} {'peak RSS':>10} {'P':>7} {'R':>7} "
-          f"{'P err':>6} {'R err':>6}")
+    print(
+        f"{'method':<22} {'backend':<10} {'time':>8} {'speed-up':>8} {'peak RSS':>10} {'P':>7} {'R':>7} "
+        f"{'P err':>6} {'R err':>6}"
+    )
     rows = []
     for label, r in runs:
         pe, re_ = _rel_err(exact.precision, r.precision), _rel_err(exact.recall, r.recall)
-        print(f"{label:<22} {r.backend or '-':<10} {r.seconds:>7.2f}s {exact.seconds / r.seconds:>7.2f}× "
-              f"{format_bytes(r.peak_rss):>10} {r.precision:>7.4f} {r.recall:>7.4f} {100 * pe:>5.1f}% {100 * re_:>5.1f}%")
+        print(
+            f"{label:<22} {r.backend or '-':<10} {r.seconds:>7.2f}s {exact.seconds / r.seconds:>7.2f}× "
+            f"{format_bytes(r.peak_rss):>10} {r.precision:>7.4f} {r.recall:>7.4f} {100 * pe:>5.1f}% {100 * re_:>5.1f}%"
+        )
         rows.append({"method": label, **r.to_dict()})
     if json_path:
         with open(json_path, "w") as fh:

@@ -8,6 +8,7 @@ opened (cheap checks) before either is extracted, then turned into features by
 :mod:`eprmetrics.features`, then checked as a pair (dimensions, sizes, finite
 values).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,21 +61,33 @@ class ImageOptions:
         if not is_image_input(value):
             return value
         save_to = None if self.save_features is None else os.path.join(os.fspath(self.save_features), f"{name}.npy")
-        return extract_features(value, name=name, extractor=self.extractor, weights=self.weights, device=device,
-                                batch_size=self.batch_size, num_workers=self.num_workers, cache_dir=self.cache_dir,
-                                save_to=save_to, on_error=self.on_error, progress=progress)
+        return extract_features(
+            value,
+            name=name,
+            extractor=self.extractor,
+            weights=self.weights,
+            device=device,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            cache_dir=self.cache_dir,
+            save_to=save_to,
+            on_error=self.on_error,
+            progress=progress,
+        )
 
 
-def resolve_pair(real: Any, fake: Any, k_max: int, images: ImageOptions, device: torch.device,
-                 progress: bool) -> tuple[FeatureSet, FeatureSet]:
+def resolve_pair(
+    real: Any, fake: Any, k_max: int, images: ImageOptions, device: torch.device, progress: bool
+) -> tuple[FeatureSet, FeatureSet]:
     """``real`` and ``fake`` as validated feature sets, whatever form they were given in.
 
     Raises:
         ValueError, TypeError, FileNotFoundError: naming the input and what was expected.
     """
     opened = images.open(real, "real"), images.open(fake, "fake")  # both checked before either is extracted
-    real_fs, fake_fs = (as_feature_set(images.features(v, name, device, progress), name)
-                        for v, name in zip(opened, ("real", "fake")))
+    real_fs, fake_fs = (
+        as_feature_set(images.features(v, name, device, progress), name) for v, name in zip(opened, ("real", "fake"))
+    )
     validate_pair(real_fs, fake_fs, k_max)
     return real_fs, fake_fs
 
@@ -90,9 +103,7 @@ def _load_path(path: Union[str, os.PathLike], name: str) -> np.ndarray:
                 return archive[keys[0]]
             if "features" in keys:
                 return archive["features"]
-            raise ValueError(
-                f"{name}: {path!r} holds arrays {keys}; expected a single array or one named 'features'"
-            )
+            raise ValueError(f"{name}: {path!r} holds arrays {keys}; expected a single array or one named 'features'")
     raise ValueError(f"{name}: expected a folder of images, a .zip, or features as .npy/.npz, got {path!r}")
 
 
@@ -136,7 +147,9 @@ def validate_pair(real: FeatureSet, fake: FeatureSet, k_max: int) -> None:
         ValueError: naming the argument and the values received.
     """
     if real.dim != fake.dim:
-        raise ValueError(f"real and fake must have the same feature dimension, got real dim {real.dim} and fake dim {fake.dim}")
+        raise ValueError(
+            f"real and fake must have the same feature dimension, got real dim {real.dim} and fake dim {fake.dim}"
+        )
     for fs in (real, fake):
         if fs.dim == 0:
             raise ValueError(f"{fs.name}: expected at least one feature column, got shape {tuple(fs.data.shape)}")
@@ -147,7 +160,7 @@ def validate_pair(real: FeatureSet, fake: FeatureSet, k_max: int) -> None:
 
 def _check_finite(fs: FeatureSet) -> None:
     for start in range(0, fs.n, _CHECK_ROWS):
-        rows = fs.data[start:start + _CHECK_ROWS]
+        rows = fs.data[start : start + _CHECK_ROWS]
         ok = torch.isfinite(rows).all(dim=1) if isinstance(rows, torch.Tensor) else np.isfinite(rows).all(axis=1)
         if not bool(ok.all()):
             bad = start + int(np.flatnonzero(~np.asarray(ok.cpu() if isinstance(ok, torch.Tensor) else ok))[0])

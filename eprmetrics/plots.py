@@ -2,6 +2,7 @@
 
 Needs matplotlib (the ``bench`` extra); without it the plot is skipped with a message.
 """
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ Example:
     >>> prof.stages[0].name
     'sum'
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -3,6 +3,7 @@
 Reads results by attribute only (it imports nothing from :mod:`eprmetrics.result`),
 so the data classes can use it for ``str(result)``.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
@@ -37,8 +38,10 @@ def stage_table(res: "Result") -> str:
     width = max([len(s.name) for s in res.stages] + [5])
     rows = [f"{'stage':<{width}}  {'time (s)':>9}  {'peak RSS':>10}  {'RSS growth':>10}  {'device peak':>11}"]
     for s in res.stages:
-        rows.append(f"{s.name:<{width}}  {s.seconds:9.3f}  {format_bytes(s.rss_peak):>10}  "
-                    f"{format_bytes(s.rss_growth):>10}  {format_bytes(s.device_peak):>11}")
+        rows.append(
+            f"{s.name:<{width}}  {s.seconds:9.3f}  {format_bytes(s.rss_peak):>10}  "
+            f"{format_bytes(s.rss_growth):>10}  {format_bytes(s.device_peak):>11}"
+        )
     rows.append(f"{'total':<{width}}  {res.seconds:9.3f}")
     return "\n".join(rows)
 
@@ -48,8 +51,10 @@ def _hub_lines(res: "Result") -> list[str]:
     lines = [f"hubs at t={res.t}: {hubs}; backend={res.backend} ({res.backend_reason}); radii={res.radii}"]
     a = res.audit
     if a is not None:
-        sides = "; ".join(f"{side} {s.estimate:.4f} [{s.interval[0]:.4f}, {s.interval[1]:.4f}] from {s.sample_size} "
-                          f"queries" for side, s in (("precision", a.precision), ("recall", a.recall)))
+        sides = "; ".join(
+            f"{side} {s.estimate:.4f} [{s.interval[0]:.4f}, {s.interval[1]:.4f}] from {s.sample_size} queries"
+            for side, s in (("precision", a.precision), ("recall", a.recall))
+        )
         verdict = "" if a.consistent else "  ← eP&R lies OUTSIDE: prefer method='sampled' or exact"
         lines.append(f"audit (sampled, {100 * a.confidence:.0f}%): {sides}{verdict}")
     return lines
@@ -58,18 +63,22 @@ def _hub_lines(res: "Result") -> list[str]:
 def _sampled_line(res: "Result") -> str:
     s = res.sampling or {}
     p, r = s["precision"], s["recall"]
-    return (f"sampled estimate, {100 * (res.confidence or 0):.0f}% intervals: precision "
-            f"[{p.interval[0]:.4f}, {p.interval[1]:.4f}] from {p.sample_size} of {p.population} fakes, recall "
-            f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}] from {r.sample_size} of {r.population} reals; "
-            f"backend={res.backend}")
+    return (
+        f"sampled estimate, {100 * (res.confidence or 0):.0f}% intervals: precision "
+        f"[{p.interval[0]:.4f}, {p.interval[1]:.4f}] from {p.sample_size} of {p.population} fakes, recall "
+        f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}] from {r.sample_size} of {r.population} reals; "
+        f"backend={res.backend}"
+    )
 
 
 def render(res: "Result") -> str:
     """The whole text report (what ``str(result)`` and the CLI print)."""
     conv = "strict (<)" if res.strict else "inclusive (≤)"
     label = {"hubness": "eP&R (hubness)"}.get(res.method, res.method)
-    lines = [f"eprmetrics {label} P&R — n_real={res.n_real}, n_fake={res.n_fake}, dim={res.dim}, {conv}, "
-             f"device={res.device}, tile={res.tile}, float64 re-checks={res.n_redecided}"]
+    lines = [
+        f"eprmetrics {label} P&R — n_real={res.n_real}, n_fake={res.n_fake}, dim={res.dim}, {conv}, "
+        f"device={res.device}, tile={res.tile}, float64 re-checks={res.n_redecided}"
+    ]
     if res.method == "hubness":
         lines += _hub_lines(res)
     if res.method == "sampled":

@@ -6,6 +6,7 @@ method, per set), :class:`SideSampling` (sampled estimator and audit, per
 side), :class:`Audit` and :class:`Plan`. They also read like the dictionaries
 they replace (``res.hubs["real"]["fraction"]`` equals ``res.hubs["real"].fraction``).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -26,6 +26,7 @@ Example:
     >>> tuple(real.shape), tuple(fake.shape), bool((real >= 0).all())
     ((200, 32), (100, 32), True)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,12 +69,12 @@ class _Model:
     def __init__(self, spec: SyntheticSpec, device: torch.device) -> None:
         g = _gen(spec.seed, 99, device=device)
         self.spec = spec
-        self.W = torch.randn(spec.latent, spec.dim, generator=g, device=device) / spec.latent ** 0.5
+        self.W = torch.randn(spec.latent, spec.dim, generator=g, device=device) / spec.latent**0.5
         self.centers = torch.randn(spec.n_modes, spec.latent, generator=g, device=device) * spec.mode_spread
         # Unequal mode sizes (Zipf-like), as real datasets have.
         w = 1.0 / torch.arange(1, spec.n_modes + 1, device=device, dtype=torch.float32) ** 0.5
         self.weights = w / w.sum()
-        self.scale = float((1 + spec.mode_spread ** 2) ** 0.5)  # std of a pre-activation
+        self.scale = float((1 + spec.mode_spread**2) ** 0.5)  # std of a pre-activation
 
     def latents(self, n: int, g: torch.Generator, modes: int) -> torch.Tensor:
         dev = self.W.device
@@ -85,9 +86,18 @@ class _Model:
         return torch.relu(z @ self.W + self.spec.bias * self.scale)
 
 
-def generate(n: int, spec: SyntheticSpec = SyntheticSpec(), *, defect: str = "none", strength: float = 0.0,
-             stream: int = _REAL, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
-             start: int = 0, out: Optional[Union[np.ndarray, torch.Tensor]] = None) -> torch.Tensor:
+def generate(
+    n: int,
+    spec: SyntheticSpec = SyntheticSpec(),
+    *,
+    defect: str = "none",
+    strength: float = 0.0,
+    stream: int = _REAL,
+    device: Union[str, torch.device] = "cpu",
+    dtype: torch.dtype = torch.float32,
+    start: int = 0,
+    out: Optional[Union[np.ndarray, torch.Tensor]] = None,
+) -> torch.Tensor:
     """Rows ``start .. start+n`` of a synthetic set (``stream`` 0 = real, 1 = fake).
 
     Args:
@@ -131,15 +141,23 @@ def generate(n: int, spec: SyntheticSpec = SyntheticSpec(), *, defect: str = "no
         block = x.to(dtype)
         i0 = c0 - start
         if isinstance(result, np.ndarray):
-            result[i0:i0 + rows] = block.cpu().numpy()
+            result[i0 : i0 + rows] = block.cpu().numpy()
         else:
-            result[i0:i0 + rows] = block
+            result[i0 : i0 + rows] = block
     return result
 
 
-def make_pair(n_real: int, n_fake: int, *, dim: int = 4096, defect: str = "none", strength: float = 0.0,
-              seed: int = 0, device: Union[str, torch.device] = "cpu", spec: Optional[SyntheticSpec] = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def make_pair(
+    n_real: int,
+    n_fake: int,
+    *,
+    dim: int = 4096,
+    defect: str = "none",
+    strength: float = 0.0,
+    seed: int = 0,
+    device: Union[str, torch.device] = "cpu",
+    spec: Optional[SyntheticSpec] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A real set and a fake set with the chosen defect, as float32 tensors."""
     spec = spec or SyntheticSpec(dim=dim, seed=seed)
     real = generate(n_real, spec, stream=_REAL, device=device)
@@ -147,14 +165,32 @@ def make_pair(n_real: int, n_fake: int, *, dim: int = 4096, defect: str = "none"
     return real, fake
 
 
-def write_npy(path: str, n: int, spec: SyntheticSpec = SyntheticSpec(), *, defect: str = "none", strength: float = 0.0,
-              stream: int = _REAL, dtype: str = "float32", device: Union[str, torch.device] = "cpu") -> np.ndarray:
+def write_npy(
+    path: str,
+    n: int,
+    spec: SyntheticSpec = SyntheticSpec(),
+    *,
+    defect: str = "none",
+    strength: float = 0.0,
+    stream: int = _REAL,
+    dtype: str = "float32",
+    device: Union[str, torch.device] = "cpu",
+) -> np.ndarray:
     """Write a synthetic set straight into a ``.npy`` memory map, chunk by chunk; returns the map."""
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, spec.dim))
     torch_dtype = getattr(torch, dtype)
     for c0 in range(0, n, 16 * CHUNK):
         rows = min(16 * CHUNK, n - c0)
-        generate(rows, spec, defect=defect, strength=strength, stream=stream, device=device, dtype=torch_dtype,
-                 start=c0, out=mm[c0:c0 + rows])
+        generate(
+            rows,
+            spec,
+            defect=defect,
+            strength=strength,
+            stream=stream,
+            device=device,
+            dtype=torch_dtype,
+            start=c0,
+            out=mm[c0 : c0 + rows],
+        )
     mm.flush()
     return mm

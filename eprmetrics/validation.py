@@ -9,14 +9,15 @@ passes its values to the API, so both speak alike.
 Functions here depend on nothing else in the package: every layer may use them.
 
 Example:
-    >>> from eprmetrics.validation import check_k
+    >>> from eprmetrics.validation import check_k, check_confidence
     >>> check_k((3, 5))
     (3, 5)
-    >>> check_k(0)
+    >>> check_confidence(2)
     Traceback (most recent call last):
     ...
-    ValueError: k: expected a positive int or a non-empty sequence of distinct positive ints, got 0; e.g. k=3 or k=(3, 5, 10)
+    ValueError: confidence: expected a float in (0, 1), got 2; e.g. confidence=0.95
 """
+
 from __future__ import annotations
 
 import importlib
@@ -45,7 +46,9 @@ __all__ = [
 SampleSize = Union[int, float]
 
 
-def fail(name: str, expected: str, got: Any, fix: str = "", *, error: type = ValueError, show: bool = True) -> Exception:
+def fail(
+    name: str, expected: str, got: Any, fix: str = "", *, error: type = ValueError, show: bool = True
+) -> Exception:
     """The exception every check raises: ``"{name}: expected {expected}, got {got!r}; {fix}"``.
 
     ``show=False`` puts ``got`` as it is (already formatted) instead of its ``repr``.
@@ -84,8 +87,9 @@ def check_k(k: Any) -> tuple[int, ...]:
     """``k`` as a tuple of distinct positive ints, in the order given (the first is the headline)."""
     ks = (k,) if _is_int(k) else tuple(k) if isinstance(k, (list, tuple)) else ()
     if not ks or any(not _is_int(v) or v < 1 for v in ks) or len(set(ks)) != len(ks):
-        raise fail("k", "a positive int or a non-empty sequence of distinct positive ints", k,
-                   "e.g. k=3 or k=(3, 5, 10)")
+        raise fail(
+            "k", "a positive int or a non-empty sequence of distinct positive ints", k, "e.g. k=3 or k=(3, 5, 10)"
+        )
     return tuple(int(v) for v in ks)
 
 
@@ -107,8 +111,12 @@ def check_sample_size(value: Any, name: str = "sample_size") -> SampleSize:
     """A positive int (queries per set) or a float in (0, 1) (target half-width of the intervals)."""
     ok = _is_int(value) and value >= 1 or isinstance(value, float) and 0 < value < 1
     if not ok:
-        raise fail(name, "a positive int (queries per set) or a float in (0, 1) (target 95% half-width)", value,
-                   "e.g. 2000 or 0.01")
+        raise fail(
+            name,
+            "a positive int (queries per set) or a float in (0, 1) (target 95% half-width)",
+            value,
+            "e.g. 2000 or 0.01",
+        )
     return int(value) if _is_int(value) else float(value)
 
 
@@ -148,4 +156,5 @@ def require(module: str, extra: str, backend: str, kind: str = "backend") -> Any
     except ImportError as exc:
         package = module.split(".")[0]
         raise ModuleNotFoundError(
-            f"{kind} {backend!r} needs the {package!r} package: pip install 'eprmetrics[{extra}]'") from exc
+            f"{kind} {backend!r} needs the {package!r} package: pip install 'eprmetrics[{extra}]'"
+        ) from exc

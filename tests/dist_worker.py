@@ -1,4 +1,5 @@
 """Run by tests/test_distributed.py under torchrun: every rank computes and writes its results."""
+
 import json
 import sys
 import warnings

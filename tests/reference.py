@@ -1,4 +1,5 @@
 """Float64 brute-force references (direct differences, full matrices): small inputs only."""
+
 from __future__ import annotations
 
 import numpy as np

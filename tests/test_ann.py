@@ -1,20 +1,36 @@
 """ANN backends against the exact graph; the contract; registry; hubness counts."""
+
 import numpy as np
 import pytest
+import torch
 
-from eprmetrics.neighbours.ann import available_backends, backend_names, get_backend, knn_graph, register_backend, resolve_backend
+from eprmetrics.neighbours.ann import (
+    available_backends,
+    backend_names,
+    get_backend,
+    knn_graph,
+    register_backend,
+    resolve_backend,
+)
 from eprmetrics.neighbours.ann.base import ANNBackend, finish_graph
 from eprmetrics.neighbours.hubs import hub_mask, hub_stats, k_occurrence
 from eprmetrics.synthetic import SyntheticSpec, generate
-
-import torch
 
 ALL = ["exact", "ivf-gemm", "faiss-ivf", "faiss-ivfpq", "faiss-ivfsq", "faiss-lsh", "faiss-hnsw", "hnswlib", "scann"]
 # Per-backend floors for hub-label accuracy (share of points whose hub/non-hub label at t=3
 # matches the exact graph's) on 3000 × 128 synthetic features. The exact and re-ranked/graph
 # backends find virtually every neighbour; IVF variants probe ~10% of lists.
-FLOORS = {"exact": 1.0, "ivf-gemm": 0.97, "faiss-ivf": 0.97, "faiss-ivfpq": 0.95, "faiss-ivfsq": 0.97, "faiss-lsh": 0.95,
-          "faiss-hnsw": 0.98, "hnswlib": 0.98, "scann": 0.98}
+FLOORS = {
+    "exact": 1.0,
+    "ivf-gemm": 0.97,
+    "faiss-ivf": 0.97,
+    "faiss-ivfpq": 0.95,
+    "faiss-ivfsq": 0.97,
+    "faiss-lsh": 0.95,
+    "faiss-hnsw": 0.98,
+    "hnswlib": 0.98,
+    "scann": 0.98,
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +70,9 @@ def test_backend_against_exact_graph(name, data, exact_graph):
     label_acc = np.mean(hub_mask(occ, 3) == hub_mask(occ_ref, 3))
     assert label_acc >= FLOORS[name], (name, recall, label_acc)
     found = idx >= 0  # distances are true L2 for what was found
-    true = np.sqrt(((data[np.repeat(np.arange(3000), 3)].astype(np.float64)
-                     - data[idx.reshape(-1)]) ** 2).sum(1)).reshape(3000, 3)
+    true = np.sqrt(
+        ((data[np.repeat(np.arange(3000), 3)].astype(np.float64) - data[idx.reshape(-1)]) ** 2).sum(1)
+    ).reshape(3000, 3)
     np.testing.assert_allclose(dist[found], true[found], rtol=2e-3, atol=1e-3)
 
 
@@ -75,7 +92,9 @@ def test_missing_backend_names_the_extra(monkeypatch):
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'eprmetrics\[hnswlib\]'"):
         knn_graph(np.zeros((10, 2), np.float32), 3, backend="hnswlib")
     monkeypatch.setitem(sys.modules, "scann", None)
-    with pytest.raises(ModuleNotFoundError, match=r"backend 'scann' needs the 'scann' package: pip install 'eprmetrics\[scann\]'"):
+    with pytest.raises(
+        ModuleNotFoundError, match=r"backend 'scann' needs the 'scann' package: pip install 'eprmetrics\[scann\]'"
+    ):
         knn_graph(np.zeros((10, 2), np.float32), 3, backend="scann")
 
 

@@ -1,4 +1,5 @@
 """The command line: results, JSON, and one-line errors with exit status 2."""
+
 import json
 
 import numpy as np
@@ -18,8 +19,10 @@ def files(tmp_path, rng):
 
 def test_run_prints_and_writes_json(files, capsys):
     out = files / "out.json"
-    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--exact", "--k", "3,5", "--json", str(out),
-                 "--quiet"]) == 0
+    assert (
+        main([str(files / "real.npy"), str(files / "fake.npy"), "--exact", "--k", "3,5", "--json", str(out), "--quiet"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "precision" in text and "stage" in text
     data = json.loads(out.read_text())
@@ -47,12 +50,15 @@ def test_demo_prints_table(capsys, tmp_path):
     assert plot.stat().st_size > 1000
 
 
-@pytest.mark.parametrize("argv_tail,message", [
-    (["missing.npy"], "fake: no such file or directory"),
-    (["bad.npy"], "fake: features must be finite"),
-    (["short.npy"], "fake: k=3 needs at least 4 samples"),
-    (["wide.npy"], "same feature dimension"),
-])
+@pytest.mark.parametrize(
+    "argv_tail,message",
+    [
+        (["missing.npy"], "fake: no such file or directory"),
+        (["bad.npy"], "fake: features must be finite"),
+        (["short.npy"], "fake: k=3 needs at least 4 samples"),
+        (["wide.npy"], "same feature dimension"),
+    ],
+)
 def test_bad_inputs_one_line_exit_2(files, capsys, argv_tail, message):
     np.save(files / "bad.npy", np.full((20, 8), np.nan, np.float32))
     np.save(files / "short.npy", np.zeros((3, 8), np.float32))
@@ -64,8 +70,10 @@ def test_bad_inputs_one_line_exit_2(files, capsys, argv_tail, message):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv", [["a.npy", "b.npy", "--bogus"], ["a.npy", "b.npy", "--k", "x"],
-                                  ["a.npy", "b.npy", "--memory-budget", "-3G"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["a.npy", "b.npy", "--bogus"], ["a.npy", "b.npy", "--k", "x"], ["a.npy", "b.npy", "--memory-budget", "-3G"]],
+)
 def test_bad_flags_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -86,21 +94,41 @@ def test_bench_on_synthetic_and_files(files, capsys):
     assert main(["bench", "--n", "400", "--dim", "16", "--t", "1", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "exact compute_pr" in text and "compute_epr radii=ann" in text
-    assert main(["bench", "--real", str(files / "real.npy"), "--fake", str(files / "fake.npy"), "--t", "1",
-                 "--quiet"]) == 0
+    assert (
+        main(["bench", "--real", str(files / "real.npy"), "--fake", str(files / "fake.npy"), "--t", "1", "--quiet"])
+        == 0
+    )
     assert main(["bench", "--real", str(files / "real.npy"), "--quiet"]) == 2
 
 
 def test_sampled_method_with_intervals(files, capsys):
     out = files / "sampled.json"
-    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--method", "sampled", "--sample-size", "50",
-                 "--json", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                str(files / "real.npy"),
+                str(files / "fake.npy"),
+                "--method",
+                "sampled",
+                "--sample-size",
+                "50",
+                "--json",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "sampled estimate, 95% intervals" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert data["method"] == "sampled" and data["precision_ci"][0] <= data["precision"] <= data["precision_ci"][1]
 
 
 def test_bad_sample_size_is_one_line(files, capsys):
-    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--method", "sampled", "--sample-size", "2.5",
-                 "--quiet"]) == 2
+    assert (
+        main(
+            [str(files / "real.npy"), str(files / "fake.npy"), "--method", "sampled", "--sample-size", "2.5", "--quiet"]
+        )
+        == 2
+    )
     assert "sample_size" in capsys.readouterr().err

@@ -1,10 +1,10 @@
 """CUDA paths give the CPU's decisions (skipped without a GPU)."""
+
 import numpy as np
 import pytest
 import torch
 
 from eprmetrics import compute_epr, compute_pr
-
 from tests.reference import lattice
 
 pytestmark = pytest.mark.cuda

@@ -1,14 +1,12 @@
 """eP&R against exact P&R and a float64 brute-force eP&R reference."""
+
 import numpy as np
 import pytest
-import torch
 
 from eprmetrics import compute_epr, compute_pr
 from eprmetrics.neighbours.hubs import hub_mask, k_occurrence
 from eprmetrics.synthetic import make_pair
-
-from tests.reference import lattice
-from tests.reference import sqdist
+from tests.reference import lattice, sqdist
 
 
 def brute_epr(real, fake, k, t, strict):
@@ -77,8 +75,10 @@ def test_lattice_ties(rng):
         # ties in the graph are broken by index in the reference; our fp32 graph may pick another
         # neighbour at the same distance, which changes hubs, so compare only with t=0
         full = compute_epr(real, fake, backend="exact", t=0, strict=strict)
-        assert (full.precision, full.recall) == (compute_pr(real, fake, strict=strict).precision,
-                                                 compute_pr(real, fake, strict=strict).recall)
+        assert (full.precision, full.recall) == (
+            compute_pr(real, fake, strict=strict).precision,
+            compute_pr(real, fake, strict=strict).recall,
+        )
         assert 0 <= res.precision <= 1
 
 

@@ -1,16 +1,16 @@
 """Exact P&R against a float64 brute force and prdc: decisions, ties, tiling, directions."""
+
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from eprmetrics import compute_pr
-from eprmetrics.synthetic import make_pair
 from eprmetrics.engine import budget_for_tile
-
-from tests.reference import lattice
-from tests.reference import brute_pr, brute_realism, radii2
+from eprmetrics.synthetic import make_pair
+from tests.reference import brute_pr, brute_realism, lattice, radii2
 
 CONVENTIONS = [False, True]
 
@@ -159,8 +159,11 @@ def test_input_forms_agree(rng, tmp_path):
     np.save(tmp_path / "real.npy", real)
     np.savez(tmp_path / "fake.npz", features=fake)
     base = compute_pr(real, fake)
-    for r, f in [(torch.from_numpy(real), torch.from_numpy(fake)), (str(tmp_path / "real.npy"), tmp_path / "fake.npz"),
-                 (real.astype(np.float16).astype(np.float32), fake)]:
+    for r, f in [
+        (torch.from_numpy(real), torch.from_numpy(fake)),
+        (str(tmp_path / "real.npy"), tmp_path / "fake.npz"),
+        (real.astype(np.float16).astype(np.float32), fake),
+    ]:
         res = compute_pr(r, f)
         if r is not None and getattr(r, "dtype", None) != np.float32 or True:
             assert res.n_real == 100 and res.n_fake == 90
@@ -186,9 +189,9 @@ def test_result_reports_stages_and_json(rng, tmp_path):
 
 @pytest.mark.parametrize("data", ["random", "lattice"])
 def test_exact_knn_matches_bruteforce(rng, data):
+    from eprmetrics.engine import TileEngine
     from eprmetrics.inputs import as_feature_set
     from eprmetrics.neighbours import exact_knn
-    from eprmetrics.engine import TileEngine
     from tests.reference import sqdist
 
     x = rng.normal(size=(150, 5)).astype(np.float32) if data == "random" else lattice(rng, 150, 3, high=3)

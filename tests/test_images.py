@@ -1,4 +1,5 @@
 """Images in: folders, zips, file lists and uint8 tensors through extractors, cache and CLI (offline)."""
+
 import json
 import zipfile
 
@@ -46,7 +47,9 @@ def digits_folder(folder):
     folder.mkdir(parents=True, exist_ok=True)
     images = load_digits().images[:60]
     for i, im in enumerate(images):
-        Image.fromarray((im * 16).clip(0, 255).astype(np.uint8)).resize((32, 32), Image.BILINEAR).save(folder / f"{i:03d}.png")
+        Image.fromarray((im * 16).clip(0, 255).astype(np.uint8)).resize((32, 32), Image.BILINEAR).save(
+            folder / f"{i:03d}.png"
+        )
     return folder
 
 
@@ -134,8 +137,11 @@ def test_missing_torchvision_names_the_extra(folders, monkeypatch):
     real, _ = folders
     monkeypatch.setitem(sys.modules, "torchvision", None)
     monkeypatch.setitem(sys.modules, "torchvision.models", None)
-    with pytest.raises(ModuleNotFoundError, match=r"extractor 'vgg16' needs the 'torchvision' package: "
-                                                  r"pip install 'eprmetrics\[vision\]'"):
+    with pytest.raises(
+        ModuleNotFoundError,
+        match=r"extractor 'vgg16' needs the 'torchvision' package: "
+        r"pip install 'eprmetrics\[vision\]'",
+    ):
         extract_features(real, extractor="vgg16", progress=False)
 
 
@@ -161,8 +167,20 @@ def vgg_weights(tmp_path_factory):
 def test_cli_on_image_folders_with_offline_vgg16(folders, vgg_weights, tmp_path, capsys):
     real, fake = folders
     out = tmp_path / "out.json"
-    code = main([str(real), str(fake), "--weights", str(vgg_weights), "--json", str(out), "--exact",
-                 "--batch-size", "8", "--quiet"])
+    code = main(
+        [
+            str(real),
+            str(fake),
+            "--weights",
+            str(vgg_weights),
+            "--json",
+            str(out),
+            "--exact",
+            "--batch-size",
+            "8",
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     data = json.loads(out.read_text())
     assert data["dim"] == 4096 and data["n_real"] == 24 and 0 <= data["precision"] <= 1
@@ -176,8 +194,9 @@ def test_inception_with_offline_weights(folders, tmp_path):
     path = tmp_path / "inception.pt"
     torch.save(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
     real, _ = folders
-    feats = extract_features(sorted(p for p in real.rglob("*.png"))[:5], extractor="inception", weights=path,
-                             progress=False)
+    feats = extract_features(
+        sorted(p for p in real.rglob("*.png"))[:5], extractor="inception", weights=path, progress=False
+    )
     assert feats.shape == (5, 2048)
 
 
@@ -200,9 +219,11 @@ def test_cli_path_errors_one_line(folders, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     real, _ = folders
     (tmp_path / "empty").mkdir()
-    for argv, message in (([str(tmp_path / "empty"), str(real)], "real: no images"),
-                          ([str(real), str(tmp_path / "missing")], "fake: no such file or directory"),
-                          ([str(real), str(real), "--weights", str(tmp_path / "w.pt")], "weights: no such file")):
+    for argv, message in (
+        ([str(tmp_path / "empty"), str(real)], "real: no images"),
+        ([str(real), str(tmp_path / "missing")], "fake: no such file or directory"),
+        ([str(real), str(real), "--weights", str(tmp_path / "w.pt")], "weights: no such file"),
+    ):
         code = main(argv + ["--quiet"])
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

@@ -1,4 +1,5 @@
 """The sampled estimator: exact decisions for sampled queries, unbiasedness, interval coverage, audit."""
+
 import json
 import math
 
@@ -7,16 +8,14 @@ import pytest
 import torch
 
 from eprmetrics import AuditWarning, compute_epr, compute_pr
-from eprmetrics.inputs import as_feature_set
-from eprmetrics.estimators.sampled import sampled_hits
-from eprmetrics.neighbours import UpperRadii
-from eprmetrics.estimators.design import StratifiedSample, hubness_bins
-from eprmetrics.validation import check_sample_size
-from eprmetrics.synthetic import make_pair
 from eprmetrics.engine import TileEngine
-
-from tests.reference import lattice
-from tests.reference import brute_pr
+from eprmetrics.estimators.design import StratifiedSample, hubness_bins
+from eprmetrics.estimators.sampled import sampled_hits
+from eprmetrics.inputs import as_feature_set
+from eprmetrics.neighbours import UpperRadii
+from eprmetrics.synthetic import make_pair
+from eprmetrics.validation import check_sample_size
+from tests.reference import brute_pr, lattice
 
 CPU = torch.device("cpu")
 
@@ -45,8 +44,10 @@ def test_sampled_hits_equal_brute_force(rng, strict, graph):
     """Upper-bound radii from any graph of k distinct others (exact, random, or with -1 holes)
     must give the float64 brute-force membership; lattices give exact ties and zero radii."""
     k = 3
-    for real, fake in ((rng.normal(size=(400, 10)).astype(np.float32), rng.normal(size=(300, 10)).astype(np.float32)),
-                       (lattice(rng, 300, 5), lattice(rng, 250, 5))):
+    for real, fake in (
+        (rng.normal(size=(400, 10)).astype(np.float32), rng.normal(size=(300, 10)).astype(np.float32)),
+        (lattice(rng, 300, 5), lattice(rng, 250, 5)),
+    ):
         ref = brute_pr(real, fake, k=k, strict=strict)
         engine, rp, fp = _prepared(real, fake, budget=1 << 16)  # many tiles
         d = ((real[:, None, :].astype(np.float64) - real[None]) ** 2).sum(-1)
@@ -54,7 +55,7 @@ def test_sampled_hits_equal_brute_force(rng, strict, graph):
         if graph == "true":
             nb = np.argsort(d, axis=1, kind="stable")[:, :k]
         else:
-            nb = np.stack([rng.choice(np.r_[0:i, i + 1:len(real)], k, replace=False) for i in range(len(real))])
+            nb = np.stack([rng.choice(np.r_[0:i, i + 1 : len(real)], k, replace=False) for i in range(len(real))])
             if graph == "partial":
                 nb[::7, -1] = -1  # fewer found: unbounded radius
         with torch.inference_mode():
@@ -146,14 +147,17 @@ def test_audit_silent_when_consistent_and_skippable(rng, recwarn):
     assert compute_epr(real, fake, backend="exact", t=0, audit=False).audit is None
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"method": "fast"}, "method"),
-    ({"method": "sampled", "sample_size": 0}, "sample_size"),
-    ({"method": "sampled", "sample_size": 1.5}, "sample_size"),
-    ({"method": "sampled", "sample_size": "all"}, "sample_size"),
-    ({"method": "sampled", "confidence": 1.0}, "confidence"),
-    ({"audit": -1}, "audit"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"method": "fast"}, "method"),
+        ({"method": "sampled", "sample_size": 0}, "sample_size"),
+        ({"method": "sampled", "sample_size": 1.5}, "sample_size"),
+        ({"method": "sampled", "sample_size": "all"}, "sample_size"),
+        ({"method": "sampled", "confidence": 1.0}, "confidence"),
+        ({"audit": -1}, "audit"),
+    ],
+)
 def test_bad_options(rng, kwargs, match):
     x = rng.normal(size=(50, 4)).astype(np.float32)
     with pytest.raises(ValueError, match=match):

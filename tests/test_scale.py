@@ -1,14 +1,13 @@
 """Scale features: reduced-precision GEMMs stay exact, CUDA OOM retries with smaller tiles,
 float16 memory-mapped inputs."""
+
 import numpy as np
 import pytest
 import torch
 
 from eprmetrics import compute_epr, compute_pr
 from eprmetrics.engine import TileEngine, rounding_factor
-
-from tests.reference import lattice
-from tests.reference import brute_pr
+from tests.reference import brute_pr, lattice
 
 
 def _values(r):
@@ -66,8 +65,9 @@ def test_float16_memmaps_are_first_class(tmp_path, rng):
     assert _values(from_files) == _values(in_memory)  # float16 values are exact in float32
     ref = brute_pr(real.astype(np.float32), fake.astype(np.float32), k=3)
     assert (from_files.precision, from_files.recall) == (ref["precision"], ref["recall"])
-    s = compute_epr(str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), method="sampled", backend="ivf-gemm",
-                    sample_size=1000)
+    s = compute_epr(
+        str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), method="sampled", backend="ivf-gemm", sample_size=1000
+    )
     assert (s.precision, s.recall) == (in_memory.precision, in_memory.recall)
 
 

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from eprmetrics.engine import TileEngine
 from eprmetrics.inputs import as_feature_set
 from eprmetrics.neighbours import exact_knn
 from eprmetrics.profiling import Profiler
 from eprmetrics.synthetic import CHUNK, DEFECTS, SyntheticSpec, generate, make_pair, write_npy
-from eprmetrics.engine import TileEngine
 
 
 def test_generate_is_deterministic_and_chunk_independent(tmp_path):

@@ -1,16 +1,13 @@
 """The tiled engine's pieces: rounding bound, brackets, streaming ball tests, fallbacks."""
-import math
 
 import numpy as np
 import pytest
 import torch
 
 from eprmetrics import compute_pr
-from eprmetrics.engine.reductions import BallTest
 from eprmetrics.engine import TileEngine, budget_for_tile, down32, rounding_factor, up32
-
-from tests.reference import lattice
-from tests.reference import brute_pr
+from eprmetrics.engine.reductions import BallTest
+from tests.reference import brute_pr, lattice
 
 
 def test_rounding_bound_holds_on_measured_errors(rng):

@@ -1,4 +1,5 @@
 """Every bad input gets a ValueError/TypeError naming the argument and what was received."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,18 +9,21 @@ from eprmetrics import compute_pr
 GOOD = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
 
 
-@pytest.mark.parametrize("real,fake,match", [
-    (GOOD[0], GOOD, r"real: expected a 2-D array .* got shape \(4,\)"),
-    (GOOD, GOOD[None], r"fake: expected a 2-D array .* got shape \(1, 20, 4\)"),
-    (GOOD, GOOD[:, :3], r"same feature dimension, got real dim 4 and fake dim 3"),
-    (GOOD[:3], GOOD, r"real: k=3 needs at least 4 samples, got 3"),
-    (GOOD, GOOD[:2], r"fake: k=3 needs at least 4 samples, got 2"),
-    (np.where(np.arange(80).reshape(20, 4) == 9, np.nan, GOOD), GOOD, r"real: features must be finite.* row 2"),
-    (GOOD, np.where(np.arange(80).reshape(20, 4) == 79, np.inf, GOOD), r"fake: features must be finite.* row 19"),
-    (GOOD, GOOD[:, :0], r"same feature dimension"),
-    (GOOD.astype(bool), GOOD, r"real: expected a float array, got dtype bool"),
-    (GOOD, torch.ones(20, 4, dtype=torch.bool), r"fake: expected a float tensor"),
-])
+@pytest.mark.parametrize(
+    "real,fake,match",
+    [
+        (GOOD[0], GOOD, r"real: expected a 2-D array .* got shape \(4,\)"),
+        (GOOD, GOOD[None], r"fake: expected a 2-D array .* got shape \(1, 20, 4\)"),
+        (GOOD, GOOD[:, :3], r"same feature dimension, got real dim 4 and fake dim 3"),
+        (GOOD[:3], GOOD, r"real: k=3 needs at least 4 samples, got 3"),
+        (GOOD, GOOD[:2], r"fake: k=3 needs at least 4 samples, got 2"),
+        (np.where(np.arange(80).reshape(20, 4) == 9, np.nan, GOOD), GOOD, r"real: features must be finite.* row 2"),
+        (GOOD, np.where(np.arange(80).reshape(20, 4) == 79, np.inf, GOOD), r"fake: features must be finite.* row 19"),
+        (GOOD, GOOD[:, :0], r"same feature dimension"),
+        (GOOD.astype(bool), GOOD, r"real: expected a float array, got dtype bool"),
+        (GOOD, torch.ones(20, 4, dtype=torch.bool), r"fake: expected a float tensor"),
+    ],
+)
 def test_bad_arrays(real, fake, match):
     with pytest.raises(ValueError, match=match):
         compute_pr(real, fake)

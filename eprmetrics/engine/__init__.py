@@ -3,12 +3,28 @@
 Everything above this layer computes distances only through :class:`TileEngine`;
 nothing here knows about radii, hubs or P&R.
 """
+
 from .device import default_memory_budget, matmul_precision, resolve_device
 from .distributed import World, init
 from .rounding import ERROR_BOUNDS, PRECISIONS, down32, rounding_factor, up32
 from .sets import FeatureSet, FeatureSubset, Prepared
 from .tiles import TileEngine, budget_for_tile, sqdist_block
 
-__all__ = ["resolve_device", "default_memory_budget", "matmul_precision", "World", "init", "ERROR_BOUNDS",
-           "PRECISIONS", "rounding_factor", "down32", "up32", "FeatureSet", "FeatureSubset", "Prepared",
-           "TileEngine", "budget_for_tile", "sqdist_block"]
+__all__ = [
+    "resolve_device",
+    "default_memory_budget",
+    "matmul_precision",
+    "World",
+    "init",
+    "ERROR_BOUNDS",
+    "PRECISIONS",
+    "rounding_factor",
+    "down32",
+    "up32",
+    "FeatureSet",
+    "FeatureSubset",
+    "Prepared",
+    "TileEngine",
+    "budget_for_tile",
+    "sqdist_block",
+]

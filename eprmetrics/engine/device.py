@@ -3,6 +3,7 @@
 Every decision that differs between CPU and CUDA lives here, so it can be tested
 on a CPU by simulating the CUDA calls it makes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,11 +24,13 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}; "
-                         f"pass one of these") from exc
+        raise ValueError(
+            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}; pass one of these"
+        ) from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available on this machine; "
-                         f"use device='cpu' or 'auto'")
+        raise ValueError(
+            f"device: {device!r} requested but CUDA is not available on this machine; use device='cpu' or 'auto'"
+        )
     return resolved
 
 

@@ -20,6 +20,7 @@ Usage — a script run with ``torchrun --nproc_per_node 4 script.py``::
     dist.init_process_group("nccl")          # or let eprmetrics.distributed.init() pick
     res = compute_pr(real, fake)             # same result on every rank
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@
 * :class:`BallTest` — running "certainly inside / maybe inside" ball tests with
   counts, existence flags and the ambiguous pairs themselves.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,8 +83,10 @@ class BallTest:
             own, other, other_dim, owner_dim = cols, rows, 1, 0
             lo, hi = self.lo[None, cols], self.hi[None, cols]
         lo_mask, hi_mask = dist < lo, dist <= hi
-        for mask, other_acc, owner_acc in ((lo_mask, self.other_lo, self.owner_lo),
-                                           (hi_mask, self.other_hi, self.owner_hi)):
+        for mask, other_acc, owner_acc in (
+            (lo_mask, self.other_lo, self.owner_lo),
+            (hi_mask, self.other_hi, self.owner_hi),
+        ):
             if self.count:
                 other_acc[other] += mask.sum(other_dim, dtype=torch.int32)
             else:

@@ -6,6 +6,7 @@ Every fp32 squared distance ``D`` from the norm expansion is within
 when ``D < r² − δ`` or ``D > r² + δ``; in between, the engine re-decides in
 float64 (``docs/exactness.md`` gives the whole argument).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,12 +15,12 @@ import torch
 
 __all__ = ["ERROR_BOUNDS", "PRECISIONS", "PROBABILISTIC_LAMBDA", "rounding_factor", "down32", "up32"]
 
-_U32 = 2.0 ** -24  # unit round-off of float32
-_U64 = 2.0 ** -53
+_U32 = 2.0**-24  # unit round-off of float32
+_U64 = 2.0**-53
 
 ERROR_BOUNDS = ("probabilistic", "worst-case")
 # GEMM input precisions and their unit round-off: TF32 keeps 10 mantissa bits, bf16 7.
-PRECISIONS = {"fp32": 0.0, "tf32": 2.0 ** -11, "bf16": 2.0 ** -8}
+PRECISIONS = {"fp32": 0.0, "tf32": 2.0**-11, "bf16": 2.0**-8}
 # λ of the probabilistic bound: a single dot product of length n exceeds it with
 # probability ≤ 2n·exp(−λ²(1−u)²/2) < 1e-32 for n ≤ 1e5 (λ = 13).
 PROBABILISTIC_LAMBDA = 13.0
@@ -59,12 +60,11 @@ def rounding_factor(dim: int, error_bound: str = "probabilistic", precision: str
     if error_bound == "worst-case":
         gamma = n * _U32 / (1 - n * _U32)
     else:
-        gamma = math.expm1(PROBABILISTIC_LAMBDA * math.sqrt(n) * _U32 + n * _U32 ** 2 / (1 - _U32))
+        gamma = math.expm1(PROBABILISTIC_LAMBDA * math.sqrt(n) * _U32 + n * _U32**2 / (1 - _U32))
     gamma64 = n * _U64 / (1 - n * _U64)
     u_in = PRECISIONS[precision]
     reduced = u_in * (1 + u_in / 2) + (u_in / 2 if precision == "bf16" else 0.0)
     return (gamma + 8 * _U32 + 4 * gamma64 + reduced) * 1.05
-
 
 
 def down32(x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +77,3 @@ def up32(x: torch.Tensor) -> torch.Tensor:
     """Smallest float32 ≥ each float64 value."""
     y = x.float()
     return torch.where(y.double() < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
-
-
-

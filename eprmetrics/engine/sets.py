@@ -6,6 +6,7 @@ tiled engine never needs a second full copy and borderline decisions can be
 re-made from the original values. :class:`Prepared` adds the shared centre and
 the norms every tile needs.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -14,6 +14,7 @@ original values (:meth:`TileEngine.collect_pairs`). Decisions hence equal a
 float64 brute force, ties and duplicates included, at the cost of a few extra
 rows for the rare borderline cases.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,9 @@ def budget_for_tile(tile: int, dim: int) -> int:
     return _BYTES_PER_ELEMENT * tile * tile + _BYTES_PER_BLOCK_ELEMENT * dim * tile + 1
 
 
-def sqdist_block(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor,
-                 precision: str = "fp32") -> torch.Tensor:
+def sqdist_block(
+    a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor, precision: str = "fp32"
+) -> torch.Tensor:
     """``‖a‖² − 2a·b + ‖b‖²`` for two row blocks with their squared norms: one GEMM, clamped at 0.
 
     ``precision="bf16"`` runs the GEMM on bf16 copies of the blocks; TF32 is a
@@ -76,8 +78,15 @@ class TileEngine:
             the rounding bound widens accordingly, so decisions stay exact.
     """
 
-    def __init__(self, dim: int, device: torch.device, memory_budget: int,
-                 error_bound: str = "probabilistic", world: Optional[World] = None, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        dim: int,
+        device: torch.device,
+        memory_budget: int,
+        error_bound: str = "probabilistic",
+        world: Optional[World] = None,
+        precision: str = "fp32",
+    ) -> None:
         self.dim = dim
         self.device = device
         # TF32 is an NVIDIA tensor-core mode: on other devices the GEMMs stay fp32, and so does the bound.
@@ -109,8 +118,12 @@ class TileEngine:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 self.set_budget(max(self.memory_budget // 4, 1))
-                warnings.warn(f"CUDA out of memory with {old}-row tiles: retrying with {self.tile}-row tiles "
-                              f"(memory_budget={self.memory_budget} bytes)", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"CUDA out of memory with {old}-row tiles: retrying with {self.tile}-row tiles "
+                    f"(memory_budget={self.memory_budget} bytes)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
 
     def sqdist(self, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
         """One tile of squared distances at the engine's GEMM precision."""
@@ -175,12 +188,14 @@ class TileEngine:
         out = torch.empty(ia.numel(), dtype=torch.float64, device=self.device)
         chunk = max(min(self.memory_budget // (6 * 8 * self.dim), _SCAN_ROWS), 1)
         for s in range(0, ia.numel(), chunk):
-            diff = a.source.take(ia[s:s + chunk], self.device) - b.source.take(ib[s:s + chunk], self.device)
-            out[s:s + chunk] = diff.pow_(2).sum(1)
+            diff = a.source.take(ia[s : s + chunk], self.device) - b.source.take(ib[s : s + chunk], self.device)
+            out[s : s + chunk] = diff.pow_(2).sum(1)
         return out
 
     # ---------------------------------------------------------------- passes
-    def self_topk(self, p: Prepared, K: int, progress: Optional[Callable[[int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def self_topk(
+        self, p: Prepared, K: int, progress: Optional[Callable[[int], None]] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``K`` smallest fp32 squared distances to *other* points, per point.
 
         Uses symmetry: only tiles on and above the diagonal are computed, each
@@ -212,8 +227,14 @@ class TileEngine:
                 progress(rs.stop - rs.start)
         return self.world.merge_topk(vals, idx)
 
-    def rect_topk(self, rows: Prepared, cols: Prepared, K: int, exclude: Optional[torch.Tensor] = None,
-                  progress: Optional[Callable[[int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def rect_topk(
+        self,
+        rows: Prepared,
+        cols: Prepared,
+        K: int,
+        exclude: Optional[torch.Tensor] = None,
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``K`` smallest fp32 squared distances from each row to the columns.
 
         ``exclude[i]`` is a column index row ``i`` must skip (itself, when the
@@ -230,8 +251,9 @@ class TileEngine:
             merge_topk(vals, idx, rs, d, cs.start, K)
         return self.world.merge_topk(vals, idx)
 
-    def _rect_tiles(self, rows: Prepared, cols: Prepared, progress: Optional[Callable[[int], None]]
-                    ) -> Iterator[tuple[torch.Tensor, slice, slice]]:
+    def _rect_tiles(
+        self, rows: Prepared, cols: Prepared, progress: Optional[Callable[[int], None]]
+    ) -> Iterator[tuple[torch.Tensor, slice, slice]]:
         """Every row×column tile of this rank's row blocks, as ``(distances, row slice, column slice)``."""
         tr, tc = self.tile_for(rows.n), self.tile_for(cols.n)
         for i0 in range(0, rows.n, tr):
@@ -245,9 +267,14 @@ class TileEngine:
             if progress:
                 progress(rs.stop - rs.start)
 
-    def ball_pass(self, rows: Prepared, cols: Prepared, tests: list[BallTest],
-                  extra: Optional[Callable[[torch.Tensor, slice, slice], None]] = None,
-                  progress: Optional[Callable[[int], None]] = None) -> None:
+    def ball_pass(
+        self,
+        rows: Prepared,
+        cols: Prepared,
+        tests: list[BallTest],
+        extra: Optional[Callable[[torch.Tensor, slice, slice], None]] = None,
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> None:
         """One pass over all row×column tiles, feeding every tile to every test.
 
         With several ranks each takes its share of row blocks and the tests are
@@ -261,9 +288,13 @@ class TileEngine:
         for test in tests:
             test.combine(self.world)
 
-    def collect_pairs(self, queries: Prepared, q_index: torch.Tensor, refs: Prepared,
-                      select: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def collect_pairs(
+        self,
+        queries: Prepared,
+        q_index: torch.Tensor,
+        refs: Prepared,
+        select: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor],
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield ``(query position, ref index, exact float64 d²)`` for selected pairs.
 
         ``select(dist, q_pos, ref_slice)`` gets an fp32 tile for the queries at

@@ -3,6 +3,7 @@
 Each takes a :class:`RunContext` and its own small spec and returns an
 :class:`Outcome`; :func:`assemble` turns that into a :class:`~eprmetrics.result.Result`.
 """
+
 from .context import EngineOptions, RunContext
 from .design import Estimate, StratifiedSample, hubness_bins
 from .exact import ExactSpec, run_exact
@@ -10,9 +11,25 @@ from .hubness import RADII_MODES, AuditWarning, HubSpec, run_hubness
 from .pipeline import Outcome, assemble
 from .sampled import SampledSpec, SampleRequest, run_sampled
 
-__all__ = ["EngineOptions", "RunContext", "Estimate", "StratifiedSample", "hubness_bins", "ExactSpec", "run_exact",
-           "RADII_MODES", "AuditWarning", "HubSpec", "run_hubness", "Outcome", "assemble", "SampledSpec",
-           "SampleRequest", "run_sampled", "FAST_METHODS"]
+__all__ = [
+    "EngineOptions",
+    "RunContext",
+    "Estimate",
+    "StratifiedSample",
+    "hubness_bins",
+    "ExactSpec",
+    "run_exact",
+    "RADII_MODES",
+    "AuditWarning",
+    "HubSpec",
+    "run_hubness",
+    "Outcome",
+    "assemble",
+    "SampledSpec",
+    "SampleRequest",
+    "run_sampled",
+    "FAST_METHODS",
+]
 
 # ``compute_epr``'s methods.
 FAST_METHODS = ("hubness", "sampled")

@@ -7,6 +7,7 @@ prepares both sets (shared centre, norms) and runs an estimator under the GEMM
 precision mode; on a CUDA out-of-memory error the engine shrinks its tiles and
 the estimator runs again with a fresh profiler.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,16 @@ from typing import Any, Callable, Iterator, Optional, TypeVar, Union
 import torch
 
 from ..defaults import DEFAULTS
-from ..engine import (ERROR_BOUNDS, PRECISIONS, FeatureSet, Prepared, TileEngine, default_memory_budget,
-                      matmul_precision, resolve_device)
+from ..engine import (
+    ERROR_BOUNDS,
+    PRECISIONS,
+    FeatureSet,
+    Prepared,
+    TileEngine,
+    default_memory_budget,
+    matmul_precision,
+    resolve_device,
+)
 from ..profiling import Profiler, progress_bar
 from ..validation import check_bool, check_choice, check_memory_budget
 
@@ -63,8 +72,13 @@ class RunContext:
     def build(cls, real: FeatureSet, fake: FeatureSet, options: EngineOptions, seed: int = 0) -> "RunContext":
         """A context for two validated sets: the engine sized for their dimension and the device's budget."""
         dev = torch.device(options.device)
-        engine = TileEngine(real.dim, dev, options.memory_budget or default_memory_budget(dev),
-                            error_bound=options.error_bound, precision=options.precision)
+        engine = TileEngine(
+            real.dim,
+            dev,
+            options.memory_budget or default_memory_budget(dev),
+            error_bound=options.error_bound,
+            precision=options.precision,
+        )
         return cls(real, fake, engine, options.strict, seed, options.progress, Profiler(dev))
 
     @property

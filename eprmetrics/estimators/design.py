@@ -27,6 +27,7 @@ Example:
     >>> est.value, est.interval
     (0.3, (0.3, 0.3))
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -118,7 +119,7 @@ class StratifiedSample:
         if np.any(n_h == 0):
             raise ValueError("estimate: every stratum needs at least one sampled unit")
         value = float(np.sum(self.sizes / n_h * x_h) / self.N)  # Σ W_h·mean_h; exact when all are drawn
-        var = float(np.sum(self.weights ** 2 * (1 - n_h / self.sizes) * self._var_h(x_h, n_h) / n_h))
+        var = float(np.sum(self.weights**2 * (1 - n_h / self.sizes) * self._var_h(x_h, n_h) / n_h))
         se = math.sqrt(max(var, 0.0))
         hw = z_value(confidence) * se
         lo, hi = max(0.0, value - hw), min(1.0, value + hw)

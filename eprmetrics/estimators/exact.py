@@ -4,6 +4,7 @@ Stages (thesis Sec. 4.5.3): real↔real and fake↔fake distances with a streami
 top-k give the radii; one real↔fake pass decides every membership for every k.
 Decisions equal a float64 brute force (``docs/exactness.md``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,9 @@ class ExactSpec:
 def _values(m: MembershipResult, k: int, n_fake: int) -> KResult:
     density = None if m.density_counts is None else float(m.density_counts.double().sum() / (k * n_fake))
     coverage = None if m.coverage_hits is None else hit_rate(m.coverage_hits)
-    return KResult(k=k, precision=hit_rate(m.precision_hits), recall=hit_rate(m.recall_hits), density=density,
-                   coverage=coverage)
+    return KResult(
+        k=k, precision=hit_rate(m.precision_hits), recall=hit_rate(m.recall_hits), density=density, coverage=coverage
+    )
 
 
 def run_exact(ctx: RunContext, spec: ExactSpec) -> Outcome:
@@ -40,9 +42,16 @@ def run_exact(ctx: RunContext, spec: ExactSpec) -> Outcome:
         with ctx.stage(f"{name}↔{name} distances + top-k → radii"), ctx.bar(p.n, f"radii {name}") as update:
             radii[name] = Radii(ctx.engine, p, max(spec.ks), progress=update)
     with ctx.stage("real↔fake distances + ratios"), ctx.bar(ctx.real.n, "real↔fake") as update:
-        member, realism = exact_membership(ctx.engine, radii["real"], radii["fake"], spec.ks, strict=ctx.strict,
-                                           density_coverage=spec.density_coverage,
-                                           realism_k=spec.ks[0] if spec.realism else None, progress=update)
+        member, realism = exact_membership(
+            ctx.engine,
+            radii["real"],
+            radii["fake"],
+            spec.ks,
+            strict=ctx.strict,
+            density_coverage=spec.density_coverage,
+            realism_k=spec.ks[0] if spec.realism else None,
+            progress=update,
+        )
     per_k = {k: _values(member[k], k, ctx.fake.n) for k in spec.ks}
     n_redecided = sum(r.n_redecided for r in radii.values()) + sum(m.n_redecided for m in member.values())
     return Outcome("exact", per_k, n_redecided, realism=None if realism is None else realism.cpu().numpy())

@@ -8,6 +8,7 @@ data-dependent and unknown, so a small sampled estimate with its interval rides
 along (the audit) and an :class:`AuditWarning` fires when the hub value lies
 outside it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,15 +49,16 @@ class HubSpec:
     confidence: float
 
 
-def _hub_radii(ctx: RunContext, name: str, g: SetGraph, hubs: torch.Tensor, spec: HubSpec
-               ) -> Union[Radii, GivenRadii]:
+def _hub_radii(ctx: RunContext, name: str, g: SetGraph, hubs: torch.Tensor, spec: HubSpec) -> Union[Radii, GivenRadii]:
     """Radii of the hubs of one set against the full set: from the exact pass, a hub-vs-all pass, or the graph."""
     p, engine = ctx.prepared[name], ctx.engine
     if g.full is not None:
         return g.full.restrict(hubs)
     if spec.radii == "exact":
-        with ctx.stage(f"{name}: hub-vs-all distances + top-k → radii"), \
-                ctx.bar(hubs.numel(), f"hub radii {name}") as update:
+        with (
+            ctx.stage(f"{name}: hub-vs-all distances + top-k → radii"),
+            ctx.bar(hubs.numel(), f"hub radii {name}") as update,
+        ):
             return Radii(engine, p, spec.k, progress=update, owners=engine.subset(p, hubs), owner_ids=hubs)
     assert g.dist is not None  # an ANN graph keeps the distances of the k found
     r2 = torch.from_numpy(g.dist[hubs.cpu().numpy(), spec.k - 1]).to(engine.device, torch.float64) ** 2
@@ -65,33 +67,61 @@ def _hub_radii(ctx: RunContext, name: str, g: SetGraph, hubs: torch.Tensor, spec
 
 def _statistics(g: SetGraph, t: int) -> HubStatistics:
     stats = hub_stats(g.occurrence, t)
-    return HubStatistics(n_hubs=stats.n_hubs, fraction=stats.fraction, backend=g.backend, reason=g.reason,
-                         params=g.params, max_k_occurrence=int(g.occurrence.max()))
+    return HubStatistics(
+        n_hubs=stats.n_hubs,
+        fraction=stats.fraction,
+        backend=g.backend,
+        reason=g.reason,
+        params=g.params,
+        max_k_occurrence=int(g.occurrence.max()),
+    )
 
 
 def _audit(kr: KResult, est: dict[str, SideEstimate], confidence: float) -> Audit:
-    outside = [(side, getattr(kr, side), e.estimate) for side, e in est.items()
-               if not e.estimate.contains(getattr(kr, side))]
+    outside = [
+        (side, getattr(kr, side), e.estimate) for side, e in est.items() if not e.estimate.contains(getattr(kr, side))
+    ]
     if outside:
-        detail = "; ".join(f"{side} {v:.4f} vs sampled {e.value:.4f} "
-                           f"[{e.interval[0]:.4f}, {e.interval[1]:.4f}]" for side, v, e in outside)
-        warnings.warn(f"eP&R (hubness) lies outside the {100 * confidence:.0f}% interval of its sampled audit: "
-                      f"{detail}. Use compute_epr(method='sampled') for an estimate with an interval, "
-                      f"or compute_pr for exact values.", AuditWarning, stacklevel=_WARN_STACKLEVEL)
-    return Audit(confidence=confidence, precision=side_sampling(est["precision"]),
-                 recall=side_sampling(est["recall"]), consistent=not outside)
+        detail = "; ".join(
+            f"{side} {v:.4f} vs sampled {e.value:.4f} [{e.interval[0]:.4f}, {e.interval[1]:.4f}]"
+            for side, v, e in outside
+        )
+        warnings.warn(
+            f"eP&R (hubness) lies outside the {100 * confidence:.0f}% interval of its sampled audit: "
+            f"{detail}. Use compute_epr(method='sampled') for an estimate with an interval, "
+            f"or compute_pr for exact values.",
+            AuditWarning,
+            stacklevel=_WARN_STACKLEVEL,
+        )
+    return Audit(
+        confidence=confidence,
+        precision=side_sampling(est["precision"]),
+        recall=side_sampling(est["recall"]),
+        consistent=not outside,
+    )
 
 
 def run_hubness(ctx: RunContext, spec: HubSpec) -> Outcome:
     """eP&R over the hubs of both sets, audited (run inside :meth:`RunContext.run`)."""
     request = GraphRequest(spec.backend, spec.radii, spec.k, ctx.seed, spec.backend_options)
-    graphs = {name: build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
-              for name, fs in ctx.sets.items()}
-    hub_radii = {name: _hub_radii(ctx, name, g, hub_positions(name, g.occurrence, spec.t).to(ctx.device), spec)
-                 for name, g in graphs.items()}
+    graphs = {
+        name: build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
+        for name, fs in ctx.sets.items()
+    }
+    hub_radii = {
+        name: _hub_radii(ctx, name, g, hub_positions(name, g.occurrence, spec.t).to(ctx.device), spec)
+        for name, g in graphs.items()
+    }
     with ctx.stage("hub↔hub distances + ratios"), ctx.bar(hub_radii["real"].p.n, "hub↔hub") as update:
-        member, _ = exact_membership(ctx.engine, hub_radii["real"], hub_radii["fake"], (spec.k,), strict=ctx.strict,
-                                     density_coverage=False, progress=update)
+        member, _ = exact_membership(
+            ctx.engine,
+            hub_radii["real"],
+            hub_radii["fake"],
+            (spec.k,),
+            strict=ctx.strict,
+            density_coverage=False,
+            progress=update,
+        )
     m = member[spec.k]
     kr = KResult(k=spec.k, precision=hit_rate(m.precision_hits), recall=hit_rate(m.recall_hits))
     audit = None
@@ -99,6 +129,13 @@ def run_hubness(ctx: RunContext, spec: HubSpec) -> Outcome:
         est = sample_both(ctx, graphs, spec.k, SampleRequest(spec.audit, spec.confidence, False, "audit: "))
         audit = _audit(kr, est, spec.confidence)
     all_exact = all(g.backend == "exact" for g in graphs.values())
-    return Outcome("hubness", {spec.k: kr}, sum(r.n_redecided for r in hub_radii.values()) + m.n_redecided,
-                   plan=graph_plan("hubness", graphs), t=spec.t, radii="exact" if all_exact else spec.radii,
-                   hubs={name: _statistics(g, spec.t) for name, g in graphs.items()}, audit=audit)
+    return Outcome(
+        "hubness",
+        {spec.k: kr},
+        sum(r.n_redecided for r in hub_radii.values()) + m.n_redecided,
+        plan=graph_plan("hubness", graphs),
+        t=spec.t,
+        radii="exact" if all_exact else spec.radii,
+        hubs={name: _statistics(g, spec.t) for name, g in graphs.items()},
+        audit=audit,
+    )

@@ -11,6 +11,7 @@ Conventions (Kynkäänniemi et al. 2019; ``docs/conventions.md``):
   distances (a continuous score, not a decision: a fake on a real centre gets a
   huge or infinite value).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,19 +24,42 @@ from ..engine import Prepared, TileEngine, down32, up32
 from ..engine.reductions import BallTest
 from ..neighbours import Radii
 
-__all__ = ["ball_counts", "MembershipResult", "exact_membership"]
+__all__ = ["Balls", "ball_counts", "MembershipResult", "exact_membership"]
 
 
-def ball_counts(engine: TileEngine, queries: Prepared, q_index: torch.Tensor, refs: Prepared,
-                radii: Radii, k: int, lo: torch.Tensor, hi: torch.Tensor, owner: str, strict: bool) -> torch.Tensor:
+@dataclasses.dataclass
+class Balls:
+    """The balls of one set at one k, with the fp32 bracket of a pass against ``other``:
+    ``D < lo`` certainly inside, ``D > hi`` certainly outside the ball."""
+
+    radii: Radii
+    k: int
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    @classmethod
+    def against(cls, engine: TileEngine, radii: Radii, k: int, other: Prepared) -> "Balls":
+        lower, upper = radii.bracket2(k)
+        cross = engine.bound(radii.p.norm, other.max_norm)
+        return cls(radii, k, down32(lower - cross), up32(upper + cross))
+
+
+def _inside(d2: torch.Tensor, r2: torch.Tensor, strict: bool) -> torch.Tensor:
+    return d2 < r2 if strict else d2 <= r2
+
+
+def ball_counts(
+    engine: TileEngine, queries: Prepared, q_index: torch.Tensor, refs: Prepared, balls: Balls, owner: str, strict: bool
+) -> torch.Tensor:
     """Exact number of balls holding each query, for a (small) subset of queries.
 
     Args:
-        radii: the radii of the ball owners: the reference points
-            (``owner="ref"``) or the queries themselves (``owner="query"``).
-        lo, hi: the fp32 brackets of the main pass, indexed like ``radii``.
+        balls: the balls, owned by the reference points (``owner="ref"``) or
+            by the queries themselves (``owner="query"``), with the brackets
+            of the main pass indexed like their radii.
     """
     counts = torch.zeros(q_index.numel(), dtype=torch.int64, device=engine.device)
+    lo, hi = balls.lo, balls.hi
 
     def select(d: torch.Tensor, q_pos: torch.Tensor, cs: slice) -> torch.Tensor:
         if owner == "ref":
@@ -49,9 +73,8 @@ def ball_counts(engine: TileEngine, queries: Prepared, q_index: torch.Tensor, re
     # Counting certain pairs in this pass too keeps counts consistent: a pair's
     # fp32 value may differ by rounding between differently shaped tiles.
     for pos, ref, d2 in engine.collect_pairs(queries, q_index, refs, select):
-        radius2 = radii.exact2(k, ref if owner == "ref" else q_index[pos])
-        inside = d2 < radius2 if strict else d2 <= radius2
-        counts.index_add_(0, pos, inside.long())
+        radius2 = balls.radii.exact2(balls.k, ref if owner == "ref" else q_index[pos])
+        counts.index_add_(0, pos, _inside(d2, radius2, strict).long())
     return counts
 
 
@@ -66,17 +89,66 @@ class MembershipResult:
     n_redecided: int  # points whose decision needed a float64 re-check
 
 
-def _brackets(engine: TileEngine, radii: Radii, k: int, other: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 (lo, hi): ``D < lo`` certainly inside, ``D > hi`` certainly outside the ball."""
-    lower, upper = radii.bracket2(k)
-    cross = engine.bound(radii.p.norm, other.max_norm)
-    return down32(lower - cross), up32(upper + cross)
+def _settle(
+    engine: TileEngine,
+    certain: torch.Tensor,
+    maybe: torch.Tensor,
+    queries: Prepared,
+    refs: Prepared,
+    balls: Balls,
+    owner: str,
+    strict: bool,
+) -> tuple[torch.Tensor, int]:
+    """ "Inside some ball" for every query: certain ones kept, ambiguous ones re-decided in float64."""
+    hits = certain.clone()
+    amb = (~certain & maybe).nonzero().squeeze(1)
+    hits[amb] = ball_counts(engine, queries, amb, refs, balls, owner, strict) > 0
+    return hits, amb.numel()
 
 
-def exact_membership(engine: TileEngine, real: Radii, fake: Radii, ks: Sequence[int], *,
-                     strict: bool, density_coverage: bool, realism_k: Optional[int] = None,
-                     progress: Optional[Callable[[int], None]] = None
-                     ) -> tuple[dict[int, MembershipResult], Optional[torch.Tensor]]:
+def _density_counts(
+    engine: TileEngine, test: BallTest, fake: Prepared, real: Prepared, balls: Balls, strict: bool
+) -> tuple[torch.Tensor, int]:
+    """Exact number of real balls holding each fake (density; > 0 is precision), and the re-checked count."""
+    counts = test.other_lo.long()
+    pairs = test.pairs
+    if pairs is not None:  # the ambiguous pairs themselves, from the same tiles
+        owner, other = pairs[:, 0], pairs[:, 1]
+        d2 = engine.exact_sqdist_pairs(fake, other, real, owner)
+        counts += torch.bincount(other[_inside(d2, balls.radii.exact2(balls.k, owner), strict)], minlength=fake.n)
+        return counts, other.unique().numel()
+    amb = (test.other_lo != test.other_hi).nonzero().squeeze(1)
+    counts[amb] = ball_counts(engine, fake, amb, real, balls, "ref", strict)
+    return counts, amb.numel()
+
+
+def _realism_reducer(
+    engine: TileEngine, real: Radii, n_fake: int, k: int
+) -> tuple[torch.Tensor, Callable[[torch.Tensor, slice, slice], None]]:
+    """Running max of ``r_k(r)² / D`` over the real balls at most the median radius, per fake."""
+    r2 = real.approx2(k)
+    r2_sel = torch.where(r2 <= _median(r2), r2, 0).float()
+    best = torch.zeros(n_fake, dtype=torch.float32, device=engine.device)
+
+    def reduce(d: torch.Tensor, rs: slice, cs: slice) -> None:
+        # A fake on a real centre has ratio r²/0 = inf; 0/0 (unselected ball) counts as 0.
+        ratio = (r2_sel[rs, None] / d).nan_to_num_(nan=0.0, posinf=math.inf).amax(0)
+        torch.maximum(best[cs], ratio, out=best[cs])
+
+    return best, reduce
+
+
+def exact_membership(
+    engine: TileEngine,
+    real: Radii,
+    fake: Radii,
+    ks: Sequence[int],
+    *,
+    strict: bool,
+    density_coverage: bool,
+    realism_k: Optional[int] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> tuple[dict[int, MembershipResult], Optional[torch.Tensor]]:
     """One real×fake tiled pass deciding, for every k at once, all memberships.
 
     Returns:
@@ -84,72 +156,40 @@ def exact_membership(engine: TileEngine, real: Radii, fake: Radii, ks: Sequence[
         sample for ``realism_k`` (None when not requested).
     """
     rp, fp = real.p, fake.p
-    brackets, tests = {}, []
-    for k in ks:
-        lo_r, hi_r = _brackets(engine, real, k, fp)
-        lo_f, hi_f = _brackets(engine, fake, k, rp)
-        t_real = BallTest(lo_r, hi_r, "row", fp.n, count=density_coverage, owner_any=density_coverage,
-                          pair_cap=engine.memory_budget // 64)
-        t_fake = BallTest(lo_f, hi_f, "col", rp.n)
-        brackets[k] = (lo_r, hi_r, lo_f, hi_f)
-        tests += [t_real, t_fake]
-
-    best = None
-    extra = None
-    if realism_k is not None:
-        r2 = real.approx2(realism_k)
-        r2_sel = torch.where(r2 <= _median(r2), r2, 0).float()
-        best = torch.zeros(fp.n, dtype=torch.float32, device=engine.device)
-
-        def extra(d: torch.Tensor, rs: slice, cs: slice) -> None:
-            # A fake on a real centre has ratio r²/0 = inf; 0/0 (unselected ball) counts as 0.
-            ratio = (r2_sel[rs, None] / d).nan_to_num_(nan=0.0, posinf=math.inf).amax(0)
-            torch.maximum(best[cs], ratio, out=best[cs])
-
-    engine.ball_pass(rp, fp, tests, extra=extra, progress=progress)
+    balls = {k: (Balls.against(engine, real, k, fp), Balls.against(engine, fake, k, rp)) for k in ks}
+    tests = {
+        k: (
+            BallTest(
+                br.lo,
+                br.hi,
+                "row",
+                fp.n,
+                count=density_coverage,
+                owner_any=density_coverage,
+                pair_cap=engine.memory_budget // 64,
+            ),
+            BallTest(bf.lo, bf.hi, "col", rp.n),
+        )
+        for k, (br, bf) in balls.items()
+    }
+    best, extra = _realism_reducer(engine, real, fp.n, realism_k) if realism_k is not None else (None, None)
+    engine.ball_pass(rp, fp, [t for pair in tests.values() for t in pair], extra=extra, progress=progress)
     if best is not None:
         engine.world.max_(best)
 
     out = {}
-    for j, k in enumerate(ks):
-        t_real, t_fake = tests[2 * j], tests[2 * j + 1]
-        lo_r, hi_r, lo_f, hi_f = brackets[k]
-        redecided = 0
-        # precision (and density): fakes inside real balls
-        if density_coverage:
-            counts = t_real.other_lo.long()
-            pairs = t_real.pairs
-            if pairs is not None:  # the ambiguous pairs themselves, from the same tiles
-                owner, other = pairs[:, 0], pairs[:, 1]
-                d2 = engine.exact_sqdist_pairs(fp, other, rp, owner)
-                r2 = real.exact2(k, owner)
-                inside = d2 < r2 if strict else d2 <= r2
-                counts += torch.bincount(other[inside], minlength=fp.n)
-                amb = other.unique()
-            else:
-                amb = (t_real.other_lo != t_real.other_hi).nonzero().squeeze(1)
-                counts[amb] = ball_counts(engine, fp, amb, rp, real, k, lo_r, hi_r, "ref", strict)
+    for k, (t_real, t_fake) in tests.items():
+        b_real, b_fake = balls[k]
+        counts, coverage_hits, n_cov = None, None, 0
+        if density_coverage:  # precision from the counts
+            counts, n_prec = _density_counts(engine, t_real, fp, rp, b_real, strict)
             precision_hits = counts > 0
+            coverage_hits, n_cov = _settle(engine, t_real.owner_lo, t_real.owner_hi, rp, fp, b_real, "query", strict)
         else:
-            counts = None
-            precision_hits = t_real.other_lo.clone()
-            amb = (~t_real.other_lo & t_real.other_hi).nonzero().squeeze(1)
-            precision_hits[amb] = ball_counts(engine, fp, amb, rp, real, k, lo_r, hi_r, "ref", strict) > 0
-        redecided += amb.numel()
-        # recall: reals inside fake balls
-        recall_hits = t_fake.other_lo.clone()
-        amb = (~t_fake.other_lo & t_fake.other_hi).nonzero().squeeze(1)
-        recall_hits[amb] = ball_counts(engine, rp, amb, fp, fake, k, lo_f, hi_f, "ref", strict) > 0
-        redecided += amb.numel()
-        coverage_hits = None
-        if density_coverage:
-            coverage_hits = t_real.owner_lo.clone()
-            amb = (~t_real.owner_lo & t_real.owner_hi).nonzero().squeeze(1)
-            coverage_hits[amb] = ball_counts(engine, rp, amb, fp, real, k, lo_r, hi_r, "query", strict) > 0
-            redecided += amb.numel()
-        out[k] = MembershipResult(precision_hits, recall_hits, counts, coverage_hits, redecided)
-    realism = best.sqrt() if best is not None else None
-    return out, realism
+            precision_hits, n_prec = _settle(engine, t_real.other_lo, t_real.other_hi, fp, rp, b_real, "ref", strict)
+        recall_hits, n_rec = _settle(engine, t_fake.other_lo, t_fake.other_hi, rp, fp, b_fake, "ref", strict)
+        out[k] = MembershipResult(precision_hits, recall_hits, counts, coverage_hits, n_prec + n_rec + n_cov)
+    return out, None if best is None else best.sqrt()
 
 
 def _median(x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ An estimator fills only what is its own (values per k, re-check count, its
 typed parts); :func:`assemble` adds what the run context knows (sizes, device,
 tiles, bound, precision, stages), so every method reports those alike.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,12 +53,33 @@ def assemble(ctx: RunContext, out: Outcome) -> Result:
     sampling = out.sampling or {}
     engine = ctx.engine
     return Result(
-        precision=head.precision, recall=head.recall, k=head.k, n_real=ctx.real.n, n_fake=ctx.fake.n,
-        dim=ctx.real.dim, per_k=out.per_k, method=out.method, strict=ctx.strict, density=head.density,
-        coverage=head.coverage, realism=out.realism, device=str(ctx.device), memory_budget=engine.memory_budget,
-        tile=engine.tile, n_redecided=out.n_redecided, error_bound=engine.error_bound,
-        gemm_precision=engine.precision, t=out.t, radii=out.radii, hubs=out.hubs,
+        precision=head.precision,
+        recall=head.recall,
+        k=head.k,
+        n_real=ctx.real.n,
+        n_fake=ctx.fake.n,
+        dim=ctx.real.dim,
+        per_k=out.per_k,
+        method=out.method,
+        strict=ctx.strict,
+        density=head.density,
+        coverage=head.coverage,
+        realism=out.realism,
+        device=str(ctx.device),
+        memory_budget=engine.memory_budget,
+        tile=engine.tile,
+        n_redecided=out.n_redecided,
+        error_bound=engine.error_bound,
+        gemm_precision=engine.precision,
+        t=out.t,
+        radii=out.radii,
+        hubs=out.hubs,
         precision_ci=sampling["precision"].interval if sampling else None,
         recall_ci=sampling["recall"].interval if sampling else None,
-        confidence=out.confidence, sampling=out.sampling, audit=out.audit, plan=out.plan, stages=ctx.prof.stages,
-        **_backend_fields(out.plan))
+        confidence=out.confidence,
+        sampling=out.sampling,
+        audit=out.audit,
+        plan=out.plan,
+        stages=ctx.prof.stages,
+        **_backend_fields(out.plan),
+    )

@@ -22,6 +22,7 @@ What stays cheap as n grows:
   stays unbiased however wrong it is, and the closer it is, the smaller the
   sample needed for a given interval.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,20 @@ from .context import RunContext
 from .design import Estimate, StratifiedSample, hubness_bins
 from .pipeline import Outcome
 
-__all__ = ["SampledSpec", "SampleRequest", "run_sampled", "sample_both", "sampled_hits", "approximate_hits",
-           "SideEstimate", "estimate_side", "side_sampling", "graph_plan", "PILOT", "APPROX_NEIGHBOURS"]
+__all__ = [
+    "SampledSpec",
+    "SampleRequest",
+    "run_sampled",
+    "sample_both",
+    "sampled_hits",
+    "approximate_hits",
+    "SideEstimate",
+    "estimate_side",
+    "side_sampling",
+    "graph_plan",
+    "PILOT",
+    "APPROX_NEIGHBOURS",
+]
 
 # Queries per set of the pilot sample that sizes a half-width-targeted sample.
 PILOT = 1000
@@ -53,8 +66,9 @@ APPROX_NEIGHBOURS = 8
 SIDES = (("precision", "fake", "real"), ("recall", "real", "fake"))
 
 
-def _candidates(engine: TileEngine, queries: Prepared, q_index: torch.Tensor, radii: UpperRadii,
-                per_tile: Optional[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _candidates(
+    engine: TileEngine, queries: Prepared, q_index: torch.Tensor, radii: UpperRadii, per_tile: Optional[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pairs (query position, ball owner, exact d²) with ``d² ≤ U²``, and per query the number of
     fp32 candidates seen (to know whether ``per_tile`` left some out)."""
     ref = radii.ref
@@ -85,8 +99,9 @@ def _candidates(engine: TileEngine, queries: Prepared, q_index: torch.Tensor, ra
     return pos[inside], own[inside], d2[inside], seen > kept
 
 
-def _decide(radii: UpperRadii, pos: torch.Tensor, own: torch.Tensor, d2: torch.Tensor, hits: torch.Tensor,
-            strict: bool) -> None:
+def _decide(
+    radii: UpperRadii, pos: torch.Tensor, own: torch.Tensor, d2: torch.Tensor, hits: torch.Tensor, strict: bool
+) -> None:
     """Set ``hits[q]`` when some candidate ball of q truly holds it: deepest candidate first, then the rest."""
     if pos.numel() == 0:
         return
@@ -105,8 +120,9 @@ def _decide(radii: UpperRadii, pos: torch.Tensor, own: torch.Tensor, d2: torch.T
             hits[pos[sel][inside]] = True
 
 
-def sampled_hits(engine: TileEngine, queries: Prepared, q_index: torch.Tensor, radii: UpperRadii,
-                 strict: bool) -> torch.Tensor:
+def sampled_hits(
+    engine: TileEngine, queries: Prepared, q_index: torch.Tensor, radii: UpperRadii, strict: bool
+) -> torch.Tensor:
     """Exact membership of the queries ``q_index`` in the union of all reference balls.
 
     Equals the float64 brute-force decision: candidates come from the upper-bound
@@ -164,8 +180,15 @@ class SideEstimate:
     approximate: Optional[float]  # mean of the approximate membership, when one was used
 
 
-def estimate_side(engine: TileEngine, queries: Prepared, radii: UpperRadii, strata: np.ndarray,
-                  request: SampleRequest, seed: Union[int, list[int]], strict: bool) -> SideEstimate:
+def estimate_side(
+    engine: TileEngine,
+    queries: Prepared,
+    radii: UpperRadii,
+    strata: np.ndarray,
+    request: SampleRequest,
+    seed: Union[int, list[int]],
+    strict: bool,
+) -> SideEstimate:
     """Stratified sampled estimate of the share of ``queries`` inside the reference balls of ``radii``."""
     design = StratifiedSample(strata, seed)
     known: dict[int, bool] = {}
@@ -187,8 +210,9 @@ def estimate_side(engine: TileEngine, queries: Prepared, radii: UpperRadii, stra
     return SideEstimate(est, radii.n_true, len(design.units), None)
 
 
-def _strata(ctx: RunContext, graphs: dict[str, SetGraph], side: tuple[str, str, str], upper: UpperRadii,
-            request: SampleRequest) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def _strata(
+    ctx: RunContext, graphs: dict[str, SetGraph], side: tuple[str, str, str], upper: UpperRadii, request: SampleRequest
+) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Stratum of every query: its hubness bin, × the approximate membership where the index can give it."""
     name, q, r = side
     strata = hubness_bins(graphs[q].occurrence, upper.k)
@@ -202,8 +226,9 @@ def _strata(ctx: RunContext, graphs: dict[str, SetGraph], side: tuple[str, str, 
     return strata * 2 + approx.astype(np.int64), approx
 
 
-def sample_both(ctx: RunContext, graphs: dict[str, SetGraph], k: int, request: SampleRequest
-                ) -> dict[str, SideEstimate]:
+def sample_both(
+    ctx: RunContext, graphs: dict[str, SetGraph], k: int, request: SampleRequest
+) -> dict[str, SideEstimate]:
     """Sampled estimates of precision and recall from the two sets' graphs."""
     out = {}
     for j, side in enumerate(SIDES):
@@ -220,9 +245,16 @@ def sample_both(ctx: RunContext, graphs: dict[str, SetGraph], k: int, request: S
 def side_sampling(e: SideEstimate) -> SideSampling:
     """The typed, JSON-ready record of one side's estimate."""
     est = e.estimate
-    return SideSampling(estimate=est.value, interval=est.interval, half_width=est.half_width,
-                        sample_size=est.sample_size, population=est.population, strata=e.strata,
-                        approximate_membership=e.approximate, true_radii_computed=e.n_true_radii)
+    return SideSampling(
+        estimate=est.value,
+        interval=est.interval,
+        half_width=est.half_width,
+        sample_size=est.sample_size,
+        population=est.population,
+        strata=e.strata,
+        approximate_membership=e.approximate,
+        true_radii_computed=e.n_true_radii,
+    )
 
 
 def graph_plan(method: str, graphs: dict[str, SetGraph]) -> Plan:
@@ -245,10 +277,17 @@ class SampledSpec:
 def run_sampled(ctx: RunContext, spec: SampledSpec) -> Outcome:
     """Sampled P&R with intervals (run inside :meth:`RunContext.run`)."""
     request = GraphRequest(spec.backend, "sampled", spec.k, ctx.seed, spec.backend_options)
-    graphs = {name: build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
-              for name, fs in ctx.sets.items()}
+    graphs = {
+        name: build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
+        for name, fs in ctx.sets.items()
+    }
     est = sample_both(ctx, graphs, spec.k, spec.sample)
     kr = KResult(k=spec.k, precision=est["precision"].estimate.value, recall=est["recall"].estimate.value)
-    return Outcome("sampled", {spec.k: kr}, sum(e.n_true_radii for e in est.values()),
-                   plan=graph_plan("sampled", graphs), sampling={side: side_sampling(e) for side, e in est.items()},
-                   confidence=spec.sample.confidence)
+    return Outcome(
+        "sampled",
+        {spec.k: kr},
+        sum(e.n_true_radii for e in est.values()),
+        plan=graph_plan("sampled", graphs),
+        sampling={side: side_sampling(e) for side, e in est.items()},
+        confidence=spec.sample.confidence,
+    )

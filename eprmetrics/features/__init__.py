@@ -8,6 +8,7 @@ Example (a tiny custom module, so it runs offline):
     >>> extract_features(imgs, extractor=net, progress=False).shape
     (6, 5)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,17 @@ from .base import Extractor, extractor_names, get_extractor, register_extractor
 from .cache import cache_path, load_cached, save_atomic
 from .images import IMAGE_EXTENSIONS, ImageSource, as_image_source, is_image_input
 
-__all__ = ["extract_features", "get_extractor", "register_extractor", "extractor_names", "Extractor",
-           "is_image_input", "as_image_source", "ImageSource", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "extract_features",
+    "get_extractor",
+    "register_extractor",
+    "extractor_names",
+    "Extractor",
+    "is_image_input",
+    "as_image_source",
+    "ImageSource",
+    "IMAGE_EXTENSIONS",
+]
 
 
 def _collate(batch: list) -> Any:
@@ -48,10 +58,20 @@ def _module_fingerprint(ext: Extractor) -> str:
     return "custom:" + h.hexdigest()
 
 
-def extract_features(images: Any, *, name: str = "images", extractor: Union[str, nn.Module] = "vgg16",
-                     weights: Optional[Union[str, os.PathLike]] = None, device: Union[str, torch.device] = "auto",
-                     batch_size: int = 64, num_workers: int = 0, cache_dir: Optional[str] = None,
-                     save_to: Optional[str] = None, on_error: str = "raise", progress: bool = True) -> np.ndarray:
+def extract_features(
+    images: Any,
+    *,
+    name: str = "images",
+    extractor: Union[str, nn.Module] = "vgg16",
+    weights: Optional[Union[str, os.PathLike]] = None,
+    device: Union[str, torch.device] = "auto",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    cache_dir: Optional[str] = None,
+    save_to: Optional[str] = None,
+    on_error: str = "raise",
+    progress: bool = True,
+) -> np.ndarray:
     """Features of every image, in input order, as an N×D float32 array.
 
     Args:
@@ -88,8 +108,14 @@ def extract_features(images: Any, *, name: str = "images", extractor: Union[str,
                 save_atomic(save_to, cached)
             return cached
     ext.to(dev)
-    loader = torch.utils.data.DataLoader(src, batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                                         collate_fn=_collate, pin_memory=dev.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        src,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle=False,
+        collate_fn=_collate,
+        pin_memory=dev.type == "cuda",
+    )
     from tqdm.auto import tqdm
 
     feats = []

@@ -1,4 +1,5 @@
 """The extractor contract and registry: uint8 RGB images in, float32 feature vectors out."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Extractor", "register_extractor", "get_extractor", "extractor_names", "IMAGENET_MEAN", "IMAGENET_STD",
-           "resize_batch", "imagenet_preprocess", "load_state_dict", "weights_fingerprint"]
+__all__ = [
+    "Extractor",
+    "register_extractor",
+    "get_extractor",
+    "extractor_names",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "resize_batch",
+    "imagenet_preprocess",
+    "load_state_dict",
+    "weights_fingerprint",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -60,9 +71,21 @@ class Extractor:
         weights_id: what identifies the weights (for the feature cache).
     """
 
-    def __init__(self, name: str, module: nn.Module, dim: Optional[int],
-                 preprocess: Callable[[ImageBatch, torch.device], torch.Tensor], weights_id: str) -> None:
-        self.name, self.module, self.dim, self.preprocess, self.weights_id = name, module.eval(), dim, preprocess, weights_id
+    def __init__(
+        self,
+        name: str,
+        module: nn.Module,
+        dim: Optional[int],
+        preprocess: Callable[[ImageBatch, torch.device], torch.Tensor],
+        weights_id: str,
+    ) -> None:
+        self.name, self.module, self.dim, self.preprocess, self.weights_id = (
+            name,
+            module.eval(),
+            dim,
+            preprocess,
+            weights_id,
+        )
 
     def to(self, device: torch.device) -> "Extractor":
         self.module.to(device)
@@ -113,7 +136,9 @@ def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str,
     if isinstance(extractor, nn.Module):
         if weights is not None:
             extractor.load_state_dict(load_state_dict(weights))
-        return Extractor("custom", extractor, None, _custom_preprocess, f"custom:{type(extractor).__name__}:{id(extractor)}")
+        return Extractor(
+            "custom", extractor, None, _custom_preprocess, f"custom:{type(extractor).__name__}:{id(extractor)}"
+        )
     if extractor not in _REGISTRY:
         raise ValueError(f"extractor: expected one of {extractor_names()} or an nn.Module, got {extractor!r}")
     if weights is not None and not os.path.isfile(weights):

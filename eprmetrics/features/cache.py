@@ -1,4 +1,5 @@
 """Opt-in feature cache: one ``.npy`` per (images, extractor, weights), written atomically."""
+
 from __future__ import annotations
 
 import hashlib

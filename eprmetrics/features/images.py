@@ -1,4 +1,5 @@
 """Image sources: a folder (recursive), a zip archive, a list of files, or a uint8 tensor."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from ..validation import check_choice, check_path_exists
+
 __all__ = ["IMAGE_EXTENSIONS", "ImageSource", "as_image_source", "is_image_input"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -28,10 +30,24 @@ class ImageSource(torch.utils.data.Dataset):
     naming it; ``"skip"`` warns and leaves it out.
     """
 
-    def __init__(self, kind: str, items: Sequence[Any], name: str, on_error: str = "raise",
-                 archive: Optional[str] = None, tensor: Optional[torch.Tensor] = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        items: Sequence[Any],
+        name: str,
+        on_error: str = "raise",
+        archive: Optional[str] = None,
+        tensor: Optional[torch.Tensor] = None,
+    ) -> None:
         check_choice(on_error, "on_error", ("raise", "skip"))
-        self.kind, self.items, self.name, self.on_error, self.archive, self.tensor = kind, list(items), name, on_error, archive, tensor
+        self.kind, self.items, self.name, self.on_error, self.archive, self.tensor = (
+            kind,
+            list(items),
+            name,
+            on_error,
+            archive,
+            tensor,
+        )
         self._zip: Optional[zipfile.ZipFile] = None
 
     def __len__(self) -> int:

@@ -5,6 +5,7 @@ ImageNet weights (not the 2015 TF graph's), 1000 classes instead of 1008, and to
 resize; features are therefore not interchangeable with FID statistics computed by
 clean-fid or torch-fidelity's ``inception-v3-compat``.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -12,7 +13,7 @@ from typing import Optional
 from torch import nn
 
 from ..validation import require
-from .base import Extractor, load_state_dict, imagenet_preprocess, register_extractor, weights_fingerprint
+from .base import Extractor, imagenet_preprocess, load_state_dict, register_extractor, weights_fingerprint
 
 __all__ = ["inception_extractor"]
 
@@ -30,5 +31,10 @@ def inception_extractor(weights: Optional[str] = None) -> Extractor:
         net.load_state_dict(state)
     net.aux_logits, net.AuxLogits = False, None
     net.fc = nn.Identity()
-    return Extractor("inception", net, 2048, imagenet_preprocess(299),
-                     weights_fingerprint(weights, "torchvision:Inception_V3_Weights.IMAGENET1K_V1"))
+    return Extractor(
+        "inception",
+        net,
+        2048,
+        imagenet_preprocess(299),
+        weights_fingerprint(weights, "torchvision:Inception_V3_Weights.IMAGENET1K_V1"),
+    )

@@ -1,4 +1,5 @@
 """VGG-16 fc2 features (4096-d, after ReLU): the feature space of the P&R paper and StyleGAN2-ADA."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from ..validation import require
-from .base import Extractor, load_state_dict, imagenet_preprocess, register_extractor, weights_fingerprint
+from .base import Extractor, imagenet_preprocess, load_state_dict, register_extractor, weights_fingerprint
 
 __all__ = ["vgg16_extractor"]
 
@@ -35,4 +36,10 @@ def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
     else:
         vgg = models.vgg16(weights=None)
         vgg.load_state_dict(load_state_dict(weights))
-    return Extractor("vgg16", _VGGFc2(vgg), 4096, imagenet_preprocess(224), weights_fingerprint(weights, "torchvision:VGG16_Weights.IMAGENET1K_V1"))
+    return Extractor(
+        "vgg16",
+        _VGGFc2(vgg),
+        4096,
+        imagenet_preprocess(224),
+        weights_fingerprint(weights, "torchvision:VGG16_Weights.IMAGENET1K_V1"),
+    )

@@ -4,6 +4,7 @@ Both yield the k-occurrence of every point (hubness); the exact pass also gives
 every radius exactly, an ANN backend the k points it found (upper bounds of the
 radii) and an index that can search foreign points.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,15 +57,18 @@ class SetGraph:
         return self._upper
 
 
-def build_graph(engine: TileEngine, fs: FeatureSet, p: Prepared, request: GraphRequest, prof: Profiler,
-                progress: bool) -> SetGraph:
+def build_graph(
+    engine: TileEngine, fs: FeatureSet, p: Prepared, request: GraphRequest, prof: Profiler, progress: bool
+) -> SetGraph:
     """The k-NN graph of ``fs`` (prepared as ``p``), each step timed as a stage of ``prof``."""
     name, k = fs.name, request.k
     chosen, reason = resolve_backend(request.backend, fs.n, fs.dim, engine.device, request.mode)
     if chosen == "exact":
         # One symmetric pass gives the exact graph and every radius at once.
-        with prof.stage(f"{name}: exact k-NN graph (distances + top-k → radii, hubs)"), \
-                progress_bar(progress, fs.n, f"k-NN {name}") as bar:
+        with (
+            prof.stage(f"{name}: exact k-NN graph (distances + top-k → radii, hubs)"),
+            progress_bar(progress, fs.n, f"k-NN {name}") as bar,
+        ):
             full = Radii(engine, p, k, progress=bar.update if bar else None)
             return SetGraph(chosen, reason, {}, k_occurrence(full.neighbours(k), fs.n), full=full)
     impl = get_backend(chosen)(**(request.options or {}))
@@ -83,6 +87,7 @@ def hub_positions(name: str, occurrence: np.ndarray, t: int) -> torch.Tensor:
     hubs = np.flatnonzero(occurrence >= t)
     if hubs.size == 0:
         top = int(occurrence.max())
-        raise ValueError(f"t: {name} has no hubs at t={t} (its largest k-occurrence is {top}); "
-                         f"expected t ≤ {top}, use a lower t")
+        raise ValueError(
+            f"t: {name} has no hubs at t={t} (its largest k-occurrence is {top}); expected t ≤ {top}, use a lower t"
+        )
     return torch.from_numpy(hubs)

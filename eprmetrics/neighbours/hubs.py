@@ -14,6 +14,7 @@ Example:
     >>> hub_mask(k_occurrence(idx, 4), t=3).tolist()
     [True, False, True, False]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,5 +69,9 @@ class HubStats:
 
 def hub_stats(occurrence: np.ndarray, t: int) -> HubStats:
     occ = np.asarray(occurrence)
-    return HubStats(t=t, n=int(occ.size), n_hubs=int(hub_mask(occ, t).sum()),
-                    histogram=np.bincount(occ).tolist() if occ.size else [])
+    return HubStats(
+        t=t,
+        n=int(occ.size),
+        n_hubs=int(hub_mask(occ, t).sum()),
+        histogram=np.bincount(occ).tolist() if occ.size else [],
+    )

@@ -5,6 +5,7 @@ point of ``S``: self excluded by position, duplicates count, so a radius may be
 0. :class:`Radii` keeps a few fp32 candidates per point; the true float64 value
 is computed only where a decision needs it (``docs/exactness.md``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,9 +54,16 @@ class Radii:
     (:meth:`exact2`), or for all by :meth:`knn`.
     """
 
-    def __init__(self, engine: TileEngine, ref: Prepared, k_max: int,
-                 progress: Optional[Callable[[int], None]] = None, *,
-                 owners: Optional[Prepared] = None, owner_ids: Optional[torch.Tensor] = None) -> None:
+    def __init__(
+        self,
+        engine: TileEngine,
+        ref: Prepared,
+        k_max: int,
+        progress: Optional[Callable[[int], None]] = None,
+        *,
+        owners: Optional[Prepared] = None,
+        owner_ids: Optional[torch.Tensor] = None,
+    ) -> None:
         self.engine, self.ref, self.k_max = engine, ref, k_max
         self.p = ref if owners is None else owners
         self.ids = torch.arange(ref.n, device=engine.device) if owner_ids is None else owner_ids
@@ -134,8 +142,30 @@ class Radii:
         bad = rows[self.vals[rows, -1].double() - self.delta[rows] < d2[:, k_max - 1]]
         if bad.numel():
             self.n_redecided += bad.numel()
-            _redo_rows(engine, self.p, bad, self.ids[bad], self.ref,
-                       up32(self._d2[bad, -1] + self.delta[bad]), k_max, self._d2, self._index)
+            self._redo(bad, up32(self._d2[bad, -1] + self.delta[bad]))
+
+    def _redo(self, rows: torch.Tensor, thr: torch.Tensor) -> None:
+        """Exact k-NN of owners ``rows`` among all ref points with fp32 distance ≤ ``thr``."""
+        row_ids, k_max = self.ids[rows], self.k_max
+
+        def select(d: torch.Tensor, q_pos: torch.Tensor, cs: slice) -> torch.Tensor:
+            mask = d <= thr[q_pos, None]
+            cols = torch.arange(cs.start, cs.stop, device=d.device)
+            return mask & (cols[None, :] != row_ids[q_pos, None])
+
+        parts = list(self.engine.collect_pairs(self.p, rows, self.ref, select))
+        pos = torch.cat([q for q, _, _ in parts])
+        found = torch.cat([r for _, r, _ in parts])
+        dd = torch.cat([v for _, _, v in parts])
+        # Sort by (row position, distance, index): successive stable sorts, least significant first.
+        for key in range(3):
+            o = (found, dd, pos)[key].argsort(stable=True)
+            pos, found, dd = pos[o], found[o], dd[o]
+        start = torch.searchsorted(pos, torch.arange(rows.numel(), device=pos.device))
+        rank = torch.arange(pos.numel(), device=pos.device) - start[pos]
+        keep = rank < k_max
+        self._d2[rows[pos[keep]], rank[keep]] = dd[keep]
+        self._index[rows[pos[keep]], rank[keep]] = found[keep]
 
 
 class GivenRadii:
@@ -152,30 +182,6 @@ class GivenRadii:
 
     def exact2(self, k: int, rows: torch.Tensor) -> torch.Tensor:
         return self._r2[k][rows]
-
-
-def _redo_rows(engine: TileEngine, owners: Prepared, rows: torch.Tensor, row_ids: torch.Tensor, ref: Prepared,
-               thr: torch.Tensor, k_max: int, d2: torch.Tensor, idx: torch.Tensor) -> None:
-    """Exact k-NN of owners ``rows`` (``row_ids`` in ``ref``) among all ref points with fp32 distance ≤ ``thr``."""
-
-    def select(d: torch.Tensor, q_pos: torch.Tensor, cs: slice) -> torch.Tensor:
-        mask = d <= thr[q_pos, None]
-        cols = torch.arange(cs.start, cs.stop, device=d.device)
-        return mask & (cols[None, :] != row_ids[q_pos, None])
-
-    parts = list(engine.collect_pairs(owners, rows, ref, select))
-    pos = torch.cat([q for q, _, _ in parts])
-    found = torch.cat([r for _, r, _ in parts])
-    dd = torch.cat([v for _, _, v in parts])
-    # Sort by (row position, distance, index): successive stable sorts, least significant first.
-    for key in range(3):
-        o = (found, dd, pos)[key].argsort(stable=True)
-        pos, found, dd = pos[o], found[o], dd[o]
-    start = torch.searchsorted(pos, torch.arange(rows.numel(), device=pos.device))
-    rank = torch.arange(pos.numel(), device=pos.device) - start[pos]
-    keep = rank < k_max
-    d2[rows[pos[keep]], rank[keep]] = dd[keep]
-    idx[rows[pos[keep]], rank[keep]] = found[keep]
 
 
 def exact_knn(engine: TileEngine, p: Prepared, k_max: int, progress: Optional[Callable[[int], None]] = None) -> KNN:

@@ -6,6 +6,7 @@ only make the k-th found one farther. A query outside every ``U`` ball is
 certainly outside every true ball; one inside some ``U`` ball needs that ball's
 true radius, which one tiled owner-vs-all row gives exactly.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,14 @@ class UpperRadii:
         exact: a full :class:`Radii` of ``ref`` (exact graph): the bounds are then the true radii.
     """
 
-    def __init__(self, engine: TileEngine, ref: Prepared, k: int, neighbours: Optional[torch.Tensor] = None,
-                 exact: Optional[Radii] = None) -> None:
+    def __init__(
+        self,
+        engine: TileEngine,
+        ref: Prepared,
+        k: int,
+        neighbours: Optional[torch.Tensor] = None,
+        exact: Optional[Radii] = None,
+    ) -> None:
         self.engine, self.ref, self.k = engine, ref, k
         self._exact = exact
         self.n_true = 0  # owners whose true radius needed an owner-vs-all row

@@ -8,6 +8,7 @@ Example:
     >>> dist.shape, idx.dtype, bool((idx != np.arange(200)[:, None]).all())
     ((200, 3), dtype('int64'), True)
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Union
@@ -20,8 +21,15 @@ from . import exact, faiss_backend, hnswlib_backend, ivf_gemm, scann_backend  # 
 from .auto import resolve_backend
 from .base import ANNBackend, available_backends, backend_names, get_backend, register_backend
 
-__all__ = ["knn_graph", "resolve_backend", "ANNBackend", "register_backend", "get_backend", "backend_names",
-           "available_backends"]
+__all__ = [
+    "knn_graph",
+    "resolve_backend",
+    "ANNBackend",
+    "register_backend",
+    "get_backend",
+    "backend_names",
+    "available_backends",
+]
 
 
 def as_float32_rows(x: Any, name: str = "X", keep_float16: bool = False) -> np.ndarray:
@@ -40,9 +48,16 @@ def as_float32_rows(x: Any, name: str = "X", keep_float16: bool = False) -> np.n
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def knn_graph(X: Any, k: int, *, backend: str = "auto", seed: int = 0, device: Union[str, torch.device] = "auto",
-              options: Optional[dict[str, Any]] = None, stats: Optional[dict[str, Any]] = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+def knn_graph(
+    X: Any,
+    k: int,
+    *,
+    backend: str = "auto",
+    seed: int = 0,
+    device: Union[str, torch.device] = "auto",
+    options: Optional[dict[str, Any]] = None,
+    stats: Optional[dict[str, Any]] = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """k nearest other points of every row of ``X``: ``(distances, indices)``.
 
     Args:

@@ -1,4 +1,5 @@
 """The one place ``backend="auto"`` is resolved."""
+
 from __future__ import annotations
 
 import torch

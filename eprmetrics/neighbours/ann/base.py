@@ -7,6 +7,7 @@ backend returns it, otherwise the farthest of the ``k + 1`` found), ``-1`` /
 ``inf`` where a backend found fewer. Backends register with
 :func:`register_backend`; optional libraries are imported only when used.
 """
+
 from __future__ import annotations
 
 import abc
@@ -19,8 +20,7 @@ import torch
 
 from ...validation import fail, require
 
-__all__ = ["ANNBackend", "register_backend", "get_backend", "backend_names", "available_backends",
-           "finish_graph"]
+__all__ = ["ANNBackend", "register_backend", "get_backend", "backend_names", "available_backends", "finish_graph"]
 
 _REGISTRY: dict[str, type["ANNBackend"]] = {}
 
@@ -44,8 +44,9 @@ class ANNBackend(abc.ABC):
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)
         if unknown:
-            raise ValueError(f"backend {self.name!r}: unknown option(s) {sorted(unknown)}; "
-                             f"expected some of {sorted(self.defaults)}")
+            raise ValueError(
+                f"backend {self.name!r}: unknown option(s) {sorted(unknown)}; expected some of {sorted(self.defaults)}"
+            )
         self.params = {**self.defaults, **params}
         self.used_params: dict[str, Any] = {}
 
@@ -89,8 +90,16 @@ class ANNBackend(abc.ABC):
         dist, idx, squared = self.search(x, k + 1)
         t2 = time.perf_counter()
         dist, idx = finish_graph(np.asarray(dist), np.asarray(idx), k, squared)
-        return dist, idx, {"backend": self.name, "build_s": t1 - t0, "search_s": t2 - t1,
-                           "params": {key: _plain(v) for key, v in self.used_params.items()}}
+        return (
+            dist,
+            idx,
+            {
+                "backend": self.name,
+                "build_s": t1 - t0,
+                "search_s": t2 - t1,
+                "params": {key: _plain(v) for key, v in self.used_params.items()},
+            },
+        )
 
 
 def _plain(v: Any) -> Any:
@@ -132,8 +141,9 @@ def register_backend(cls: type[ANNBackend]) -> type[ANNBackend]:
 def get_backend(name: str) -> type[ANNBackend]:
     """The registered backend class ``name`` (ValueError naming the registered ones otherwise)."""
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise fail("backend", f"'auto' or one of {backend_names()}", name,
-                   "register your own with eprmetrics.register_backend")
+        raise fail(
+            "backend", f"'auto' or one of {backend_names()}", name, "register your own with eprmetrics.register_backend"
+        )
     return _REGISTRY[name]
 
 

@@ -1,4 +1,5 @@
 """The ``exact`` backend: the tiled distance engine's symmetric self pass."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -9,6 +9,7 @@ distances (``IndexRefineFlat``); without it their recall at 4096-d is far below
 (``faiss.get_num_gpus() > 0``, checked before any GPU call: a GPU build without
 a GPU aborts the interpreter), the IVF family runs on the GPU.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """hnswlib backend (M 32, ef_construction 400, ef 200): J ≥ 0.999 at 20k × 4096 in our measurements."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ ScaNN's asymmetric-hashing scoring loses most hubs (J 0.34–0.73 in our
 measurements); exact scoring within the searched leaves keeps J ≥ 0.999.
 ScaNN's search is not bit-for-bit deterministic across runs.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,11 @@ class ScaNN(ANNBackend):
         p = self.used_params
         self._k_hint = 4
         builder = scann.scann_ops_pybind.builder(x, self._k_hint, "squared_l2")
-        builder = builder.tree(num_leaves=p["num_leaves"], num_leaves_to_search=p["leaves_to_search"],
-                               training_sample_size=min(x.shape[0], p["training_sample_size"]))
+        builder = builder.tree(
+            num_leaves=p["num_leaves"],
+            num_leaves_to_search=p["leaves_to_search"],
+            training_sample_size=min(x.shape[0], p["training_sample_size"]),
+        )
         self.index = builder.score_brute_force().build()
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
