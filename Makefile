@@ -1,6 +1,6 @@
 # Two entry points for a fresh clone; each creates .venv and installs what it needs.
 #   make demo   synthetic real/fake pairs through exact P&R, with a stage table
-#   make test   the test suite (offline)
+#   make test   lint (ruff), types (mypy) and the test suite (offline)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -21,13 +21,16 @@ demo: $(VENV)/.base
 	$(VENV)/bin/eprmetrics demo --quiet
 
 test: $(VENV)/.test
+	$(PY) -m ruff check eprmetrics tests benchmarks
+	$(PY) -m ruff format --check eprmetrics tests benchmarks
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 test-slow: $(VENV)/.test
 	$(PY) -m pytest -q --runslow
 
 bench: $(VENV)/.test
-	$(PY) benchmarks/bench_exact.py
+	$(PY) -m benchmarks.bench_exact
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

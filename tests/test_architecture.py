@@ -16,22 +16,16 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "eprmetrics"
 
-# Lowest first. Units on one line form one layer and may not import each other.
-LAYERS = [
-    ["defaults", "validation", "profiling", "synthetic"],
-    ["engine"],
-    ["features"],
-    ["neighbours"],
-    ["inputs"],
-    ["report"],
-    ["result"],
-    ["estimators"],
-    ["api"],
-    ["plots"],
-    ["demo"],
-    ["cli"],
-    ["__main__"],
-]
+
+
+def _documented_layers() -> list[list[str]]:
+    """The ```layers block of docs/architecture.md: lowest first; units on one line form one layer."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("```layers\n", 1)[1].split("```", 1)[0]
+    return [line.split() for line in block.splitlines() if line.strip()]
+
+
+LAYERS = _documented_layers()
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
 # Public entry points with explicit keyword-only signatures (STYLE: no **kwargs bags): exempt from the

@@ -130,8 +130,9 @@ def _biased_case(rng):
 def test_audit_warns_when_hub_method_is_biased(rng):
     real, fake = _biased_case(rng)
     exact = compute_pr(real, fake, density_coverage=False)
-    with pytest.warns(AuditWarning, match="outside"):
+    with pytest.warns(AuditWarning, match="outside") as caught:
         res = compute_epr(real, fake, backend="exact", t=3)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
     assert res.precision > exact.precision + 0.3
     audit = res.audit
     assert not audit["consistent"]
