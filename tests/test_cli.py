@@ -132,3 +132,25 @@ def test_bad_sample_size_is_one_line(files, capsys):
         == 2
     )
     assert "sample_size" in capsys.readouterr().err
+
+
+def test_registered_backend_and_extractor_can_be_chosen(files, monkeypatch, capsys):
+    """CLI choice lists come from the registries: a backend or extractor registered by a plugin shows up."""
+    from eprmetrics import register_backend, register_extractor
+    from eprmetrics.features import base as extractor_base
+    from eprmetrics.neighbours.ann import base as backend_base
+    from eprmetrics.neighbours.ann.exact import ExactBackend
+
+    monkeypatch.setattr(backend_base, "_REGISTRY", dict(backend_base._REGISTRY))
+    monkeypatch.setattr(extractor_base, "_REGISTRY", dict(extractor_base._REGISTRY))
+
+    @register_backend
+    class PluginBackend(ExactBackend):
+        name = "plugin-exact"
+
+    register_extractor("plugin-net")(lambda weights: None)
+    out = files / "out.json"
+    argv = [str(files / "real.npy"), str(files / "fake.npy"), "--backend", "plugin-exact", "--extractor",
+            "plugin-net", "--method", "sampled", "--sample-size", "50", "--json", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["backend"] == "plugin-exact"
