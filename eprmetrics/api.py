@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union, cast
 
 import torch
 
@@ -120,7 +120,7 @@ def compute_pr(
     spec = ExactSpec(check_k(k), check_bool(density_coverage, "density_coverage"), check_bool(realism, "realism"))
     options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
     images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
-    real_fs, fake_fs = resolve_pair(real, fake, max(spec.ks), images, options.device, progress)
+    real_fs, fake_fs = resolve_pair(real, fake, max(spec.ks), images, cast(torch.device, options.device), progress)
     ctx = RunContext.build(real_fs, fake_fs, options)
     return assemble(ctx, ctx.run(lambda c: run_exact(c, spec)))
 
@@ -230,7 +230,7 @@ def compute_epr(
     check_int(seed, "seed", minimum=0)
     options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
     images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
-    real_fs, fake_fs = resolve_pair(real, fake, k, images, options.device, progress)
+    real_fs, fake_fs = resolve_pair(real, fake, k, images, cast(torch.device, options.device), progress)
     ctx = RunContext.build(real_fs, fake_fs, options, seed)
     if method == "sampled":
         smp = SampledSpec(k, backend, backend_options, sample)

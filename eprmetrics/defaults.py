@@ -2,7 +2,36 @@
 
 from __future__ import annotations
 
-DEFAULTS = {
+from typing import Optional, TypedDict
+
+
+class _Defaults(TypedDict):
+    """The type of every default, so that annotated parameters may take ``DEFAULTS[...]`` as their default."""
+
+    k: int
+    t: int
+    strict: bool
+    device: str
+    memory_budget: Optional[int]
+    density_coverage: bool
+    realism: bool
+    seed: int
+    error_bound: str
+    precision: str
+    backend: str
+    radii: str
+    method: str
+    sample_size: float
+    confidence: float
+    audit: bool
+    audit_size: int
+    extractor: str
+    batch_size: int
+    num_workers: int
+    on_error: str
+
+
+DEFAULTS: _Defaults = {
     "k": 3,
     "t": 3,
     "strict": False,

@@ -126,11 +126,12 @@ def bench(
     real, fake, what = data
     exact = compute_pr(real, fake, k=k, density_coverage=False, **opts)
     runs = [("exact compute_pr", exact)]
-    for label, extra in (
+    variants: tuple[tuple[str, dict[str, Any]], ...] = (
         ("compute_epr", {}),
         ("compute_epr radii=ann", {"radii": "ann"}),
         ("compute_epr sampled", {"method": "sampled"}),
-    ):
+    )
+    for label, extra in variants:
         runs.append((label, compute_epr(real, fake, k=k, t=t, **extra, **opts)))
     print(f"eprmetrics bench: {what}, k={k}, t={t}, device={exact.device}")
     print(

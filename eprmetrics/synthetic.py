@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Union
+from typing import Optional, Union, overload
 
 import numpy as np
 import torch
@@ -86,6 +86,36 @@ class _Model:
         return torch.relu(z @ self.W + self.spec.bias * self.scale)
 
 
+@overload
+def generate(
+    n: int,
+    spec: SyntheticSpec = ...,
+    *,
+    defect: str = ...,
+    strength: float = ...,
+    stream: int = ...,
+    device: Union[str, torch.device] = ...,
+    dtype: torch.dtype = ...,
+    start: int = ...,
+    out: Optional[torch.Tensor] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def generate(
+    n: int,
+    spec: SyntheticSpec = ...,
+    *,
+    defect: str = ...,
+    strength: float = ...,
+    stream: int = ...,
+    device: Union[str, torch.device] = ...,
+    dtype: torch.dtype = ...,
+    start: int = ...,
+    out: np.ndarray,
+) -> np.ndarray: ...
+
+
 def generate(
     n: int,
     spec: SyntheticSpec = SyntheticSpec(),
@@ -97,7 +127,7 @@ def generate(
     dtype: torch.dtype = torch.float32,
     start: int = 0,
     out: Optional[Union[np.ndarray, torch.Tensor]] = None,
-) -> torch.Tensor:
+) -> Union[np.ndarray, torch.Tensor]:
     """Rows ``start .. start+n`` of a synthetic set (``stream`` 0 = real, 1 = fake).
 
     Args:

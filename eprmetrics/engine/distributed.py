@@ -24,7 +24,7 @@ Usage — a script run with ``torchrun --nproc_per_node 4 script.py``::
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 
@@ -122,4 +122,4 @@ class World:
         if any(p is None for p in out):
             return None
         device = pairs.device if pairs is not None else torch.device("cpu")
-        return torch.cat(out).to(device)
+        return torch.cat(cast(list[torch.Tensor], out)).to(device)

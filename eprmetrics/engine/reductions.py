@@ -49,10 +49,10 @@ class BallTest:
     pair_cap: int = 0
 
     def __post_init__(self) -> None:
-        kind = dict(dtype=torch.int32) if self.count else dict(dtype=torch.bool)
+        kind = torch.int32 if self.count else torch.bool
         dev = self.lo.device
-        self.other_lo = torch.zeros(self.n_other, device=dev, **kind)
-        self.other_hi = torch.zeros(self.n_other, device=dev, **kind)
+        self.other_lo = torch.zeros(self.n_other, device=dev, dtype=kind)
+        self.other_hi = torch.zeros(self.n_other, device=dev, dtype=kind)
         n_owner = self.lo.shape[0]
         self.owner_lo = torch.zeros(n_owner if self.owner_any else 0, dtype=torch.bool, device=dev)
         self.owner_hi = torch.zeros(n_owner if self.owner_any else 0, dtype=torch.bool, device=dev)

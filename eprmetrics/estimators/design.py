@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from statistics import NormalDist
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -75,10 +76,10 @@ class StratifiedSample:
 
     Args:
         strata: (N,) integer stratum label of every unit.
-        seed: seed of the shuffles.
+        seed: seed of the shuffles (an int, or a sequence of ints as :func:`numpy.random.default_rng` takes).
     """
 
-    def __init__(self, strata: np.ndarray, seed: int) -> None:
+    def __init__(self, strata: np.ndarray, seed: Union[int, Sequence[int]]) -> None:
         labels = np.asarray(strata)
         if labels.ndim != 1 or labels.size == 0:
             raise ValueError(f"strata: expected a non-empty 1-d array of labels, got shape {labels.shape}")

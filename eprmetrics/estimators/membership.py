@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
 from ..engine import Prepared, TileEngine, down32, up32
 from ..engine.reductions import BallTest
-from ..neighbours import Radii
+from ..neighbours import GivenRadii, Radii
 
 __all__ = ["Balls", "ball_counts", "MembershipResult", "exact_membership"]
 
@@ -32,13 +32,13 @@ class Balls:
     """The balls of one set at one k, with the fp32 bracket of a pass against ``other``:
     ``D < lo`` certainly inside, ``D > hi`` certainly outside the ball."""
 
-    radii: Radii
+    radii: Union[Radii, GivenRadii]
     k: int
     lo: torch.Tensor
     hi: torch.Tensor
 
     @classmethod
-    def against(cls, engine: TileEngine, radii: Radii, k: int, other: Prepared) -> "Balls":
+    def against(cls, engine: TileEngine, radii: Union[Radii, GivenRadii], k: int, other: Prepared) -> "Balls":
         lower, upper = radii.bracket2(k)
         cross = engine.bound(radii.p.norm, other.max_norm)
         return cls(radii, k, down32(lower - cross), up32(upper + cross))
@@ -123,7 +123,7 @@ def _density_counts(
 
 
 def _realism_reducer(
-    engine: TileEngine, real: Radii, n_fake: int, k: int
+    engine: TileEngine, real: Union[Radii, GivenRadii], n_fake: int, k: int
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor, slice, slice], None]]:
     """Running max of ``r_k(r)² / D`` over the real balls at most the median radius, per fake."""
     r2 = real.approx2(k)
@@ -140,8 +140,8 @@ def _realism_reducer(
 
 def exact_membership(
     engine: TileEngine,
-    real: Radii,
-    fake: Radii,
+    real: Union[Radii, GivenRadii],
+    fake: Union[Radii, GivenRadii],
     ks: Sequence[int],
     *,
     strict: bool,

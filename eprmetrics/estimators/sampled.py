@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import numpy as np
 import torch
@@ -151,7 +151,7 @@ def approximate_hits(dist: np.ndarray, idx: np.ndarray, squared: bool, upper2: t
     u = upper2.cpu().numpy()
     d2 = np.asarray(dist, np.float64) if squared else np.asarray(dist, np.float64) ** 2
     found = idx >= 0
-    return (found & (d2 <= u[np.where(found, idx, 0)])).any(1)
+    return cast(np.ndarray, (found & (d2 <= u[np.where(found, idx, 0)])).any(1))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,6 +56,8 @@ class ImageSource(torch.utils.data.Dataset):
     def _read(self, i: int) -> bytes:
         if self.kind == "zip":
             if self._zip is None:  # one handle per (worker) process
+                if self.archive is None:
+                    raise RuntimeError(f"{self.name}: a zip image source has no archive path")
                 self._zip = zipfile.ZipFile(self.archive)
             return self._zip.read(self.items[i])
         with open(self.items[i], "rb") as fh:
@@ -66,15 +68,16 @@ class ImageSource(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Optional[torch.Tensor]:
         if self.kind == "tensor":
+            if self.tensor is None:
+                raise RuntimeError(f"{self.name}: a tensor image source has no tensor")
             return self.tensor[i]
         from PIL import Image
 
         try:
             with Image.open(io.BytesIO(self._read(i))) as img:
                 img.load()
-                if img.mode != "RGB":  # grayscale, palette, RGBA, CMYK, 16-bit → RGB
-                    img = img.convert("RGB")
-                arr = np.asarray(img, dtype=np.uint8)
+                rgb = img.convert("RGB") if img.mode != "RGB" else img  # grayscale, palette, RGBA, CMYK, 16-bit → RGB
+                arr = np.asarray(rgb, dtype=np.uint8)
         except Exception as exc:
             msg = f"{self.name}: cannot read image {self.label(i)}: {exc.__class__.__name__}: {exc}"
             if self.on_error == "skip":
@@ -88,6 +91,8 @@ class ImageSource(torch.utils.data.Dataset):
         h = hashlib.blake2b(digest_size=20)
         h.update(f"{self.kind}:{len(self)}".encode())
         if self.kind == "tensor":
+            if self.tensor is None:
+                raise RuntimeError(f"{self.name}: a tensor image source has no tensor")
             h.update(self.tensor.contiguous().cpu().numpy().tobytes())
         else:
             for i in range(len(self)):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import nn
@@ -16,8 +16,8 @@ __all__ = ["vgg16_extractor"]
 class _VGGFc2(nn.Module):
     def __init__(self, vgg: nn.Module) -> None:
         super().__init__()
-        self.features, self.avgpool = vgg.features, vgg.avgpool
-        self.fc = vgg.classifier[:5]  # Linear, ReLU, Dropout, Linear, ReLU → fc2 after ReLU
+        self.features, self.avgpool = cast(nn.Module, vgg.features), cast(nn.Module, vgg.avgpool)
+        self.fc = cast(nn.Sequential, vgg.classifier)[:5]  # Linear, ReLU, Dropout, Linear, ReLU → fc2 after ReLU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))

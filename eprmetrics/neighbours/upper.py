@@ -45,6 +45,8 @@ class UpperRadii:
             self.upper2 = exact.exact2(k, torch.arange(ref.n, device=engine.device))
             self._true2 = self.upper2
             return
+        if neighbours is None:
+            raise RuntimeError("UpperRadii: expected neighbours or exact radii, got neither")
         nb = neighbours.to(engine.device)
         rows = torch.arange(ref.n, device=engine.device).repeat_interleave(k)
         cols = nb.reshape(-1)

@@ -74,7 +74,7 @@ class _FaissBase(ANNBackend):
         return dist, idx, True  # faiss L2 indexes return squared distances
 
 
-class _IVFMixin:
+class _IVFMixin(_FaissBase):
     """nlist ≈ min(4√n, n/39) (≥ 39 training points per list); nprobe ≈ 10% of nlist (≥ 8)."""
 
     def resolve_params(self, n: int, dim: int) -> dict[str, Any]:
