@@ -1,7 +1,7 @@
 """faiss backends: IVF-Flat, IVF-PQ, IVF-SQ, LSH and HNSW behind the common contract.
 
 Defaults come from measurements on 20k × 4096 and 100k × 512 synthetic sets with
-strong hubness (``shared/ann-notes.md``, re-measured by
+strong hubness (``docs/ann-notes.md``, re-measured by
 ``benchmarks/bench_ann.py``): each holds hub-label Jaccard ≥ 0.99 against the
 exact graph. Quantised indexes (PQ, LSH) re-rank their candidates with exact
 distances (``IndexRefineFlat``); without it their recall at 4096-d is far below
