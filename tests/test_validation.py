@@ -1,4 +1,5 @@
 """Every bad input gets a ValueError/TypeError naming the argument and what was received."""
+
 import re
 
 import numpy as np
@@ -93,52 +94,118 @@ def test_integer_features_are_accepted():
 # Every option of both entry points: one message shape "<name>: expected <what>, got <value>; <how to fix>",
 # each pinned in full (torchmetrics test_kid style). The checks run before any work starts.
 OPTION_ERRORS = [
-    (compute_pr, {"k": 0}, ValueError,
-     "k: expected a positive int or a non-empty sequence of distinct positive ints, got 0; e.g. k=3 or k=(3, 5, 10)"),
-    (compute_pr, {"k": (3, 3)}, ValueError,
-     "k: expected a positive int or a non-empty sequence of distinct positive ints, got (3, 3); "
-     "e.g. k=3 or k=(3, 5, 10)"),
+    (
+        compute_pr,
+        {"k": 0},
+        ValueError,
+        "k: expected a positive int or a non-empty sequence of distinct positive ints, got 0; e.g. k=3 or k=(3, 5, 10)",
+    ),
+    (
+        compute_pr,
+        {"k": (3, 3)},
+        ValueError,
+        "k: expected a positive int or a non-empty sequence of distinct positive ints, got (3, 3); "
+        "e.g. k=3 or k=(3, 5, 10)",
+    ),
     (compute_pr, {"strict": "yes"}, ValueError, "strict: expected True or False, got 'yes'"),
     (compute_pr, {"density_coverage": 1}, ValueError, "density_coverage: expected True or False, got 1"),
     (compute_pr, {"realism": None}, ValueError, "realism: expected True or False, got None"),
     (compute_pr, {"progress": "no"}, ValueError, "progress: expected True or False, got 'no'"),
-    (compute_pr, {"memory_budget": -5}, ValueError,
-     "memory_budget: expected a positive int (bytes) or None, got -5; e.g. memory_budget=2**30 for 1 GiB"),
-    (compute_pr, {"error_bound": "tight"}, ValueError,
-     "error_bound: expected one of ('probabilistic', 'worst-case'), got 'tight'"),
-    (compute_pr, {"precision": "fp16"}, ValueError,
-     "precision: expected one of ('fp32', 'tf32', 'bf16'), got 'fp16'; tf32 needs CUDA; bf16 runs anywhere"),
-    (compute_pr, {"device": "gpu0"}, ValueError,
-     "device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu0'; pass one of these"),
+    (
+        compute_pr,
+        {"memory_budget": -5},
+        ValueError,
+        "memory_budget: expected a positive int (bytes) or None, got -5; e.g. memory_budget=2**30 for 1 GiB",
+    ),
+    (
+        compute_pr,
+        {"error_bound": "tight"},
+        ValueError,
+        "error_bound: expected one of ('probabilistic', 'worst-case'), got 'tight'",
+    ),
+    (
+        compute_pr,
+        {"precision": "fp16"},
+        ValueError,
+        "precision: expected one of ('fp32', 'tf32', 'bf16'), got 'fp16'; tf32 needs CUDA; bf16 runs anywhere",
+    ),
+    (
+        compute_pr,
+        {"device": "gpu0"},
+        ValueError,
+        "device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu0'; pass one of these",
+    ),
     (compute_pr, {"batch_size": 0}, ValueError, "batch_size: expected a positive int, got 0"),
     (compute_pr, {"num_workers": -1}, ValueError, "num_workers: expected a non-negative int, got -1"),
     (compute_pr, {"on_error": "ignore"}, ValueError, "on_error: expected one of ('raise', 'skip'), got 'ignore'"),
-    (compute_pr, {"extractor": "resnet"}, ValueError,
-     "extractor: expected one of ('inception', 'vgg16'), got 'resnet'; or pass an nn.Module"),
-    (compute_epr, {"method": "exact"}, ValueError,
-     "method: expected one of ('hubness', 'sampled'), got 'exact'; or use compute_pr for exact values"),
-    (compute_epr, {"k": (3, 5)}, ValueError,
-     "k: expected a positive int (eP&R uses one k), got (3, 5); e.g. k=3; compute_pr takes several, e.g. k=(3, 5, 10)"),
-    (compute_epr, {"t": -1}, ValueError,
-     "t: expected a non-negative int, got -1; hubs are the points with N_k ≥ t, e.g. t=3"),
+    (
+        compute_pr,
+        {"extractor": "resnet"},
+        ValueError,
+        "extractor: expected one of ('inception', 'vgg16'), got 'resnet'; or pass an nn.Module",
+    ),
+    (
+        compute_epr,
+        {"method": "exact"},
+        ValueError,
+        "method: expected one of ('hubness', 'sampled'), got 'exact'; or use compute_pr for exact values",
+    ),
+    (
+        compute_epr,
+        {"k": (3, 5)},
+        ValueError,
+        "k: expected a positive int (eP&R uses one k), got (3, 5); "
+        "e.g. k=3; compute_pr takes several, e.g. k=(3, 5, 10)",
+    ),
+    (
+        compute_epr,
+        {"t": -1},
+        ValueError,
+        "t: expected a non-negative int, got -1; hubs are the points with N_k ≥ t, e.g. t=3",
+    ),
     (compute_epr, {"radii": "approx"}, ValueError, "radii: expected one of ('exact', 'ann'), got 'approx'"),
-    (compute_epr, {"backend": "annoy"}, ValueError, r"backend: expected 'auto' or one of \[.*'ivf-gemm'.*\], "
-     r"got 'annoy'; register your own with eprmetrics.register_backend"),
-    (compute_epr, {"backend_options": ["nprobe", 3]}, TypeError,
-     "backend_options: expected a dict of backend parameters or None, got list; e.g. backend_options={'nprobe': 32}"),
-    (compute_epr, {"sample_size": 1.5}, ValueError,
-     r"sample_size: expected a positive int \(queries per set\) or a float in \(0, 1\) \(target 95% half-width\), "
-     r"got 1.5; e.g. 2000 or 0.01"),
-    (compute_epr, {"confidence": 95}, ValueError, r"confidence: expected a float in \(0, 1\), got 95; "
-     r"e.g. confidence=0.95"),
-    (compute_epr, {"audit": -3}, ValueError,
-     "audit: expected a non-negative int, got -3; pass True, False or a number of queries per set"),
+    (
+        compute_epr,
+        {"backend": "annoy"},
+        ValueError,
+        r"backend: expected 'auto' or one of \[.*'ivf-gemm'.*\], "
+        r"got 'annoy'; register your own with eprmetrics.register_backend",
+    ),
+    (
+        compute_epr,
+        {"backend_options": ["nprobe", 3]},
+        TypeError,
+        "backend_options: expected a dict of backend parameters or None, got list; e.g. backend_options={'nprobe': 32}",
+    ),
+    (
+        compute_epr,
+        {"sample_size": 1.5},
+        ValueError,
+        r"sample_size: expected a positive int \(queries per set\) or a float in \(0, 1\) \(target 95% half-width\), "
+        r"got 1.5; e.g. 2000 or 0.01",
+    ),
+    (
+        compute_epr,
+        {"confidence": 95},
+        ValueError,
+        r"confidence: expected a float in \(0, 1\), got 95; "
+        r"e.g. confidence=0.95",
+    ),
+    (
+        compute_epr,
+        {"audit": -3},
+        ValueError,
+        "audit: expected a non-negative int, got -3; pass True, False or a number of queries per set",
+    ),
     (compute_epr, {"seed": -1}, ValueError, "seed: expected a non-negative int, got -1"),
 ]
 
 
-@pytest.mark.parametrize("fn,kwargs,error,message", OPTION_ERRORS,
-                         ids=[f"{fn.__name__}-{next(iter(kw))}-{i}" for i, (fn, kw, _, _) in enumerate(OPTION_ERRORS)])
+@pytest.mark.parametrize(
+    "fn,kwargs,error,message",
+    OPTION_ERRORS,
+    ids=[f"{fn.__name__}-{next(iter(kw))}-{i}" for i, (fn, kw, _, _) in enumerate(OPTION_ERRORS)],
+)
 def test_every_option_message_is_pinned(fn, kwargs, error, message):
     with pytest.raises(error) as info:
         fn(GOOD, GOOD, **kwargs)

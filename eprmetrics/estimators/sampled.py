@@ -69,23 +69,31 @@ SIDES = (("precision", "fake", "real"), ("recall", "real", "fake"))
 def _candidates(
     engine: TileEngine, queries: Prepared, q_index: torch.Tensor, radii: UpperRadii, per_tile: Optional[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pairs (query position, ball owner, exact d²) with ``d² ≤ U²``, and per query the number of
-    fp32 candidates seen (to know whether ``per_tile`` left some out)."""
+    """Pairs (query position, ball owner, exact d²) with ``d² ≤ U²``, and per query whether
+    ``per_tile`` left out some candidate whose true radius is still unknown.
+
+    Balls whose true radius is known cost no radius row: every one of them that may hold a query is
+    kept. Only the others are capped at ``per_tile`` per tile (deepest first), so each round turns
+    at least one unknown radius of every unfinished query into a known one: the rounds end.
+    """
     ref = radii.ref
     hi = up32(radii.upper2 + engine.bound(ref.norm, queries.max_norm))
+    known = radii.known
     seen = torch.zeros(q_index.numel(), dtype=torch.int64, device=engine.device)
     kept = torch.zeros_like(seen)
 
     def select(d: torch.Tensor, q_pos: torch.Tensor, cs: slice) -> torch.Tensor:
         h = hi[None, cs]
         cand = d <= h
-        seen[q_pos] += cand.sum(1)
         if per_tile is None or d.shape[1] <= per_tile:
             return cand
-        depth = torch.where(cand, d / h.clamp_min(torch.finfo(torch.float32).tiny), math.inf)
+        unknown = cand & ~known[None, cs]
+        seen[q_pos] += unknown.sum(1)
+        depth = torch.where(unknown, d / h.clamp_min(torch.finfo(torch.float32).tiny), math.inf)
         j = depth.topk(per_tile, dim=1, largest=False).indices
-        mask = torch.zeros_like(cand).scatter_(1, j, True) & cand
-        return mask
+        chosen = torch.zeros_like(cand).scatter_(1, j, True) & unknown
+        kept[q_pos] += chosen.sum(1)
+        return chosen | (cand & known[None, cs])
 
     parts = list(engine.collect_pairs(queries, q_index, ref, select))
     if not parts:
@@ -94,7 +102,6 @@ def _candidates(
     pos = torch.cat([p for p, _, _ in parts])
     own = torch.cat([o for _, o, _ in parts])
     d2 = torch.cat([v for _, _, v in parts])
-    kept += torch.bincount(pos, minlength=q_index.numel())
     inside = d2 <= radii.upper2[own]
     return pos[inside], own[inside], d2[inside], seen > kept
 

@@ -60,6 +60,11 @@ class UpperRadii:
     def is_exact(self) -> bool:
         return self._exact is not None
 
+    @property
+    def known(self) -> torch.Tensor:
+        """(n,) bool: owners whose true radius has been computed (all of them for an exact graph)."""
+        return ~torch.isnan(self._true2)
+
     def tighten(self) -> None:
         """Replace the bounds of owners whose true radius is known by that radius."""
         if not self.is_exact:
