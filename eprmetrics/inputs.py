@@ -12,6 +12,7 @@ values).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Optional, Union
 
@@ -23,12 +24,14 @@ from .engine import FeatureSet
 from .features import as_image_source, extract_features, extractor_names, is_image_input
 from .validation import check_choice, check_int, check_path_exists
 
-__all__ = ["ImageOptions", "resolve_pair", "as_feature_set", "validate_pair", "FeaturesLike"]
+__all__ = ["ImageOptions", "resolve_pair", "as_feature_set", "validate_pair", "pair_scale", "FeaturesLike"]
 
 FeaturesLike = Union[np.ndarray, torch.Tensor, str, os.PathLike, FeatureSet]
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 _CHECK_ROWS = 16384  # rows per block when scanning for NaN/Inf
+# Largest absolute values that need no rescaling: fp32 squares of (sums of) such values stay normal.
+SAFE_RANGE = (2.0**-20, 2.0**20)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,18 +153,40 @@ def validate_pair(real: FeatureSet, fake: FeatureSet, k_max: int) -> None:
         raise ValueError(
             f"real and fake must have the same feature dimension, got real dim {real.dim} and fake dim {fake.dim}"
         )
+    largest = 0.0
     for fs in (real, fake):
         if fs.dim == 0:
             raise ValueError(f"{fs.name}: expected at least one feature column, got shape {tuple(fs.data.shape)}")
         if fs.n < k_max + 1:
             raise ValueError(f"{fs.name}: k={k_max} needs at least {k_max + 1} samples, got {fs.n}")
-        _check_finite(fs)
+        largest = max(largest, _largest_finite(fs))
+    real.scale = fake.scale = pair_scale(largest)
 
 
-def _check_finite(fs: FeatureSet) -> None:
+def pair_scale(largest: float) -> float:
+    """The power of two both sets are multiplied by so that fp32 squares neither overflow nor underflow.
+
+    1 while the largest absolute value lies in [2⁻²⁰, 2²⁰] (no copy, no multiply); otherwise the scale
+    that brings it into [1, 2). Multiplying by a power of two is exact, and P&R is scale-invariant.
+    """
+    if largest == 0.0 or SAFE_RANGE[0] <= largest <= SAFE_RANGE[1]:
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(largest)[1] + 1)
+
+
+def _largest_finite(fs: FeatureSet) -> float:
+    """Largest absolute value of ``fs`` (ValueError naming the first row with NaN or Inf)."""
+    largest = 0.0
     for start in range(0, fs.n, _CHECK_ROWS):
         rows = fs.data[start : start + _CHECK_ROWS]
-        ok = torch.isfinite(rows).all(dim=1) if isinstance(rows, torch.Tensor) else np.isfinite(rows).all(axis=1)
+        if isinstance(rows, torch.Tensor):
+            ok = torch.isfinite(rows).all(dim=1).cpu().numpy()
+            top = float(rows.abs().max()) if rows.numel() else 0.0
+        else:
+            ok = np.isfinite(rows).all(axis=1)
+            top = float(np.abs(rows).max()) if rows.size else 0.0
         if not bool(ok.all()):
-            bad = start + int(np.flatnonzero(~np.asarray(ok.cpu() if isinstance(ok, torch.Tensor) else ok))[0])
+            bad = start + int(np.flatnonzero(~ok)[0])
             raise ValueError(f"{fs.name}: features must be finite, found NaN or Inf in row {bad}")
+        largest = max(largest, top)
+    return largest

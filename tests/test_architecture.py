@@ -17,7 +17,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "eprmetrics"
 
 
-
 def _documented_layers() -> list[list[str]]:
     """The ```layers block of docs/architecture.md: lowest first; units on one line form one layer."""
     text = (ROOT / "docs" / "architecture.md").read_text()

@@ -150,7 +150,20 @@ def test_registered_backend_and_extractor_can_be_chosen(files, monkeypatch, caps
 
     register_extractor("plugin-net")(lambda weights: None)
     out = files / "out.json"
-    argv = [str(files / "real.npy"), str(files / "fake.npy"), "--backend", "plugin-exact", "--extractor",
-            "plugin-net", "--method", "sampled", "--sample-size", "50", "--json", str(out), "--quiet"]
+    argv = [
+        str(files / "real.npy"),
+        str(files / "fake.npy"),
+        "--backend",
+        "plugin-exact",
+        "--extractor",
+        "plugin-net",
+        "--method",
+        "sampled",
+        "--sample-size",
+        "50",
+        "--json",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     assert json.loads(out.read_text())["backend"] == "plugin-exact"

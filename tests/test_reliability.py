@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 
-from eprmetrics import compute_epr
+from eprmetrics import compute_epr, compute_pr
 from tests.reference import brute_pr
 
 
@@ -55,3 +55,51 @@ def test_hub_audit_with_duplicates_does_not_hang():
     exact = brute_pr(real, fake, 3, True)
     assert res.audit is not None
     assert (res.audit.precision.estimate, res.audit.recall.estimate) == (exact["precision"], exact["recall"])
+
+
+def _scaled(x: np.ndarray, e: int) -> np.ndarray:
+    return np.ldexp(x, e).astype(x.dtype)
+
+
+def _values(res) -> tuple:
+    return (res.precision, res.recall, res.density, res.coverage, res.precision_ci, res.recall_ci)
+
+
+@pytest.mark.parametrize("dtype,exponents", [(np.float32, (-100, 70, 120)), (np.float64, (-900, -100, 70, 120, 900))])
+def test_results_are_identical_under_power_of_two_scaling(dtype, exponents):
+    """P&R is scale-invariant and x·2^e is exact: the numbers must not move, at any finite scale."""
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(300, 16)).astype(dtype)
+    fake = (rng.normal(size=(280, 16)) * 1.2 + 0.3).astype(dtype)
+    ref = brute_pr(real, fake, 3)
+    base = compute_pr(real, fake)
+    assert (base.precision, base.recall) == (ref["precision"], ref["recall"])
+    base_s = compute_epr(real, fake, method="sampled", sample_size=1000)
+    for e in exponents:
+        r, f = _scaled(real, e), _scaled(fake, e)
+        assert np.isfinite(r).all() and np.isfinite(f).all() and (np.ldexp(r, -e) == real).all()
+        assert _values(compute_pr(r, f)) == _values(base), e
+        assert _values(compute_epr(r, f, method="sampled", sample_size=1000)) == _values(base_s), e
+
+
+def test_one_huge_row_does_not_change_other_decisions():
+    rng = np.random.default_rng(6)
+    real = rng.normal(size=(300, 8)).astype(np.float32)
+    fake = rng.normal(size=(300, 8)).astype(np.float32)
+    real[0] = 1e20  # its fp32 square overflows without rescaling
+    ref = brute_pr(real.astype(np.float64), fake.astype(np.float64), 3)
+    res = compute_pr(real, fake)
+    assert (res.precision, res.recall, res.density, res.coverage) == pytest.approx(
+        (ref["precision"], ref["recall"], ref["density"], ref["coverage"]), abs=0
+    )
+
+
+def test_bfloat16_tensors_reach_the_ann_backends():
+    import torch
+
+    rng = np.random.default_rng(7)
+    real = torch.from_numpy(rng.normal(size=(400, 16)).astype(np.float32)).bfloat16()
+    fake = torch.from_numpy(rng.normal(size=(400, 16)).astype(np.float32)).bfloat16()
+    exact = compute_pr(real, fake)
+    res = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=400)
+    assert (res.precision, res.recall) == (exact.precision, exact.recall)

@@ -26,9 +26,18 @@ class FeatureSet:
         name: the argument name used in error messages.
     """
 
-    def __init__(self, data: Union[np.ndarray, torch.Tensor], name: str) -> None:
+    def __init__(self, data: Union[np.ndarray, torch.Tensor], name: str, scale: float = 1.0) -> None:
         self.data = data
         self.name = name
+        # A power of two every row is multiplied by on the way out (exact in binary floating point):
+        # set by the input checks when values are so large or small that fp32 squares would overflow or
+        # underflow. P&R is scale-invariant, so x and x·2^e give identical results.
+        self.scale = scale
+
+    def _scaled(self, rows: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        if self.scale == 1.0:
+            return rows.to(device=device, dtype=dtype)
+        return (rows.to(device=device, dtype=torch.float64) * self.scale).to(dtype)
 
     @property
     def n(self) -> int:
@@ -48,7 +57,7 @@ class FeatureSet:
         if isinstance(rows, np.ndarray):
             # torch refuses read-only memory (memmaps): copy those rows, borrow the others.
             rows = torch.from_numpy(np.ascontiguousarray(rows) if rows.flags.writeable else np.array(rows))
-        return rows.to(device=device, dtype=dtype)
+        return self._scaled(rows, device, dtype)
 
     def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Rows at ``index`` (1-D int64) as ``dtype`` on ``device``."""
@@ -56,7 +65,27 @@ class FeatureSet:
             rows = torch.from_numpy(np.asarray(self.data[index.cpu().numpy()]))
         else:
             rows = self.data[index.to(self.data.device)]
-        return rows.to(device=device, dtype=dtype)
+        return self._scaled(rows, device, dtype)
+
+    def numpy_rows(self, keep_float16: bool = False, chunk: int = 65536) -> np.ndarray:
+        """All rows as a C-contiguous float32 numpy array (scaled), for libraries that need one.
+
+        ``keep_float16``: a float16 array (a memmap stays a memmap) passes through as it is, for
+        backends that store fp16 and read in batches. bfloat16 tensors are converted (numpy has no bf16).
+        """
+        data = self.data
+        if isinstance(data, torch.Tensor):
+            data = data.detach().cpu()
+            data = (data.float() if data.dtype == torch.bfloat16 else data).numpy()
+        data = np.asarray(data)  # a memmap stays a view of its file
+        if self.scale == 1.0:
+            if keep_float16 and data.dtype == np.float16:
+                return data
+            return np.ascontiguousarray(data, dtype=np.float32)
+        out = np.empty(data.shape, dtype=np.float32)
+        for start in range(0, data.shape[0], chunk):  # in chunks: never a whole float64 copy
+            out[start : start + chunk] = np.asarray(data[start : start + chunk], dtype=np.float64) * self.scale
+        return out
 
     def __repr__(self) -> str:
         return f"FeatureSet({self.name!r}, n={self.n}, dim={self.dim}, dtype={self.data.dtype})"
@@ -66,7 +95,7 @@ class FeatureSubset(FeatureSet):
     """Rows ``index`` of another :class:`FeatureSet`, without copying them (e.g. its hubs)."""
 
     def __init__(self, base: FeatureSet, index: torch.Tensor) -> None:
-        super().__init__(base.data, base.name)
+        super().__init__(base.data, base.name, base.scale)
         self.base, self.index = base, index
 
     @property

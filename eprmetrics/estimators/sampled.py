@@ -34,7 +34,6 @@ import torch
 
 from ..engine import Prepared, TileEngine, up32
 from ..neighbours import GraphRequest, SetGraph, UpperRadii, build_graph
-from ..neighbours.ann import as_float32_rows
 from ..result import KResult, Plan, SideSampling
 from ..validation import SampleSize
 from .context import RunContext
@@ -227,7 +226,7 @@ def _strata(
     if not (request.approximate and index is not None and index.supports_queries):
         return strata, None
     with ctx.stage(f"{name}: approximate membership ({q} → {r} {graphs[r].backend} index)"):
-        x = as_float32_rows(ctx.sets[q].data, q, keep_float16=index.accepts_float16)
+        x = ctx.sets[q].numpy_rows(keep_float16=index.accepts_float16)
         approx = approximate_hits(*index.search_queries(x, min(APPROX_NEIGHBOURS, ctx.sets[r].n)), upper.upper2)
         del x
     return strata * 2 + approx.astype(np.int64), approx

@@ -15,7 +15,7 @@ import torch
 
 from ..engine import FeatureSet, Prepared, TileEngine
 from ..profiling import Profiler, progress_bar
-from .ann import ANNBackend, as_float32_rows, get_backend, resolve_backend
+from .ann import ANNBackend, get_backend, resolve_backend
 from .ann.base import finish_graph
 from .hubs import k_occurrence
 from .radii import Radii
@@ -72,7 +72,7 @@ def build_graph(
             full = Radii(engine, p, k, progress=bar.update if bar else None)
             return SetGraph(chosen, reason, {}, k_occurrence(full.neighbours(k), fs.n), full=full)
     impl = get_backend(chosen)(**(request.options or {}))
-    x = as_float32_rows(fs.data, name, keep_float16=impl.accepts_float16)
+    x = fs.numpy_rows(keep_float16=impl.accepts_float16)
     impl.used_params = impl.resolve_params(*x.shape)
     with prof.stage(f"{name}: subspace construction ({chosen} build)"):
         impl.build(x, seed=request.seed, device=engine.device)

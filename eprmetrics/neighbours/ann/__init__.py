@@ -39,7 +39,8 @@ def as_float32_rows(x: Any, name: str = "X", keep_float16: bool = False) -> np.n
     backends that store fp16 and read in batches (``ANNBackend.accepts_float16``).
     """
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
     x = np.asarray(x)  # a memmap stays a view of its file
     if x.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array (n_samples × dim), got shape {x.shape}")
