@@ -97,17 +97,35 @@ def resolve_pair(
 
 def _load_path(path: Union[str, os.PathLike], name: str) -> np.ndarray:
     path = check_path_exists(path, name)
+    if not path.endswith((".npy", ".npz")):
+        raise ValueError(f"{name}: expected a folder of images, a .zip, or features as .npy/.npz, got {path!r}")
+    try:
+        return _read_array(path, name)
+    except (ValueError, OSError, EOFError) as exc:
+        if str(exc).startswith(f"{name}: "):
+            raise
+        raise ValueError(
+            f"{name}: cannot read {path!r} as a feature file ({_reason(exc)}); expected an n × d array written "
+            f"by numpy.save / numpy.savez: check that the file is complete and not a pickle"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).split(". ")[0]  # numpy's first sentence, without its advice about allow_pickle
+    pickled = "allow_pickle" in text or "Python objects" in text
+    return "it holds pickled objects, not a plain array" if pickled else text
+
+
+def _read_array(path: str, name: str) -> np.ndarray:
     if path.endswith(".npy"):
         return np.load(path, mmap_mode="r")
-    if path.endswith(".npz"):
-        with np.load(path) as archive:
-            keys = list(archive.keys())
-            if len(keys) == 1:
-                return archive[keys[0]]
-            if "features" in keys:
-                return archive["features"]
-            raise ValueError(f"{name}: {path!r} holds arrays {keys}; expected a single array or one named 'features'")
-    raise ValueError(f"{name}: expected a folder of images, a .zip, or features as .npy/.npz, got {path!r}")
+    with np.load(path) as archive:
+        keys = list(archive.keys())
+        if len(keys) == 1:
+            return archive[keys[0]]
+        if "features" in keys:
+            return archive["features"]
+    raise ValueError(f"{name}: {path!r} holds arrays {keys}; expected a single array or one named 'features'")
 
 
 def as_feature_set(value: FeaturesLike, name: str) -> FeatureSet:
@@ -125,8 +143,6 @@ def as_feature_set(value: FeaturesLike, name: str) -> FeatureSet:
     if isinstance(value, np.ndarray):
         if value.dtype not in _FLOAT_DTYPES and not np.issubdtype(value.dtype, np.integer):
             raise ValueError(f"{name}: expected a float array, got dtype {value.dtype}")
-        if np.issubdtype(value.dtype, np.integer):
-            value = value.astype(np.float64)
     elif isinstance(value, torch.Tensor):
         if value.is_complex() or value.dtype == torch.bool:
             raise ValueError(f"{name}: expected a float tensor, got dtype {value.dtype}")
@@ -139,7 +155,10 @@ def as_feature_set(value: FeaturesLike, name: str) -> FeatureSet:
             f"list of image files, uint8 N×3×H×W), got {type(value).__name__}"
         )
     if value.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_samples × dim), got shape {tuple(value.shape)}")
+        hint = ""
+        if value.ndim in (3, 4):
+            hint = "; images must be uint8 (N×3×H×W, N×H×W×3 or N×H×W): e.g. (x * 255).round().to(torch.uint8)"
+        raise ValueError(f"{name}: expected a 2-D array (n_samples × dim), got shape {tuple(value.shape)}{hint}")
     return FeatureSet(value, name)
 
 
@@ -184,7 +203,8 @@ def _largest_finite(fs: FeatureSet) -> float:
             top = float(rows.abs().max()) if rows.numel() else 0.0
         else:
             ok = np.isfinite(rows).all(axis=1)
-            top = float(np.abs(rows).max()) if rows.size else 0.0
+            wide = rows.astype(np.float64) if rows.dtype.kind in "iu" else rows  # abs(int8 −128) wraps
+            top = float(np.abs(wide).max()) if rows.size else 0.0
         if not bool(ok.all()):
             bad = start + int(np.flatnonzero(~ok)[0])
             raise ValueError(f"{fs.name}: features must be finite, found NaN or Inf in row {bad}")

@@ -103,3 +103,68 @@ def test_bfloat16_tensors_reach_the_ann_backends():
     exact = compute_pr(real, fake)
     res = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=400)
     assert (res.precision, res.recall) == (exact.precision, exact.recall)
+
+
+def test_integer_npy_is_read_block_by_block_and_exact(tmp_path):
+    rng = np.random.default_rng(8)
+    real = rng.integers(-(2**40), 2**40, size=(200, 6))  # int64 beyond float32's exact range
+    fake = rng.integers(-(2**40), 2**40, size=(180, 6))
+    np.save(tmp_path / "r.npy", real)
+    np.save(tmp_path / "f.npy", fake)
+    ref = brute_pr(real.astype(np.float64), fake.astype(np.float64), 3)
+    res = compute_pr(tmp_path / "r.npy", tmp_path / "f.npy")
+    assert (res.precision, res.recall) == (ref["precision"], ref["recall"])
+    int8 = np.full((20, 3), -128, dtype=np.int8)
+    int8[::2] = 5
+    assert compute_pr(int8, int8).precision == 1.0
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"\x93NUMPY garbage", r"real: cannot read .*bad.npy.* as a feature file .*numpy.save"),
+        ("pickle", r"real: cannot read .*bad.npy.* \(it holds pickled objects, not a plain array\)"),
+        ("truncated", r"real: cannot read .*bad.npy.* as a feature file \(.*\); .*complete"),
+    ],
+)
+def test_unreadable_npy_names_the_file(tmp_path, content, match):
+    path = tmp_path / "bad.npy"
+    if content == "pickle":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif content == "truncated":
+        np.save(path, np.ones((100, 8), np.float32))
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        compute_pr(path, np.ones((10, 8), np.float32))
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from eprmetrics.features.images import as_image_source
+
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520, mean ~32760
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    img = as_image_source([str(tmp_path / "deep.png")], "real")[0]
+    assert img.shape == (3, 64, 64) and img.dtype.is_floating_point is False
+    assert abs(float(img.float().mean()) - ramp.mean() / 257) < 0.5  # not ~254 (clipped)
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 16), (4, 1, 16, 16), (4, 16, 16, 1)])
+def test_grayscale_uint8_tensors_are_images(shape):
+    import torch
+
+    from eprmetrics.features import extract_features
+
+    imgs = torch.randint(0, 256, shape, dtype=torch.uint8)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 5))
+    assert extract_features(imgs, extractor=net, progress=False).shape == (4, 5)
+
+
+def test_float_image_tensor_gets_a_hint():
+    import torch
+
+    with pytest.raises(ValueError, match=r"real: expected a 2-D array .* images must be uint8"):
+        compute_pr(torch.rand(8, 3, 16, 16), np.ones((8, 5), np.float32))

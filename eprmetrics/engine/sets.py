@@ -18,6 +18,10 @@ import torch
 __all__ = ["FeatureSet", "FeatureSubset", "Prepared"]
 
 
+def _is_numpy_int(data: object) -> bool:
+    return isinstance(data, np.ndarray) and data.dtype.kind in "iub"
+
+
 class FeatureSet:
     """An n×d matrix of features with a name (``"real"`` or ``"fake"``).
 
@@ -49,20 +53,24 @@ class FeatureSet:
 
     @property
     def is_float64(self) -> bool:
-        return self.data.dtype in (np.float64, torch.float64)
+        """Centred in float64 before the one rounding to fp32: float64 inputs, and integers (read as float64)."""
+        return self.data.dtype in (np.float64, torch.float64) or _is_numpy_int(self.data)
 
     def block(self, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Rows ``start:stop`` as a tensor of ``dtype`` on ``device``."""
         rows = self.data[start:stop]
         if isinstance(rows, np.ndarray):
             # torch refuses read-only memory (memmaps): copy those rows, borrow the others.
+            if rows.dtype.kind in "iub":  # integers (a memmap stays one): exact in float64, block by block
+                rows = rows.astype(np.float64)
             rows = torch.from_numpy(np.ascontiguousarray(rows) if rows.flags.writeable else np.array(rows))
         return self._scaled(rows, device, dtype)
 
     def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Rows at ``index`` (1-D int64) as ``dtype`` on ``device``."""
         if isinstance(self.data, np.ndarray):
-            rows = torch.from_numpy(np.asarray(self.data[index.cpu().numpy()]))
+            picked = np.asarray(self.data[index.cpu().numpy()])
+            rows = torch.from_numpy(picked.astype(np.float64) if picked.dtype.kind in "iub" else picked)
         else:
             rows = self.data[index.to(self.data.device)]
         return self._scaled(rows, device, dtype)

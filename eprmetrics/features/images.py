@@ -76,8 +76,7 @@ class ImageSource(torch.utils.data.Dataset):
         try:
             with Image.open(io.BytesIO(self._read(i))) as img:
                 img.load()
-                rgb = img.convert("RGB") if img.mode != "RGB" else img  # grayscale, palette, RGBA, CMYK, 16-bit → RGB
-                arr = np.asarray(rgb, dtype=np.uint8)
+                arr = to_rgb8(img)
         except Exception as exc:
             msg = f"{self.name}: cannot read image {self.label(i)}: {exc.__class__.__name__}: {exc}"
             if self.on_error == "skip":
@@ -105,14 +104,35 @@ class ImageSource(torch.utils.data.Dataset):
         return state
 
 
+# Integer modes wider than 8 bits (16-bit PNG/TIFF grayscale) and their full scale.
+_WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
+
+
+def to_rgb8(img: Any) -> np.ndarray:
+    """A PIL image as H×W×3 uint8: grayscale, palette, RGBA, CMYK → RGB; 16-bit values scaled to 8 bits.
+
+    PIL's own conversion of 16-bit grayscale clips every value above 255 (a nearly white image), so
+    wide integer modes are scaled by their full range first (65535 → 255, rounded).
+    """
+    if img.mode in _WIDE_MODES:
+        wide = np.asarray(img, dtype=np.float64)
+        gray = np.clip(np.rint(wide * (255.0 / _WIDE_MODES[img.mode])), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "F":  # 32-bit float grayscale: values taken as 0..255
+        gray = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    return np.asarray(rgb, dtype=np.uint8)
+
+
 def is_image_input(value: Any) -> bool:
     """True for inputs that hold images rather than features."""
     if isinstance(value, ImageSource):
         return True
     if isinstance(value, torch.Tensor):
-        return value.dtype == torch.uint8 and value.ndim == 4
+        return value.dtype == torch.uint8 and value.ndim in (3, 4)  # N×H×W is grayscale
     if isinstance(value, np.ndarray):
-        return value.dtype == np.uint8 and value.ndim == 4
+        return value.dtype == np.uint8 and value.ndim in (3, 4)
     if isinstance(value, (list, tuple)):
         return len(value) > 0 and all(isinstance(v, (str, os.PathLike)) for v in value)
     if isinstance(value, (str, os.PathLike)):
@@ -121,17 +141,32 @@ def is_image_input(value: Any) -> bool:
     return False
 
 
+def _channels_first(value: torch.Tensor, name: str) -> torch.Tensor:
+    """uint8 images as N×3×H×W (grayscale repeated to three channels)."""
+    if value.ndim == 3:  # N×H×W grayscale
+        value = value[:, None]
+    if value.shape[1] not in (1, 3) and value.shape[-1] in (1, 3):
+        value = value.permute(0, 3, 1, 2)
+    if value.shape[1] == 1:
+        value = value.expand(-1, 3, -1, -1)
+    if value.shape[1] != 3:
+        raise ValueError(
+            f"{name}: expected uint8 images N×3×H×W, N×H×W×3 or grayscale N×H×W, got shape {tuple(value.shape)}"
+        )
+    return value
+
+
 def as_image_source(value: Any, name: str, on_error: str = "raise") -> ImageSource:
-    """Folder / zip / list of files / uint8 tensor (N×3×H×W or N×H×W×3) → :class:`ImageSource`."""
+    """Folder / zip / list of files / uint8 tensor → :class:`ImageSource`.
+
+    Tensors: N×3×H×W, N×H×W×3, or grayscale N×1×H×W, N×H×W×1, N×H×W (repeated to 3 channels).
+    """
     if isinstance(value, ImageSource):
         return value
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
     if isinstance(value, torch.Tensor):
-        if value.shape[1] != 3 and value.shape[-1] == 3:
-            value = value.permute(0, 3, 1, 2)
-        if value.shape[1] != 3:
-            raise ValueError(f"{name}: expected uint8 images N×3×H×W or N×H×W×3, got shape {tuple(value.shape)}")
+        value = _channels_first(value, name)
         if value.shape[0] == 0:
             raise ValueError(f"{name}: no images in the tensor")
         return ImageSource("tensor", range(value.shape[0]), name, on_error, tensor=value.contiguous())
