@@ -22,7 +22,7 @@ import torch
 from .defaults import DEFAULTS
 from .engine import FeatureSet
 from .features import as_image_source, extract_features, extractor_names, is_image_input
-from .validation import check_choice, check_int, check_path_exists
+from .validation import check_choice, check_folder, check_int, check_path_exists
 
 __all__ = ["ImageOptions", "resolve_pair", "as_feature_set", "validate_pair", "pair_scale", "FeaturesLike"]
 
@@ -52,6 +52,8 @@ class ImageOptions:
         check_int(self.batch_size, "batch_size")
         check_int(self.num_workers, "num_workers", minimum=0)
         check_choice(self.on_error, "on_error", ("raise", "skip"))
+        for option in ("cache_dir", "save_features"):
+            check_folder(getattr(self, option), option)
 
     def open(self, value: Any, name: str) -> Any:
         """An image source for image inputs (cheap checks: paths, empty folders); other inputs pass through."""

@@ -38,6 +38,7 @@ __all__ = [
     "check_confidence",
     "check_audit",
     "check_path_exists",
+    "check_folder",
     "check_named",
     "require",
     "SampleSize",
@@ -139,6 +140,16 @@ def check_path_exists(value: Any, name: str) -> str:
     path = os.fspath(value)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{name}: no such file or directory: {path!r}")
+    return path
+
+
+def check_folder(value: Any, name: str) -> Optional[str]:
+    """An output folder (created later if missing), or None; refused when it names an existing file."""
+    if value is None:
+        return None
+    path = os.path.expanduser(os.fspath(value))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise fail(name, "a folder", path, "it is a file: pass a folder path (created if missing)")
     return path
 
 

@@ -168,3 +168,86 @@ def test_float_image_tensor_gets_a_hint():
 
     with pytest.raises(ValueError, match=r"real: expected a 2-D array .* images must be uint8"):
         compute_pr(torch.rand(8, 3, 16, 16), np.ones((8, 5), np.float32))
+
+
+class _Slice(__import__("torch").nn.Module):
+    """A parameter-free extractor whose output width is a plain attribute."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+
+    def forward(self, x):
+        return x.flatten(1)[:, : self.width]
+
+
+def test_parameter_free_custom_modules_do_not_share_a_cache_entry(tmp_path):
+    import torch
+
+    from eprmetrics.features import extract_features
+
+    imgs = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    a = extract_features(imgs, extractor=_Slice(3), cache_dir=tmp_path, progress=False)
+    b = extract_features(imgs, extractor=_Slice(12), cache_dir=tmp_path, progress=False)
+    assert a.shape == (6, 3) and b.shape == (6, 12)
+    again = extract_features(imgs, extractor=_Slice(12), cache_dir=tmp_path, progress=False)
+    assert np.array_equal(again, b) and len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_cache_hit_builds_no_network(tmp_path, monkeypatch):
+    import torch
+
+    from eprmetrics.features import base, extract_features
+
+    imgs = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    first = extract_features(imgs, extractor=net, cache_dir=tmp_path, progress=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was built on a cache hit")
+
+    monkeypatch.setattr("eprmetrics.features.get_extractor", refuse)
+    assert np.array_equal(extract_features(imgs, extractor=net, cache_dir=tmp_path, progress=False), first)
+    assert base.get_extractor is not refuse
+
+
+def test_cached_and_saved_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from eprmetrics.features.cache import save_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = save_atomic(str(tmp_path / "f.npy"), np.ones((2, 2), np.float32))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_weights_for_another_network_get_one_line(tmp_path):
+    import torch
+
+    pytest.importorskip("torchvision")
+    from eprmetrics.features import get_extractor
+
+    torch.save({"conv.weight": torch.zeros(2, 2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"weights: .*other.pt' does not fit vgg16 \(missing \d+ keys such as .*"):
+        get_extractor("vgg16", tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("option", ["cache_dir", "save_features"])
+def test_output_folder_that_is_a_file_is_refused_before_any_work(tmp_path, option):
+    import torch
+
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    imgs = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError, match=rf"^{option}: expected a folder, got .*file.txt'; it is a file"):
+        compute_pr(imgs, imgs, extractor=torch.nn.Flatten(), **{option: str(afile)})
+
+
+def test_to_json_takes_json_options():
+    rng = np.random.default_rng(9)
+    res = compute_pr(rng.normal(size=(30, 4)), rng.normal(size=(30, 4)))
+    assert "\n" not in res.to_json(indent=None)

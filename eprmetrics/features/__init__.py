@@ -12,7 +12,9 @@ Example (a tiny custom module, so it runs offline):
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
+import warnings
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -22,7 +24,7 @@ from torch import nn
 from ..engine import resolve_device
 from ..validation import check_int
 from . import inception, vgg16  # noqa: F401  (registration)
-from .base import Extractor, extractor_names, get_extractor, register_extractor
+from .base import Extractor, check_extractor, extractor_names, get_extractor, register_extractor, weights_fingerprint
 from .cache import cache_path, load_cached, save_atomic
 from .images import IMAGE_EXTENSIONS, ImageSource, as_image_source, is_image_input
 
@@ -48,14 +50,64 @@ def _collate(batch: list) -> Any:
     return items  # mixed sizes: each image is resized on its own
 
 
-def _module_fingerprint(ext: Extractor) -> str:
-    if ext.name != "custom":
-        return ext.weights_id
-    h = hashlib.blake2b(type(ext.module).__name__.encode(), digest_size=16)
-    for key, value in ext.module.state_dict().items():
+# Module attributes torch keeps for itself; everything else a module holds may change what it computes.
+_TORCH_STATE = {"_parameters", "_buffers", "_modules", "training", "_non_persistent_buffers_set"}
+
+
+def module_identity(module: nn.Module) -> Optional[str]:
+    """What identifies a custom extractor for the feature cache, or None when it cannot be identified.
+
+    The class (module and qualified name) and its source code, every sub-module's class and plain
+    attributes (e.g. a slice width kept as an int), and the state dict's bytes. Two instances that
+    differ in any of these get different keys; an attribute without a stable ``repr`` (one showing a
+    memory address) or a class whose source is not available gives None: do not cache.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for name, sub in module.named_modules():
+        cls = type(sub)
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            return None
+        attrs = {k: v for k, v in vars(sub).items() if k not in _TORCH_STATE and not k.endswith("hooks")}
+        text = repr(sorted(attrs.items()))
+        if " at 0x" in text:
+            return None
+        h.update(f"{name}|{cls.__module__}.{cls.__qualname__}|{source}|{text}".encode())
+    for key, value in module.state_dict().items():
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return "custom:" + h.hexdigest()
+
+
+def _cache_identity(extractor: Union[str, nn.Module], weights: Optional[Union[str, os.PathLike]]) -> Optional[str]:
+    """Cache key part for the network: registry name + weights file identity, or a custom module's identity."""
+    if isinstance(extractor, nn.Module):
+        ident = module_identity(extractor)
+        if ident is not None and weights is not None:
+            ident += "|" + weights_fingerprint(os.fspath(weights), "")
+        return ident
+    return f"{extractor}|{weights_fingerprint(None if weights is None else os.fspath(weights), 'default')}"
+
+
+def _cache_file(
+    cache_dir: Optional[Union[str, os.PathLike]],
+    src: ImageSource,
+    extractor: Union[str, nn.Module],
+    weights: Optional[Union[str, os.PathLike]],
+) -> Optional[str]:
+    if cache_dir is None:
+        return None
+    ident = _cache_identity(extractor, weights)
+    if ident is None:
+        warnings.warn(
+            f"extractor: cannot identify {type(extractor).__name__} for the feature cache (its class source is not "
+            f"available, or an attribute has no stable repr); its features are not cached",
+            stacklevel=4,
+        )
+        return None
+    label = extractor if isinstance(extractor, str) else "custom"
+    return cache_path(os.path.expanduser(os.fspath(cache_dir)), src.fingerprint(), label, ident)
 
 
 def extract_features(
@@ -96,18 +148,15 @@ def extract_features(
     check_int(batch_size, "batch_size")
     check_int(num_workers, "num_workers", minimum=0)
     src = as_image_source(images, name, on_error)
-    ext = get_extractor(extractor, weights)
+    check_extractor(extractor, weights)
     dev = resolve_device(device)
-    path = None
-    if cache_dir is not None:
-        folder = os.path.expanduser(os.fspath(cache_dir))
-        path = cache_path(folder, src.fingerprint(), ext.name, _module_fingerprint(ext))
-        cached = load_cached(path)
-        if cached is not None:
-            if save_to:
-                save_atomic(save_to, cached)
-            return cached
-    ext.to(dev)
+    path = _cache_file(cache_dir, src, extractor, weights)
+    cached = None if path is None else load_cached(path)
+    if cached is not None:  # a hit builds no network and loads no weights
+        if save_to:
+            save_atomic(save_to, cached)
+        return cached
+    ext = get_extractor(extractor, weights).to(dev)
     loader = torch.utils.data.DataLoader(
         src,
         batch_size=batch_size,

@@ -19,7 +19,9 @@ __all__ = [
     "resize_batch",
     "imagenet_preprocess",
     "load_state_dict",
+    "fit_state_dict",
     "weights_fingerprint",
+    "check_extractor",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -125,6 +127,16 @@ def _custom_preprocess(images: ImageBatch, device: torch.device) -> torch.Tensor
     return torch.cat([(x[None] if x.ndim == 3 else x).to(device).float() / 255.0 for x in items])
 
 
+def check_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str, os.PathLike]] = None) -> None:
+    """The cheap checks of :func:`get_extractor` (name, weights file), without building a network."""
+    if isinstance(extractor, (Extractor, nn.Module)):
+        return
+    if not isinstance(extractor, str) or extractor not in _REGISTRY:
+        raise ValueError(f"extractor: expected one of {extractor_names()} or an nn.Module, got {extractor!r}")
+    if weights is not None and not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights: no such file: {os.fspath(weights)!r}")
+
+
 def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str, os.PathLike]] = None) -> Extractor:
     """An :class:`Extractor` by registry name, or wrapping a user ``nn.Module``.
 
@@ -135,14 +147,11 @@ def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str,
         return extractor
     if isinstance(extractor, nn.Module):
         if weights is not None:
-            extractor.load_state_dict(load_state_dict(weights))
+            fit_state_dict(extractor, weights, type(extractor).__name__)
         return Extractor(
             "custom", extractor, None, _custom_preprocess, f"custom:{type(extractor).__name__}:{id(extractor)}"
         )
-    if extractor not in _REGISTRY:
-        raise ValueError(f"extractor: expected one of {extractor_names()} or an nn.Module, got {extractor!r}")
-    if weights is not None and not os.path.isfile(weights):
-        raise FileNotFoundError(f"weights: no such file: {os.fspath(weights)!r}")
+    check_extractor(extractor, weights)
     return _REGISTRY[extractor](None if weights is None else os.fspath(weights))
 
 
@@ -160,6 +169,26 @@ def load_state_dict(path: Union[str, os.PathLike]) -> dict:
     if not isinstance(state, dict):
         raise ValueError(f"weights: {path!r} does not hold a state dict")
     return state
+
+
+def fit_state_dict(model: nn.Module, path: Union[str, os.PathLike], name: str) -> nn.Module:
+    """Load the state dict in ``path`` into ``model``; a ValueError naming the file when it does not fit."""
+    state = load_state_dict(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        expected, got = set(model.state_dict()), set(state)
+        missing, unexpected = sorted(expected - got), sorted(got - expected)
+        detail = (
+            f"missing {len(missing)} keys such as {missing[:3]}, unexpected {len(unexpected)} such as {unexpected[:3]}"
+        )
+        if not missing and not unexpected:
+            detail = "same keys, but some tensors have other shapes"
+        raise ValueError(
+            f"weights: {os.fspath(path)!r} does not fit {name} ({detail}); expected keys like "
+            f"{sorted(expected)[:3]}: pass a state dict saved from torchvision's {name}"
+        ) from None
+    return model
 
 
 def weights_fingerprint(path: Optional[str], default: str) -> str:

@@ -26,6 +26,12 @@ def load_cached(path: str) -> Optional[np.ndarray]:
         return None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(path: str, features: np.ndarray) -> str:
     """Write ``features`` to ``path`` via a temporary file and a rename: never a partial file."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -34,6 +40,7 @@ def save_atomic(path: str, features: np.ndarray) -> str:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, features)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the user's usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -13,7 +13,14 @@ from typing import Optional
 from torch import nn
 
 from ..validation import require
-from .base import Extractor, imagenet_preprocess, load_state_dict, register_extractor, weights_fingerprint
+from .base import (
+    Extractor,
+    fit_state_dict,
+    imagenet_preprocess,
+    load_state_dict,
+    register_extractor,
+    weights_fingerprint,
+)
 
 __all__ = ["inception_extractor"]
 
@@ -28,7 +35,7 @@ def inception_extractor(weights: Optional[str] = None) -> Extractor:
         state = load_state_dict(weights)
         aux = any(key.startswith("AuxLogits.") for key in state)
         net = models.inception_v3(weights=None, aux_logits=aux, init_weights=False)
-        net.load_state_dict(state)
+        fit_state_dict(net, weights, "inception")
     net.aux_logits, net.AuxLogits = False, None
     net.fc = nn.Identity()
     return Extractor(

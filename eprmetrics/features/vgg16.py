@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..validation import require
-from .base import Extractor, imagenet_preprocess, load_state_dict, register_extractor, weights_fingerprint
+from .base import Extractor, fit_state_dict, imagenet_preprocess, register_extractor, weights_fingerprint
 
 __all__ = ["vgg16_extractor"]
 
@@ -34,8 +34,7 @@ def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
     if weights is None:
         vgg = models.vgg16(weights=models.VGG16_Weights.IMAGENET1K_V1)
     else:
-        vgg = models.vgg16(weights=None)
-        vgg.load_state_dict(load_state_dict(weights))
+        vgg = fit_state_dict(models.vgg16(weights=None), weights, "vgg16")
     return Extractor(
         "vgg16",
         _VGGFc2(vgg),
