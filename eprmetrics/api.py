@@ -63,7 +63,7 @@ def compute_pr(
     cache_dir: Optional[str] = None,
     save_features: Optional[str] = None,
     on_error: str = DEFAULTS["on_error"],
-    progress: bool = False,
+    progress: Optional[bool] = None,
 ) -> Result:
     """Exact precision & recall (Kynkäänniemi et al., 2019) of ``fake`` against ``real``.
 
@@ -99,7 +99,8 @@ def compute_pr(
             file, DataLoader settings, an opt-in feature cache folder, a folder
             to keep ``real.npy``/``fake.npy``, and ``"raise"``/``"skip"`` for
             unreadable images. See :func:`eprmetrics.features.extract_features`.
-        progress: show tqdm progress bars.
+        progress: tqdm progress bars: True, False, or None (default) for a bar on a terminal when
+            the work lasts longer than a few seconds (tqdm's convention).
 
     Returns:
         :class:`Result` with values, counts, per-stage time and peak memory.
@@ -151,7 +152,7 @@ def compute_epr(
     cache_dir: Optional[str] = None,
     save_features: Optional[str] = None,
     on_error: str = DEFAULTS["on_error"],
-    progress: bool = False,
+    progress: Optional[bool] = None,
 ) -> Result:
     """Fast P&R: the hub method (eP&R, audited) or the sampled estimator with confidence intervals.
 

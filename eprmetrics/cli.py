@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from typing import Any, NoReturn, Optional, Sequence, Union
 
 from .defaults import DEFAULTS
@@ -20,6 +21,7 @@ from .engine import ERROR_BOUNDS, PRECISIONS
 from .estimators import FAST_METHODS, RADII_MODES
 from .features import extractor_names
 from .neighbours import backend_names
+from .validation import check_output_file
 
 __all__ = ["main"]
 
@@ -72,9 +74,10 @@ def _number(text: str) -> Union[int, float]:
     except ValueError:
         pass
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    return int(value) if value.is_integer() and value >= 1 else value  # 1e3 queries is 1000 queries
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -107,25 +110,25 @@ def _add_run(sub: Any) -> None:
     run.add_argument(
         "--method",
         choices=FAST_METHODS,
-        default=DEFAULTS["method"],
+        default=None,
         help="fast method: hubness (thesis eP&R, audited) or sampled (estimate with intervals)",
     )
     run.add_argument(
         "--sample-size",
         type=_number,
-        default=DEFAULTS["sample_size"],
+        default=None,
         help="sampled: queries per set (int) or target interval half-width (float, default 0.01)",
     )
-    run.add_argument("--confidence", type=float, default=DEFAULTS["confidence"], help="interval level (0.95)")
+    run.add_argument("--confidence", type=float, default=None, help="interval level (0.95)")
     run.add_argument("--no-audit", action="store_true", help="hubness: skip the sampled audit")
-    run.add_argument("--t", type=int, default=DEFAULTS["t"], help="hub threshold on k-occurrence (eP&R)")
+    run.add_argument("--t", type=int, default=None, help="hub threshold on k-occurrence (eP&R)")
     run.add_argument(
         "--backend",
-        default=DEFAULTS["backend"],
+        default=None,
         choices=["auto", *backend_names()],
         help="k-NN backend of the fast methods",
     )
-    run.add_argument("--radii", choices=RADII_MODES, default=DEFAULTS["radii"], help="hub radii source (eP&R)")
+    run.add_argument("--radii", choices=RADII_MODES, default=None, help="hub radii source (eP&R)")
     run.add_argument("--realism", action="store_true", help="store per-sample realism scores in --json (--exact)")
     run.add_argument(
         "--extractor", default=DEFAULTS["extractor"], choices=extractor_names(), help="feature network for image inputs"
@@ -139,14 +142,25 @@ def _add_run(sub: Any) -> None:
     _add_common(run)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("eprmetrics")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; choice lists come from the registries (a registered backend or extractor shows)."""
     parser = _Parser(
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         prog="eprmetrics",
         description="Precision & recall of generative models. `eprmetrics REAL FAKE` on image folders, zips or "
         "feature files (eP&R by default, --exact for exact P&R); `eprmetrics demo`.",
     )
-    sub = parser.add_subparsers(dest="command")
+    parser.add_argument("--version", action="version", version=f"eprmetrics {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,bench}")
     _add_run(sub)
     demo = sub.add_parser(
         "demo", help="synthetic real/fake pairs with controlled defects: exact P&R vs eP&R vs sampled"
@@ -164,13 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--t", type=int, default=DEFAULTS["t"])
     bench.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     _add_common(bench)
+    parser.epilog = "commands (eprmetrics COMMAND --help for each):\n" + "".join(
+        "  " + p.format_usage().replace("usage: ", "") for p in (sub.choices[c] for c in ("run", "demo", "bench"))
+    )
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     from .engine import init
 
-    world = init()  # under torchrun: every rank shares the tiled passes
+    world = init(args.device)  # under torchrun: every rank shares the tiled passes (NCCL for CUDA, gloo for CPU)
     try:
         return _run_on(args, world.rank)
     finally:
@@ -188,6 +205,37 @@ def _engine_opts(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+# Options of the fast methods only: their defaults are filled in here, so an explicit one with --exact is seen.
+_FAST_OPTIONS = {
+    "method": DEFAULTS["method"],
+    "t": DEFAULTS["t"],
+    "backend": DEFAULTS["backend"],
+    "radii": DEFAULTS["radii"],
+    "sample_size": DEFAULTS["sample_size"],
+    "confidence": DEFAULTS["confidence"],
+}
+
+
+def _check_combination(args: argparse.Namespace) -> None:
+    """Refuse options that cannot apply instead of dropping them."""
+    if args.exact:
+        given = [name for name in _FAST_OPTIONS if getattr(args, name) is not None] + (["no_audit"] * args.no_audit)
+        if given:
+            flags = ", ".join(_flag(n) for n in given)
+            raise ValueError(f"{flags}: expected no fast-method option with --exact, got {flags}; drop them or --exact")
+    elif args.realism:
+        raise ValueError(
+            "--realism: expected --exact with it (realism scores come from exact P&R), got --realism alone; add --exact"
+        )
+    for name, default in _FAST_OPTIONS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
+def _flag(name: str) -> str:
+    return "--" + {"num_workers": "workers", "on_error": "skip-bad-images"}.get(name, name).replace("_", "-")
+
+
 def _run_on(args: argparse.Namespace, rank: int) -> int:
     from .api import compute_epr, compute_pr
 
@@ -201,6 +249,9 @@ def _run_on(args: argparse.Namespace, rank: int) -> int:
         save_features=args.save_features,
         on_error="skip" if args.skip_bad_images else "raise",
     )
+    _check_combination(args)
+    if args.json:
+        check_output_file(args.json, "--json")
     if args.exact:
         res = compute_pr(args.real, args.fake, k=args.k, realism=args.realism, **common)
     else:
@@ -208,14 +259,9 @@ def _run_on(args: argparse.Namespace, rank: int) -> int:
         res = compute_epr(
             args.real,
             args.fake,
-            method=args.method,
             k=k,
-            t=args.t,
-            backend=args.backend,
-            radii=args.radii,
-            sample_size=args.sample_size,
-            confidence=args.confidence,
             audit=not args.no_audit,
+            **{name: getattr(args, name) for name in _FAST_OPTIONS},
             **common,
         )
     if rank != 0:  # every rank holds the same result: rank 0 reports it
@@ -234,6 +280,10 @@ def _run_on(args: argparse.Namespace, rank: int) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
+    if len(args.k) != 1:
+        raise ValueError(f"--k: expected one value for the demo, got {','.join(map(str, args.k))}; e.g. --k 3")
+    if args.json:
+        check_output_file(args.json, "--json")
     demo(args.n, args.dim, args.seed, args.k[0], _engine_opts(args), plot=args.plot or None, json_path=args.json)
     return 0
 
@@ -252,14 +302,56 @@ def _one_line(exc: BaseException) -> str:
 def _bench(args: argparse.Namespace) -> int:
     from .demo import bench, bench_data
 
+    if len(args.k) != 1:
+        raise ValueError(f"--k: expected one value for the bench, got {','.join(map(str, args.k))}; e.g. --k 3")
+    if args.json:
+        check_output_file(args.json, "--json")
     data = bench_data(args.real, args.fake, args.n, args.dim, args.seed)
     bench(data, args.k[0], args.t, _engine_opts(args), json_path=args.json)
     return 0
 
 
+# Python option names in messages → the flags a CLI user typed.
+_FLAGS = {
+    name: _flag(name)
+    for name in (
+        "k",
+        "t",
+        "method",
+        "backend",
+        "radii",
+        "sample_size",
+        "confidence",
+        "seed",
+        "strict",
+        "device",
+        "memory_budget",
+        "error_bound",
+        "precision",
+        "extractor",
+        "weights",
+        "batch_size",
+        "num_workers",
+        "cache_dir",
+        "save_features",
+        "on_error",
+    )
+}
+
+
+def _in_cli_terms(message: str) -> str:
+    """``sample_size: expected …`` → ``--sample-size: expected …`` (the flag the user typed)."""
+    name, sep, rest = message.partition(": ")
+    return f"{_FLAGS[name]}{sep}{rest}" if sep and name in _FLAGS else message
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"eprmetrics: warning: {_in_cli_terms(_one_line(message))}", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "demo", "bench", "-h", "--help"}
+    commands = {"run", "demo", "bench", "-h", "--help", "--version"}
     if argv and argv[0] not in commands:
         argv.insert(0, "run")  # `eprmetrics REAL FAKE` is `eprmetrics run REAL FAKE`
     parser = build_parser()
@@ -271,12 +363,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if not args.debug:  # warnings as one line in CLI terms, not Python source lines
+        warnings.showwarning = _show_warning
     try:
         return {"run": _run, "demo": _demo, "bench": _bench}[args.command](args)
     except _USER_ERRORS as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"eprmetrics: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"eprmetrics: error: {_in_cli_terms(_one_line(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("eprmetrics: interrupted", file=sys.stderr)

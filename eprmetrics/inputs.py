@@ -22,6 +22,7 @@ import torch
 from .defaults import DEFAULTS
 from .engine import FeatureSet
 from .features import as_image_source, extract_features, extractor_names, is_image_input
+from .features.base import check_extractor
 from .validation import check_choice, check_folder, check_int, check_path_exists
 
 __all__ = ["ImageOptions", "resolve_pair", "as_feature_set", "validate_pair", "pair_scale", "FeaturesLike"]
@@ -52,6 +53,7 @@ class ImageOptions:
         check_int(self.batch_size, "batch_size")
         check_int(self.num_workers, "num_workers", minimum=0)
         check_choice(self.on_error, "on_error", ("raise", "skip"))
+        check_extractor(self.extractor, self.weights)  # a weights file that is missing fails now, not after hours
         for option in ("cache_dir", "save_features"):
             check_folder(getattr(self, option), option)
 
@@ -61,7 +63,7 @@ class ImageOptions:
             check_path_exists(value, name)
         return as_image_source(value, name, self.on_error) if is_image_input(value) else value
 
-    def features(self, value: Any, name: str, device: torch.device, progress: bool) -> Any:
+    def features(self, value: Any, name: str, device: torch.device, progress: Optional[bool]) -> Any:
         """Features of an image input; other inputs pass through."""
         if not is_image_input(value):
             return value
@@ -82,7 +84,7 @@ class ImageOptions:
 
 
 def resolve_pair(
-    real: Any, fake: Any, k_max: int, images: ImageOptions, device: torch.device, progress: bool
+    real: Any, fake: Any, k_max: int, images: ImageOptions, device: torch.device, progress: Optional[bool]
 ) -> tuple[FeatureSet, FeatureSet]:
     """``real`` and ``fake`` as validated feature sets, whatever form they were given in.
 

@@ -31,6 +31,8 @@ import torch
 __all__ = ["Stage", "Profiler", "current_rss", "reset_peak_rss", "read_rss", "progress_bar"]
 
 _STATUS = "/proc/self/status"
+# Seconds of work before an automatic (``progress=None``) bar appears.
+PROGRESS_DELAY = 2.0
 
 
 def current_rss() -> int:
@@ -59,13 +61,25 @@ def reset_peak_rss() -> bool:
     return _reset_hwm()
 
 
-def progress_bar(enabled: bool, total: int, desc: str) -> Any:
-    """A tqdm bar over ``total`` rows (a context manager), or a context yielding None when disabled."""
-    if not enabled:
+def progress_bar(enabled: Optional[bool], total: int, desc: str, unit: str = "row") -> Any:
+    """A tqdm bar over ``total`` rows (a context manager), or a context yielding None when disabled.
+
+    ``enabled=None`` (the API's default) follows tqdm's convention: a bar on a terminal only, and
+    only for work that lasts longer than :data:`PROGRESS_DELAY` seconds.
+    """
+    if enabled is False:
         return contextlib.nullcontext(None)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="row", leave=False)
+    auto = enabled is None
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        leave=False,
+        disable=None if auto else False,
+        delay=PROGRESS_DELAY if auto else 0,
+    )
 
 
 def _reset_hwm() -> bool:

@@ -163,15 +163,22 @@ class Result:
         out = dataclasses.asdict(self)
         out["per_k"] = {str(k): dataclasses.asdict(v) for k, v in self.per_k.items()}
         out["stages"] = [s.to_dict() for s in self.stages]
-        out["realism"] = None if self.realism is None else self.realism.tolist()
+        if self.realism is not None:  # JSON has no Infinity: a fake on a real point scores null, flagged
+            finite = np.isfinite(self.realism)
+            out["realism"] = [float(v) if ok else None for v, ok in zip(self.realism.tolist(), finite.tolist())]
+            out["realism_infinite"] = np.flatnonzero(~finite).tolist()
         out["seconds"] = self.seconds
         out["peak_rss"] = self.peak_rss
         out["peak_device_memory"] = self.peak_device_memory
         return out
 
     def to_json(self, path: Optional[str] = None, *, indent: Optional[int] = 2, **kwargs: Any) -> str:
-        """The result as JSON text (``json.dumps`` options pass through); also written to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=indent, **kwargs)
+        """The result as strict JSON text (``json.dumps`` options pass through); also written to ``path`` if given.
+
+        Realism scores that are infinite (a fake sample equal to a real one) are written as ``null`` and
+        their indices listed in ``realism_infinite``.
+        """
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False, **kwargs)
         if path is not None:
             with open(path, "w") as fh:
                 fh.write(text + "\n")

@@ -39,6 +39,7 @@ __all__ = [
     "check_audit",
     "check_path_exists",
     "check_folder",
+    "check_output_file",
     "check_named",
     "require",
     "SampleSize",
@@ -150,6 +151,17 @@ def check_folder(value: Any, name: str) -> Optional[str]:
     path = os.path.expanduser(os.fspath(value))
     if os.path.exists(path) and not os.path.isdir(path):
         raise fail(name, "a folder", path, "it is a file: pass a folder path (created if missing)")
+    return path
+
+
+def check_output_file(value: Any, name: str) -> str:
+    """A file to write later: its folder must exist and the path must not be a folder."""
+    path = os.path.expanduser(os.fspath(value))
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise fail(name, "a file path", path, "it is a folder: name a file in it, e.g. result.json")
+    if not os.path.isdir(folder):
+        raise fail(name, "a file in an existing folder", path, f"create {folder!r} first")
     return path
 
 

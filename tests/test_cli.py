@@ -131,7 +131,7 @@ def test_bad_sample_size_is_one_line(files, capsys):
         )
         == 2
     )
-    assert "sample_size" in capsys.readouterr().err
+    assert "--sample-size: expected" in capsys.readouterr().err
 
 
 def test_registered_backend_and_extractor_can_be_chosen(files, monkeypatch, capsys):

@@ -251,3 +251,63 @@ def test_to_json_takes_json_options():
     rng = np.random.default_rng(9)
     res = compute_pr(rng.normal(size=(30, 4)), rng.normal(size=(30, 4)))
     assert "\n" not in res.to_json(indent=None)
+
+
+def test_radii_ann_with_the_exact_backend_warns():
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"radii: 'ann' has no effect here") as caught:
+        res = compute_epr(x, x[:150], radii="ann", t=1, audit=False)
+    assert res.radii == "exact" and caught[0].filename == __file__
+
+
+def test_json_has_no_infinity_for_realism_on_a_real_point():
+    import json
+
+    rng = np.random.default_rng(11)
+    real = rng.normal(size=(50, 4)).astype(np.float32)
+    from tests.reference import radii2
+
+    tight = int(np.argmin(radii2(real, 3)))  # a real ball below the median radius: realism counts it
+    fake = np.concatenate([real[tight : tight + 1], rng.normal(size=(20, 4)).astype(np.float32)])  # on a real point
+    res = compute_pr(real, fake, realism=True)
+    assert np.isinf(res.realism).sum() >= 1
+    data = json.loads(res.to_json())  # strict JSON: Infinity would not parse as a number here
+    assert data["realism"][0] is None and 0 in data["realism_infinite"]
+    assert "Infinity" not in res.to_json()
+
+
+def test_cli_version_and_help(capsys):
+    from eprmetrics.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("eprmetrics ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "eprmetrics run [-h]" in out and "eprmetrics demo [-h]" in out and "eprmetrics bench [-h]" in out
+
+
+def test_cli_warnings_are_one_line_in_cli_terms(tmp_path, capsys):
+    from eprmetrics.cli import main
+
+    rng = np.random.default_rng(12)
+    np.save(tmp_path / "r.npy", rng.normal(size=(200, 6)).astype(np.float32))
+    np.save(tmp_path / "f.npy", rng.normal(size=(180, 6)).astype(np.float32))
+    assert (
+        main([str(tmp_path / "r.npy"), str(tmp_path / "f.npy"), "--radii", "ann", "--t", "1", "--no-audit", "--quiet"])
+        == 0
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [line for line in err if line.startswith("eprmetrics: warning: --radii: 'ann' has no effect")]
+    assert len(err) == 1
+
+
+def test_progress_defaults_to_automatic():
+    import inspect
+
+    from eprmetrics.features import extract_features
+
+    for fn in (compute_pr, compute_epr, extract_features):
+        assert inspect.signature(fn).parameters["progress"].default is None

@@ -44,14 +44,15 @@ class EngineOptions:
     memory_budget: Optional[int] = DEFAULTS["memory_budget"]
     error_bound: str = DEFAULTS["error_bound"]
     precision: str = DEFAULTS["precision"]
-    progress: bool = False
+    progress: Optional[bool] = None  # None: a bar on a terminal for work longer than a few seconds
 
     def __post_init__(self) -> None:
         check_bool(self.strict, "strict")
         check_memory_budget(self.memory_budget)
         check_choice(self.error_bound, "error_bound", ERROR_BOUNDS)
         check_choice(self.precision, "precision", tuple(PRECISIONS), "tf32 needs CUDA; bf16 runs anywhere")
-        check_bool(self.progress, "progress")
+        if self.progress is not None:
+            check_bool(self.progress, "progress")
         object.__setattr__(self, "device", resolve_device(self.device))
 
 
@@ -64,7 +65,7 @@ class RunContext:
     engine: TileEngine
     strict: bool
     seed: int
-    progress: bool
+    progress: Optional[bool]
     prof: Profiler = dataclasses.field(default_factory=Profiler)
     prepared: dict[str, Prepared] = dataclasses.field(default_factory=dict)
 

@@ -129,6 +129,13 @@ def run_hubness(ctx: RunContext, spec: HubSpec) -> Outcome:
         est = sample_both(ctx, graphs, spec.k, SampleRequest(spec.audit, spec.confidence, False, "audit: "))
         audit = _audit(kr, est, spec.confidence)
     all_exact = all(g.backend == "exact" for g in graphs.values())
+    if all_exact and spec.radii == "ann":
+        warnings.warn(
+            f"radii: 'ann' has no effect here: the exact backend was used ({graphs['real'].reason}), so every "
+            f"radius is exact; pass backend='ivf-gemm' (or another ANN backend) for radii from an ANN graph",
+            UserWarning,
+            stacklevel=_WARN_STACKLEVEL - 1,
+        )
     return Outcome(
         "hubness",
         {spec.k: kr},

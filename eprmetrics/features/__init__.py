@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..engine import resolve_device
+from ..profiling import PROGRESS_DELAY
 from ..validation import check_int
 from . import inception, vgg16  # noqa: F401  (registration)
 from .base import Extractor, check_extractor, extractor_names, get_extractor, register_extractor, weights_fingerprint
@@ -122,7 +123,7 @@ def extract_features(
     cache_dir: Optional[str] = None,
     save_to: Optional[str] = None,
     on_error: str = "raise",
-    progress: bool = True,
+    progress: Optional[bool] = None,
 ) -> np.ndarray:
     """Features of every image, in input order, as an N×D float32 array.
 
@@ -139,7 +140,7 @@ def extract_features(
         cache_dir: reuse/keep features keyed by the images' content, the extractor and its weights.
         save_to: also write the features to this ``.npy`` path.
         on_error: ``"raise"`` (default) or ``"skip"`` unreadable images (with a warning).
-        progress: tqdm progress bar.
+        progress: tqdm progress bar; None (default): on a terminal, for work longer than a few seconds.
 
     Raises:
         ValueError: unreadable image (naming it), empty folder, bad options.
@@ -168,7 +169,16 @@ def extract_features(
     from tqdm.auto import tqdm
 
     feats = []
-    for batch in tqdm(loader, desc=f"features {name}", unit="batch", disable=not progress, leave=False):
+    auto = progress is None
+    bar = tqdm(
+        loader,
+        desc=f"features {name}",
+        unit="batch",
+        leave=False,
+        disable=None if auto else not progress,
+        delay=PROGRESS_DELAY if auto else 0,
+    )
+    for batch in bar:
         if batch is not None:
             feats.append(ext(batch, dev).cpu())
     if not feats:

@@ -58,7 +58,7 @@ class SetGraph:
 
 
 def build_graph(
-    engine: TileEngine, fs: FeatureSet, p: Prepared, request: GraphRequest, prof: Profiler, progress: bool
+    engine: TileEngine, fs: FeatureSet, p: Prepared, request: GraphRequest, prof: Profiler, progress: Optional[bool]
 ) -> SetGraph:
     """The k-NN graph of ``fs`` (prepared as ``p``), each step timed as a stage of ``prof``."""
     name, k = fs.name, request.k
