@@ -7,7 +7,7 @@ on a CPU by simulating the CUDA calls it makes.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 import psutil
 import torch
@@ -16,21 +16,28 @@ from ..defaults import CUDA_BUDGET_FRACTION, HOST_BUDGET_CAP, HOST_BUDGET_FRACTI
 
 __all__ = ["resolve_device", "default_memory_budget", "matmul_precision"]
 
+_EXPECTED_DEVICE = "device: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    """The one place ``device="auto"`` is resolved: CUDA when available, else CPU."""
+    """The one place a device is resolved: ``"auto"`` is CUDA when available, else CPU; a CUDA
+    device without an index is ``cuda:{torch.cuda.current_device()}`` (the GPU torchrun's
+    ``set_device`` chose, so that torch and faiss use the same one). Other device types are refused."""
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}; pass one of these"
-        ) from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device: {device!r} requested but CUDA is not available on this machine; use device='cpu' or 'auto'"
-        )
+        raise ValueError(f"{_EXPECTED_DEVICE}, got {device!r}; pass one of these") from exc
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"{_EXPECTED_DEVICE}, got {device!r}; eprmetrics runs on CPUs and CUDA GPUs")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device: {device!r} requested but CUDA is not available on this machine; use device='cpu' or 'auto'"
+            )
+        if resolved.index is None:
+            resolved = torch.device("cuda", torch.cuda.current_device())
     return resolved
 
 
@@ -44,10 +51,71 @@ def default_memory_budget(device: torch.device) -> int:
 
 @contextlib.contextmanager
 def matmul_precision(precision: str) -> Iterator[None]:
-    """fp32 GEMMs for the duration; TF32 only when ``precision == "tf32"`` (the rounding bound covers it)."""
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    """The GEMM modes the rounding bound assumes, for the duration; every flag is restored on exit.
+
+    * fp32 GEMMs are full fp32 (IEEE), on CUDA and on the CPU (oneDNN), except with
+      ``precision == "tf32"``, which lets cuBLAS use TF32 (the bound covers it);
+    * bf16 GEMMs reduce in fp32: cuBLAS's ``allow_bf16_reduced_precision_reduction``
+      (on by default, not covered by the bound) is turned off.
+    """
+    with _fp32_gemms(tf32=precision == "tf32"), _fp32_bf16_reductions():
+        yield
+
+
+def _fp32_precision_flags() -> Optional[tuple[Any, Any]]:
+    """The per-backend fp32 GEMM modes of torch 2.9+, ``(cuBLAS, oneDNN)``, or None on an older torch.
+
+    Once they are set, the legacy ``torch.get_float32_matmul_precision()`` raises (PyTorch
+    refuses to mix the two APIs), so where they exist they are the ones saved and set.
+    """
+    cuda = torch.backends.cuda.matmul
+    cpu = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
+    if hasattr(cuda, "fp32_precision") and hasattr(cpu, "fp32_precision"):
+        return cuda, cpu
+    return None
+
+
+@contextlib.contextmanager
+def _fp32_gemms(tf32: bool) -> Iterator[None]:
+    flags = _fp32_precision_flags()
+    if flags is None:
+        old = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(old)
+        return
+    cuda, cpu = flags
+    saved = (cuda.fp32_precision, cpu.fp32_precision)
+    try:
+        legacy: Optional[str] = torch.get_float32_matmul_precision()
+    except RuntimeError:  # set through the new API: the legacy value is unreadable (and not what GEMMs follow)
+        legacy = None
+    if legacy is not None:  # keep torch's own legacy readers (``allow_tf32``) consistent inside
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    cuda.fp32_precision = "tf32" if tf32 else "ieee"
+    cpu.fp32_precision = "ieee"  # TF32 is an NVIDIA mode: the engine never asks for it on a CPU
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(old)
+        if legacy is not None:
+            torch.set_float32_matmul_precision(legacy)
+        cuda.fp32_precision, cpu.fp32_precision = saved
+
+
+@contextlib.contextmanager
+def _fp32_bf16_reductions() -> Iterator[None]:
+    flags = torch.backends.cuda.matmul
+    try:
+        saved: Any = flags.allow_bf16_reduced_precision_reduction
+    except AttributeError:  # a torch without the flag reduces bf16 GEMMs in fp32
+        yield
+        return
+    if hasattr(flags, "allow_bf16_reduced_precision_reduction_split_k"):  # newer torch: (reduced, split-k)
+        saved = (saved, flags.allow_bf16_reduced_precision_reduction_split_k)
+    flags.allow_bf16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        flags.allow_bf16_reduced_precision_reduction = saved

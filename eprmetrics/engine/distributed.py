@@ -17,30 +17,37 @@ Usage — a script run with ``torchrun --nproc_per_node 4 script.py``::
 
     import torch.distributed as dist
     from eprmetrics import compute_pr
-    dist.init_process_group("nccl")          # or let eprmetrics.distributed.init() pick
+    dist.init_process_group("nccl")          # or eprmetrics.engine.init(device): NCCL for CUDA, gloo for CPU
     res = compute_pr(real, fake)             # same result on every rank
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional, cast
+from typing import Optional, Union, cast
 
 import torch
+
+from .device import resolve_device
 
 __all__ = ["World", "init"]
 
 
-def init() -> "World":
+def init(device: Union[str, torch.device, None] = "auto") -> "World":
     """Initialise the default process group from torchrun's environment when there is one
-    (``WORLD_SIZE`` > 1): NCCL with CUDA, gloo otherwise. Returns the current :class:`World`."""
+    (``WORLD_SIZE`` > 1), for the device the run uses (``device`` as for ``compute_pr``):
+    NCCL when it is a CUDA device, after ``torch.cuda.set_device(LOCAL_RANK)`` (or the
+    index ``cuda:N`` names) so that each rank has its GPU; gloo for the CPU, even on a
+    machine with GPUs. Returns the current :class:`World`."""
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        if resolve_device(device).type == "cuda":
+            named = None if device is None or device == "auto" else torch.device(device).index
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) if named is None else named)
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
     return World.current()
 
 

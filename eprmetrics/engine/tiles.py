@@ -17,6 +17,7 @@ rows for the rare borderline cases.
 
 from __future__ import annotations
 
+import gc
 import math
 import warnings
 from typing import Callable, Iterator, Optional, TypeVar
@@ -37,6 +38,12 @@ T = TypeVar("T")
 _BYTES_PER_ELEMENT = 12
 _BYTES_PER_BLOCK_ELEMENT = 24  # a row block and a column block, each fp32 plus a float64 staging copy
 _MIN_TILE = 32
+# No tile reaches 2^31 elements: CUDA's nonzero() refused such tensors before torch 2.6,
+# and 32-bit indexing kernels stay on their fast path (46340² < 2^31 ≤ 46341²).
+_MAX_TILE = math.isqrt(2**31 - 1)
+# CUDA out-of-memory retries: each halves the tile side, so 8 go from the largest tile to ~180
+# rows; an attempt that still fails is not short of tile memory.
+_OOM_RETRIES = 8
 # Below this many rows a GEMM tile loses efficiency (measured on 2 CPU cores:
 # 110 GFLOP/s at 1250 rows, 180–200 at ≥ 5000), so symmetric passes split a set
 # that fits one tile only when each half keeps at least this size.
@@ -54,11 +61,15 @@ def sqdist_block(
 ) -> torch.Tensor:
     """``‖a‖² − 2a·b + ‖b‖²`` for two row blocks with their squared norms: one GEMM, clamped at 0.
 
-    ``precision="bf16"`` runs the GEMM on bf16 copies of the blocks; TF32 is a
-    CUDA matmul mode (set by the caller, see ``torch.set_float32_matmul_precision``).
+    ``precision="bf16"`` runs the GEMM on bf16 copies of the blocks, accumulated and
+    returned in fp32 where the device has such a kernel (CUDA; the CPU's bf16 GEMM
+    returns bf16, a rounding the bound also covers); TF32 is a CUDA matmul mode
+    (set by the caller, see :func:`~eprmetrics.engine.matmul_precision`).
     """
     if precision == "bf16":
-        d = (a.bfloat16() @ b.bfloat16().T).float().mul_(-2.0).add_(b_sq[None, :])
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        ab = a16 @ b16.T if a.device.type == "cpu" else torch.mm(a16, b16.T, out_dtype=torch.float32)
+        d = ab.float().mul_(-2.0).add_(b_sq[None, :])
     else:
         d = torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0)
     d += a_sq[:, None]
@@ -106,24 +117,41 @@ class TileEngine:
         self.scan_rows = max(1, min(self.tile, _SCAN_ROWS))
 
     def run_shrinking(self, fn: Callable[[], T]) -> T:
-        """``fn()``; on a CUDA out-of-memory error, free the cache, quarter the budget
-        (half the tile side) and run it again, down to the smallest tile."""
-        while True:
+        """``fn()``; on a CUDA out-of-memory error, release the failed attempt, empty the CUDA
+        cache, halve the tile side and run it again: at most ``_OOM_RETRIES`` times, and not
+        below the smallest tile. The error then raised names the ``memory_budget`` option."""
+        for retry in range(_OOM_RETRIES + 1):
             try:
                 return fn()
-            except torch.cuda.OutOfMemoryError:
-                if self.tile <= _MIN_TILE:
-                    raise
-                old = self.tile
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self.set_budget(max(self.memory_budget // 4, 1))
-                warnings.warn(
-                    f"CUDA out of memory with {old}-row tiles: retrying with {self.tile}-row tiles "
-                    f"(memory_budget={self.memory_budget} bytes)",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+            except torch.cuda.OutOfMemoryError as exc:
+                if self.tile <= _MIN_TILE or retry == _OOM_RETRIES:
+                    raise torch.cuda.OutOfMemoryError(self._oom_message(retry, exc)) from exc
+            # Out of the except block the error, its traceback and the failed attempt's frames
+            # (and tensors) are dropped: only now can the cache give their memory back.
+            old = self.tile
+            self._release_cuda_memory()
+            self.set_budget(max(min(self.memory_budget, budget_for_tile(old, self.dim)) // 4, 1))
+            warnings.warn(
+                f"CUDA out of memory with {old}-row tiles: retrying with {self.tile}-row tiles "
+                f"(memory_budget={self.memory_budget} bytes)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        raise AssertionError("unreachable: the last retry returns or raises")
+
+    @staticmethod
+    def _release_cuda_memory() -> None:
+        if torch.cuda.is_available():
+            gc.collect()  # frames in reference cycles hold tensors too
+            torch.cuda.empty_cache()
+
+    def _oom_message(self, retries: int, exc: BaseException) -> str:
+        tried = f"after {retries} retries with smaller tiles" if retries else "with the smallest tiles"
+        return (
+            f"CUDA out of memory {tried} (last: {self.tile}-row tiles, memory_budget={self.memory_budget} "
+            f"bytes): the tiles are not what fills the device; free GPU memory, pass a smaller "
+            f"memory_budget or use device='cpu' ({exc})"
+        )
 
     def sqdist(self, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
         """One tile of squared distances at the engine's GEMM precision."""
@@ -133,7 +161,7 @@ class TileEngine:
         # t² tile elements plus two t×d blocks (fp32, and a float64 staging copy).
         e, f = _BYTES_PER_ELEMENT, _BYTES_PER_BLOCK_ELEMENT * self.dim
         t = (-f + math.sqrt(f * f + 4 * e * self.memory_budget)) / (2 * e)
-        return max(int(t), _MIN_TILE)
+        return max(min(int(t), _MAX_TILE), _MIN_TILE)
 
     def tile_for(self, n: int) -> int:
         """Rows per block for ``n`` rows: the budget's tile, balanced so blocks are equal."""
