@@ -44,6 +44,14 @@ def _train_sample(x: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(x[rows])
 
 
+def _seed_clustering(index: Any, seed: int) -> None:
+    """Seed the k-means that trains ``index``'s coarse quantizer (``cp``: faiss's ClusteringParameters)."""
+    try:
+        index.cp.seed = seed
+    except AttributeError:
+        pass
+
+
 class _FaissBase(ANNBackend):
     extra = "faiss"
     module = "faiss"
@@ -87,11 +95,10 @@ class _IVFMixin(_FaissBase):
 
     def _train_add(self, index: Any, x: np.ndarray, seed: int, device: torch.device) -> None:
         p = self.used_params
-        try:
-            index.cp.seed = seed
-        except AttributeError:
-            pass
+        _seed_clustering(index, seed)
         index = self._maybe_gpu(index, device)
+        if self.on_gpu:  # a GPU IVF index has clustering parameters of its own (not copied from the CPU one)
+            _seed_clustering(index, seed)
         index.train(_train_sample(x, p["nlist"] * p["train_per_list"], seed))
         index.add(x)
         index.nprobe = p["nprobe"]

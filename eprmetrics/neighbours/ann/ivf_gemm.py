@@ -26,6 +26,12 @@ from .base import ANNBackend, register_backend
 __all__ = ["IVFGemm"]
 
 _LOAD_ROWS = 65536  # rows read from the input (a memmap) at a time
+_ONE_HOT_ELEMENTS = 1 << 24  # k-means update: list × point indicator entries per GEMM (64 MiB of fp32)
+
+
+def _index_add_is_deterministic(device: torch.device) -> bool:
+    """Is a float ``index_add_`` the same on every run on ``device``? (CPU: a sequential loop; CUDA: atomics.)"""
+    return device.type == "cpu"
 
 
 @register_backend
@@ -67,11 +73,7 @@ class IVFGemm(ANNBackend):
         centers = sample[torch.from_numpy(gen.choice(sample.shape[0], nlist, replace=False)).to(device)].clone()
         s_sq = sample.pow(2).sum(1)
         for _ in range(p["kmeans_iters"]):
-            assign = self._nearest(sample, s_sq, centers, 1)[:, 0]
-            sums = torch.zeros_like(centers).index_add_(0, assign, sample)
-            counts = torch.bincount(assign, minlength=nlist).to(sums.dtype)
-            filled = counts > 0
-            centers[filled] = sums[filled] / counts[filled, None]
+            self._move_centers(centers, sample, self._nearest(sample, s_sq, centers, 1)[:, 0])
         x_sq = torch.cat([X[s : s + _LOAD_ROWS].float().pow(2).sum(1) for s in range(0, n, _LOAD_ROWS)])
         assign = self._nearest(X, x_sq, centers, 1)[:, 0]
         order = torch.argsort(assign, stable=True)
@@ -82,6 +84,32 @@ class IVFGemm(ANNBackend):
         c_sq = centers.pow(2).sum(1)
         self.centers = centers
         self.probes = self._nearest(centers, c_sq, centers, p["nprobe"])  # lists probed for each list
+
+    @staticmethod
+    def _move_centers(centers: torch.Tensor, sample: torch.Tensor, assign: torch.Tensor) -> None:
+        """One k-means update: each non-empty list's centre becomes the mean of its points.
+
+        A float ``index_add_`` adds atomically, in any order, on CUDA: the lists, hence the
+        graph, would change from run to run although the backend declares itself
+        ``deterministic``. Off the CPU the sums are therefore one-hot GEMMs (lists × points
+        @ points × d, chunk by chunk, added up in float64): the same on every run, equal to
+        the sequential sums up to rounding (TF32 rounding with ``precision="tf32"``, as for the
+        assignment), at the cost of the iteration's assignment GEMM. The CPU keeps its
+        sequential ``index_add_``: deterministic there, and half the k-means time.
+        """
+        nlist, dev = centers.shape[0], sample.device
+        if _index_add_is_deterministic(dev):
+            sums = torch.zeros_like(centers).index_add_(0, assign, sample)
+        else:
+            lists = torch.arange(nlist, device=dev)[:, None]
+            sums = torch.zeros(centers.shape, dtype=torch.float64, device=dev)
+            step = max(1, _ONE_HOT_ELEMENTS // nlist)
+            for s in range(0, sample.shape[0], step):
+                one_hot = (assign[None, s : s + step] == lists).to(sample.dtype)
+                sums += (one_hot @ sample[s : s + step]).double()
+        counts = torch.bincount(assign, minlength=nlist).to(sums.dtype)
+        filled = counts > 0
+        centers[filled] = (sums[filled] / counts[filled, None]).to(centers.dtype)
 
     @staticmethod
     def _nearest(a: torch.Tensor, a_sq: torch.Tensor, centers: torch.Tensor, m: int, chunk: int = 8192) -> torch.Tensor:
