@@ -46,3 +46,81 @@ def test_cuda_sampled_everything_is_exact(rng):
     ex = compute_pr(real, fake, device="cpu", density_coverage=False)
     s = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=1000, device="cuda")
     assert (s.precision, s.recall) == (ex.precision, ex.recall)
+
+
+# Issue 15: the CUDA paths that tests/test_cuda_sim.py simulates on a CPU, on a real device.
+def test_cuda_resolves_to_the_current_device():
+    from eprmetrics.engine import resolve_device
+
+    assert resolve_device("cuda") == torch.device("cuda", torch.cuda.current_device())
+    assert resolve_device("auto") == resolve_device("cuda")
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")
+def test_cuda_tf32_set_through_the_new_api(rng):
+    from eprmetrics.engine import matmul_precision
+
+    real, fake = rng.normal(size=(600, 64)).astype(np.float32), rng.normal(size=(500, 64)).astype(np.float32)
+    cpu = compute_pr(real, fake, device="cpu")
+    saved = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    try:
+        a, b = torch.randn(512, 2048, device="cuda"), torch.randn(256, 2048, device="cuda")
+        ref = a.double() @ b.double().T
+        with matmul_precision("fp32"):  # full fp32 although the user asked for TF32 globally
+            err = ((a @ b.T).double() - ref).abs().max() / ref.abs().max()
+        assert err < 1e-5  # TF32 inputs (10 mantissa bits) err by ~1e-3
+        for precision in ("fp32", "tf32"):
+            assert compute_pr(real, fake, device="cuda", precision=precision).per_k == cpu.per_k
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = saved
+
+
+def test_cuda_bf16_gemm_accumulates_and_returns_fp32():
+    from eprmetrics.engine import matmul_precision, sqdist_block
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    a, b = torch.randn(256, 2048, device="cuda", generator=g), torch.randn(300, 2048, device="cuda", generator=g)
+    a_sq, b_sq = a.pow(2).sum(1), b.pow(2).sum(1)
+    with matmul_precision("bf16"):
+        d = sqdist_block(a, a_sq, b, b_sq, "bf16")
+    assert d.dtype == torch.float32
+    ab = a.bfloat16().double() @ b.bfloat16().double().T  # the same bf16 inputs, exact products and sums
+    ref = (a_sq.double()[:, None] - 2 * ab + b_sq.double()[None, :]).clamp_min(0)
+    scale = (a.norm(dim=1)[:, None] + b.norm(dim=1)[None, :]).double() ** 2
+    assert ((d.double() - ref).abs() / scale).max() < 1e-6  # a bf16 output or reduction errs by ~1e-5
+
+
+def test_cuda_tiles_stay_below_2_31_elements():
+    from eprmetrics.engine import TileEngine, default_memory_budget
+
+    dev = torch.device("cuda")
+    eng = TileEngine(64, dev, max(default_memory_budget(dev), 1 << 40))
+    assert eng.tile * eng.tile < 2**31
+
+
+def test_cuda_ivf_gemm_centres_are_reproducible(rng):
+    from eprmetrics.neighbours.ann.ivf_gemm import IVFGemm
+
+    x = rng.normal(size=(20000, 64)).astype(np.float32)
+    runs = []
+    for _ in range(2):
+        backend = IVFGemm()
+        backend.used_params = backend.resolve_params(*x.shape)
+        backend.build(x, seed=3, device=torch.device("cuda"))
+        runs.append((backend.centers.cpu(), backend.order.cpu()))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])  # bit for bit
+
+
+def test_cuda_faiss_gpu_index_is_seeded(rng):
+    from eprmetrics.neighbours.ann import get_backend
+    from eprmetrics.neighbours.ann.faiss_backend import faiss_gpu_available
+
+    if not faiss_gpu_available():
+        pytest.skip("faiss without GPUs")
+    x = rng.normal(size=(5000, 32)).astype(np.float32)
+    backend = get_backend("faiss-ivf")()
+    backend.used_params = backend.resolve_params(*x.shape)
+    backend.build(x, seed=77, device=torch.device("cuda"))
+    assert backend.on_gpu and backend.index.cp.seed == 77
