@@ -312,3 +312,43 @@ def test_progress_defaults_to_automatic():
 
     for fn in (compute_pr, compute_epr, extract_features):
         assert inspect.signature(fn).parameters["progress"].default is None
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("k", [3, 5])
+def test_density_and_coverage_equal_prdc_to_the_bit(seed, k):
+    prdc = pytest.importorskip("prdc")
+    rng = np.random.default_rng(100 + seed)
+    real = rng.normal(size=(180, 12)).astype(np.float32)
+    fake = (rng.normal(size=(170, 12)) * 1.1 + 0.2).astype(np.float32)
+    ref = prdc.compute_prdc(real, fake, nearest_k=k)
+    res = compute_pr(real, fake, k=k, strict=True)
+    assert (res.precision, res.recall, res.density, res.coverage) == tuple(
+        ref[key] for key in ("precision", "recall", "density", "coverage")
+    )
+
+
+def test_numpy_integer_k_is_accepted():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(40, 4))
+    assert compute_pr(x, x, k=np.int64(3)).k == 3
+    assert compute_epr(x, x, k=np.int32(3), method="sampled", sample_size=40).k == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs,option",
+    [
+        ({"method": "sampled", "sample_size": 1}, "sample_size"),
+        ({"method": "sampled", "sample_size": 2}, "sample_size"),
+        ({"method": "hubness", "audit": 1, "t": 1}, "audit"),
+    ],
+)
+def test_too_small_a_sample_says_how_many(kwargs, option):
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    with pytest.raises(
+        ValueError,
+        match=rf"^{option}: expected at least \d+ queries per set here .* got \d; "
+        rf"pass {option}=\d+ or more",
+    ):
+        compute_epr(x, x[:200] + 0.1, **kwargs)

@@ -28,7 +28,8 @@ class ExactSpec:
 
 
 def _values(m: MembershipResult, k: int, n_fake: int) -> KResult:
-    density = None if m.density_counts is None else float(m.density_counts.double().sum() / (k * n_fake))
+    # prdc's order of operations, (1/k)·mean(counts), so the value equals its to the last bit
+    density = None if m.density_counts is None else (1.0 / k) * (float(m.density_counts.sum()) / n_fake)
     coverage = None if m.coverage_hits is None else hit_rate(m.coverage_hits)
     return KResult(
         k=k, precision=hit_rate(m.precision_hits), recall=hit_rate(m.recall_hits), density=density, coverage=coverage

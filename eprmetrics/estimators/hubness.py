@@ -126,7 +126,9 @@ def run_hubness(ctx: RunContext, spec: HubSpec) -> Outcome:
     kr = KResult(k=spec.k, precision=hit_rate(m.precision_hits), recall=hit_rate(m.recall_hits))
     audit = None
     if spec.audit:
-        est = sample_both(ctx, graphs, spec.k, SampleRequest(spec.audit, spec.confidence, False, "audit: "))
+        est = sample_both(
+            ctx, graphs, spec.k, SampleRequest(spec.audit, spec.confidence, False, "audit: ", option="audit")
+        )
         audit = _audit(kr, est, spec.confidence)
     all_exact = all(g.backend == "exact" for g in graphs.values())
     if all_exact and spec.radii == "ann":

@@ -174,6 +174,7 @@ class SampleRequest:
     confidence: float
     approximate: bool = True
     label: str = ""
+    option: str = "sample_size"  # the option that set ``size``, for messages
 
 
 @dataclasses.dataclass
@@ -197,6 +198,13 @@ def estimate_side(
 ) -> SideEstimate:
     """Stratified sampled estimate of the share of ``queries`` inside the reference balls of ``radii``."""
     design = StratifiedSample(strata, seed)
+    need = min(design.N, 2 * len(design.units))  # two per stratum, or everything: a variance for each stratum
+    if isinstance(request.size, int) and request.size < need:
+        hint = " or a target half-width such as 0.01" if request.option == "sample_size" else ""
+        raise ValueError(
+            f"{request.option}: expected at least {need} queries per set here (2 in each of {len(design.units)} "
+            f"strata), got {request.size}; pass {request.option}={need} or more{hint}"
+        )
     known: dict[int, bool] = {}
 
     def observe(index: np.ndarray) -> np.ndarray:
