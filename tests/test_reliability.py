@@ -352,3 +352,20 @@ def test_too_small_a_sample_says_how_many(kwargs, option):
         rf"pass {option}=\d+ or more",
     ):
         compute_epr(x, x[:200] + 0.1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"nprobe": 0}, r"nprobe: expected a positive int, got 0"),
+        ({"nprobe": 10**6}, r"nprobe: expected an int between 1 and nlist"),
+        ({"nlist": 10**6}, r"nlist: expected at most n = 400 lists"),
+        ({"query_nprobe": 2.5}, r"query_nprobe: expected a positive int"),
+    ],
+)
+def test_ivf_gemm_options_are_checked(options, match):
+    from eprmetrics import knn_graph
+
+    x = np.random.default_rng(15).normal(size=(400, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"^backend 'ivf-gemm': " + match):
+        knn_graph(x, 3, backend="ivf-gemm", options=options)

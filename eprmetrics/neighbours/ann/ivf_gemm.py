@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ...engine import sqdist_block
+from ...validation import check_int, fail
 from .base import ANNBackend, register_backend
 
 __all__ = ["IVFGemm"]
@@ -50,6 +51,15 @@ class IVFGemm(ANNBackend):
             p["nprobe"] = min(p["nlist"], max(4, math.ceil(0.10 * p["nlist"])))
         if p["query_nprobe"] is None:  # foreign queries (approximate membership): a cheaper search
             p["query_nprobe"] = max(1, min(p["nprobe"], math.ceil(p["nprobe"] / 2)))
+        check_int(p["nlist"], f"backend {self.name!r}: nlist", fix=f"at most n = {n}")
+        if p["nlist"] > n:
+            raise fail(f"backend {self.name!r}: nlist", f"at most n = {n} lists", p["nlist"])
+        for key in ("nprobe", "query_nprobe"):
+            check_int(p[key], f"backend {self.name!r}: {key}", fix=f"between 1 and nlist = {p['nlist']}")
+            if p[key] > p["nlist"]:
+                raise fail(f"backend {self.name!r}: {key}", f"an int between 1 and nlist = {p['nlist']}", p[key])
+        for key in ("kmeans_iters", "train_per_list"):
+            check_int(p[key], f"backend {self.name!r}: {key}")
         return p
 
     accepts_float16 = True
