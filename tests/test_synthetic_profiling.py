@@ -71,3 +71,17 @@ def test_profiler_records_peak_memory():
     assert alloc.name == "alloc" and alloc.rss_growth > 30_000_000
     assert idle.rss_growth < 10_000_000
     assert prof.total_seconds >= alloc.seconds
+
+
+def test_long_spectrum_option_spreads_the_variance():
+    from eprmetrics.synthetic import make_pair
+
+    shares = {}
+    for spectrum in ("low", "long"):
+        real, _ = make_pair(3000, 10, dim=512, spectrum=spectrum, seed=2)
+        x = real - real.mean(0)
+        s = torch.linalg.svdvals(x) ** 2
+        shares[spectrum] = float(s[:64].sum() / s.sum())
+    assert shares["long"] < shares["low"] - 0.05 and shares["long"] < 0.8
+    with pytest.raises(ValueError, match="spectrum: expected one of"):
+        SyntheticSpec(spectrum="flat")
