@@ -154,29 +154,34 @@ def compute_epr(
     on_error: str = DEFAULTS["on_error"],
     progress: Optional[bool] = None,
 ) -> Result:
-    """Fast P&R: the hub method (eP&R, audited) or the sampled estimator with confidence intervals.
+    """Fast P&R: the sampled estimator with confidence intervals (default), or the thesis's hub method.
 
-    ``method="hubness"`` (thesis Eqs. 4.4–4.5):
+    ``method="sampled"`` (default): a stratified random sample of queries (strata: hubness
+    and an ANN-based approximate membership) is decided *exactly* against every
+    reference ball; the estimate is unbiased and comes with ``precision_ci`` /
+    ``recall_ci`` (finite-population corrected). Radii come from the k-NN graph
+    as upper bounds; the true radius of a ball is computed only when a sampled
+    query falls inside its upper bound. A planner (:mod:`eprmetrics.estimators.planner`)
+    predicts the cost of this and of exact P&R from a short measurement of the machine;
+    where exact is cheaper (small sets) it computes the exact answer and returns it with
+    zero-width intervals. ``res.plan`` says which path ran, why, and its predicted and
+    measured cost per stage.
+
+    ``method="hubness"`` (thesis Eqs. 4.4–4.5), for comparison with published eP&R figures:
     ``precision_hub = mean_{g ∈ H(G)} 1[∃ r ∈ H(R): ‖g − r‖ ≤ r_k(r; R)]`` and
     symmetrically for recall, where ``H(S) = {x : N_k(x) ≥ t}`` are the hubs of
     ``S`` found from a (possibly approximate) k-NN graph and each hub's radius is
     measured against the *full* set. Its error is data-dependent, so a sampled
     audit (below) is attached and warns when it disagrees.
 
-    ``method="sampled"``: a stratified random sample of queries (strata: hubness
-    and an ANN-based approximate membership) is decided *exactly* against every
-    reference ball; the estimate is unbiased and comes with ``precision_ci`` /
-    ``recall_ci`` (finite-population corrected). Radii come from the k-NN graph
-    as upper bounds; the true radius of a ball is computed only when a sampled
-    query falls inside its upper bound.
-
     Args:
         real, fake: features as for :func:`~eprmetrics.compute_pr`.
-        method: ``"hubness"`` or ``"sampled"``.
+        method: ``"sampled"`` (default) or ``"hubness"``.
         k: neighbourhood size for hubness and radii (one value).
         t: hub threshold on the k-occurrence ``N_k`` (hubness method).
-        backend: k-NN backend: ``"auto"`` (see :func:`eprmetrics.neighbours.ann.resolve_backend`;
-            recorded on the result) or a registered name (:func:`eprmetrics.neighbours.backend_names`).
+        backend: k-NN backend: ``"auto"`` (sampled: the planner's choice; hubness:
+            :func:`eprmetrics.neighbours.ann.resolve_backend`; recorded on the result) or a registered
+            name (:func:`eprmetrics.neighbours.backend_names`), which also makes the sampled method sample.
         radii: hubness method only: ``"exact"`` — hub radii from a tiled hub-vs-all
             pass — or ``"ann"`` — radii read off the ANN graph (a backend that
             misses neighbours makes radii larger).
@@ -209,12 +214,15 @@ def compute_epr(
         >>> from eprmetrics import compute_epr
         >>> from eprmetrics.synthetic import make_pair
         >>> real, fake = make_pair(600, 600, dim=32, seed=1)
-        >>> res = compute_epr(real, fake, backend="exact", t=0)   # every point a hub: exact P&R
+        >>> res = compute_epr(real, fake)                       # small sets: the planner computes exactly
+        >>> res.plan.path, res.precision_ci[1] - res.precision_ci[0]
+        ('exact', 0.0)
+        >>> res = compute_epr(real, fake, backend="ivf-gemm", sample_size=300)   # a sample, with intervals
+        >>> res.plan.path, res.precision_ci[0] < res.precision < res.precision_ci[1]
+        ('sampled', True)
+        >>> res = compute_epr(real, fake, method="hubness", backend="exact", t=0)   # every point a hub
         >>> res.method, res.hubs["real"].fraction
         ('hubness', 1.0)
-        >>> res = compute_epr(real, fake, method="sampled", sample_size=600)   # everything sampled
-        >>> res.precision_ci[1] - res.precision_ci[0]
-        0.0
     """
     check_choice(method, "method", FAST_METHODS, "or use compute_pr for exact values")
     k, t = check_single_k(k), check_int(t, "t", minimum=0, fix="hubs are the points with N_k ≥ t, e.g. t=3")

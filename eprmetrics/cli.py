@@ -227,9 +227,24 @@ def _check_combination(args: argparse.Namespace) -> None:
         raise ValueError(
             "--realism: expected --exact with it (realism scores come from exact P&R), got --realism alone; add --exact"
         )
+    else:
+        _check_method_options(args, args.method or DEFAULTS["method"])
     for name, default in _FAST_OPTIONS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
+
+
+def _check_method_options(args: argparse.Namespace, method: str) -> None:
+    """Options of one fast method are refused with the other (``--t`` with the sampled estimator…)."""
+    only = {"sampled": ("sample_size",), "hubness": ("t", "radii")}
+    foreign = [n for m, names in only.items() if m != method for n in names if getattr(args, n) is not None]
+    foreign += ["no_audit"] * (args.no_audit and method != "hubness")
+    if foreign:
+        flags = ", ".join(_flag(n) for n in foreign)
+        raise ValueError(
+            f"{flags}: expected options of --method {method}, got {flags}, for another method; drop them or "
+            f"change --method"
+        )
 
 
 def _flag(name: str) -> str:

@@ -44,7 +44,7 @@ DEFAULTS: _Defaults = {
     "precision": "fp32",
     "backend": "auto",
     "radii": "exact",
-    "method": "hubness",
+    "method": "sampled",
     "sample_size": 0.01,  # target 95% half-width of the sampled estimator's intervals
     "confidence": 0.95,
     "audit": True,

@@ -60,9 +60,24 @@ def _hub_lines(res: "Result") -> list[str]:
     return lines
 
 
+def _plan_line(res: "Result") -> str:
+    plan = res.plan
+    if plan is None or not plan.predicted:
+        return ""
+    return (
+        f"plan: {plan.path} ({plan.reason}); predicted {plan.predicted_total:.3g} s, measured {plan.actual_total:.3g} s"
+    )
+
+
 def _sampled_line(res: "Result") -> str:
     s = res.sampling or {}
     p, r = s["precision"], s["recall"]
+    if res.plan is not None and res.plan.path == "exact":
+        return (
+            f"exact answer instead of a sample (cheaper here), zero-width intervals: precision "
+            f"{p.estimate:.4f} over all {p.population} fakes, recall {r.estimate:.4f} over all "
+            f"{r.population} reals"
+        )
     return (
         f"sampled estimate, {100 * (res.confidence or 0):.0f}% intervals: precision "
         f"[{p.interval[0]:.4f}, {p.interval[1]:.4f}] from {p.sample_size} of {p.population} fakes, recall "
@@ -83,4 +98,6 @@ def render(res: "Result") -> str:
         lines += _hub_lines(res)
     if res.method == "sampled":
         lines.append(_sampled_line(res))
+    if _plan_line(res):
+        lines.append(_plan_line(res))
     return "\n".join(lines + [metrics_table(res), "", stage_table(res)])

@@ -92,12 +92,30 @@ class Audit(_Fields):
 
 @dataclasses.dataclass(eq=False)
 class Plan(_Fields):
-    """How a call was computed: the path taken and why (backend per set, its parameters)."""
+    """How a call was computed: the path taken and why, with the planner's predicted and the measured cost.
+
+    ``path`` is what ran: ``"exact"``, ``"sampled"`` or ``"hubness"`` (``compute_epr(method="sampled")`` takes
+    the exact path when the planner predicts it cheaper). ``predicted`` and ``actual`` are seconds per stage
+    of the cost model; ``alternative`` the predicted total of the path not taken.
+    """
 
     method: str
     backend: Optional[str]
     reason: str
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    path: str = ""
+    backends: dict[str, str] = dataclasses.field(default_factory=dict)
+    predicted: dict[str, float] = dataclasses.field(default_factory=dict)
+    actual: dict[str, float] = dataclasses.field(default_factory=dict)
+    alternative: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def predicted_total(self) -> Optional[float]:
+        return sum(self.predicted.values()) if self.predicted else None
+
+    @property
+    def actual_total(self) -> float:
+        return sum(self.actual.values())
 
 
 @dataclasses.dataclass

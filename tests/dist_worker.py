@@ -13,7 +13,7 @@ from eprmetrics.engine import init
 def results(real, fake):
     budget = 1 << 16  # many tiles, so that every rank has work
     ex = compute_pr(real, fake, k=(3, 5), realism=True, memory_budget=budget)
-    hub = compute_epr(real, fake, backend="exact", t=1, memory_budget=budget)
+    hub = compute_epr(real, fake, method="hubness", backend="exact", t=1, memory_budget=budget)
     smp = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=300, memory_budget=budget)
     return {
         "exact": [ex.precision, ex.recall, ex.density, ex.coverage, ex.per_k[5].precision, ex.per_k[5].recall],

@@ -31,7 +31,22 @@ def test_run_prints_and_writes_json(files, capsys):
 
 def test_default_is_epr(files, capsys):
     out = files / "epr.json"
-    assert main([str(files / "real.npy"), str(files / "fake.npy"), "--t", "1", "--json", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                str(files / "real.npy"),
+                str(files / "fake.npy"),
+                "--method",
+                "hubness",
+                "--t",
+                "1",
+                "--json",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "hubs at t=1" in capsys.readouterr().out
     assert json.loads(out.read_text())["method"] == "hubness"
 
@@ -110,6 +125,8 @@ def test_sampled_method_with_intervals(files, capsys):
                 str(files / "fake.npy"),
                 "--method",
                 "sampled",
+                "--backend",
+                "ivf-gemm",
                 "--sample-size",
                 "50",
                 "--json",

@@ -28,7 +28,7 @@ def brute_epr(real, fake, k, t, strict):
 def test_t0_exact_backend_equals_compute_pr(rng, strict):
     real = rng.normal(size=(300, 12)).astype(np.float32)
     fake = (rng.normal(size=(260, 12)) + 0.2).astype(np.float32)
-    e = compute_epr(real, fake, backend="exact", t=0, strict=strict)
+    e = compute_epr(real, fake, method="hubness", backend="exact", t=0, strict=strict)
     p = compute_pr(real, fake, strict=strict, density_coverage=False)
     assert (e.precision, e.recall) == (p.precision, p.recall)
     assert e.hubs["real"]["fraction"] == 1.0
@@ -42,7 +42,7 @@ def test_exact_backend_matches_bruteforce_epr(rng, strict, kind):
         fake = rng.normal(size=(250, 10)).astype(np.float32)
     else:
         real, fake = (a.numpy() for a in make_pair(400, 350, dim=24, defect="truncation", strength=0.3, seed=2))
-    res = compute_epr(real, fake, backend="exact", t=3, strict=strict)
+    res = compute_epr(real, fake, method="hubness", backend="exact", t=3, strict=strict)
     assert (res.precision, res.recall) == pytest.approx(brute_epr(real, fake, 3, 3, strict), abs=0)
 
 
@@ -52,7 +52,7 @@ def test_hub_vs_all_radii_match_bruteforce(rng, strict):
     pytest.importorskip("faiss")
     real = rng.normal(size=(300, 8)).astype(np.float32)
     fake = rng.normal(size=(280, 8)).astype(np.float32)
-    res = compute_epr(real, fake, backend="faiss-hnsw", t=2, strict=strict)
+    res = compute_epr(real, fake, method="hubness", backend="faiss-hnsw", t=2, strict=strict)
     assert res.radii == "exact"
     assert (res.precision, res.recall) == pytest.approx(brute_epr(real, fake, 3, 2, strict), abs=0)
     names = [s.name for s in res.stages]
@@ -63,7 +63,7 @@ def test_ann_radii_mode_skips_hub_vs_all(rng):
     pytest.importorskip("faiss")
     real = rng.normal(size=(300, 8)).astype(np.float32)
     fake = rng.normal(size=(280, 8)).astype(np.float32)
-    res = compute_epr(real, fake, backend="faiss-hnsw", radii="ann", t=2)
+    res = compute_epr(real, fake, method="hubness", backend="faiss-hnsw", radii="ann", t=2)
     assert res.radii == "ann" and not any("hub-vs-all" in s.name for s in res.stages)
     assert (res.precision, res.recall) == pytest.approx(brute_epr(real, fake, 3, 2, False), abs=1e-12)
 
@@ -71,10 +71,10 @@ def test_ann_radii_mode_skips_hub_vs_all(rng):
 def test_lattice_ties(rng):
     real, fake = lattice(rng, 200, 3, high=4), lattice(rng, 180, 3, high=4)
     for strict in (False, True):
-        res = compute_epr(real, fake, backend="exact", t=2, strict=strict)
+        res = compute_epr(real, fake, method="hubness", backend="exact", t=2, strict=strict)
         # ties in the graph are broken by index in the reference; our fp32 graph may pick another
         # neighbour at the same distance, which changes hubs, so compare only with t=0
-        full = compute_epr(real, fake, backend="exact", t=0, strict=strict)
+        full = compute_epr(real, fake, method="hubness", backend="exact", t=0, strict=strict)
         assert (full.precision, full.recall) == (
             compute_pr(real, fake, strict=strict).precision,
             compute_pr(real, fake, strict=strict).recall,
@@ -85,15 +85,15 @@ def test_lattice_ties(rng):
 def test_deterministic_for_seed(rng):
     pytest.importorskip("faiss")
     real, fake = make_pair(800, 800, dim=32, seed=4)
-    a = compute_epr(real, fake, backend="faiss-ivf", seed=5)
-    b = compute_epr(real, fake, backend="faiss-ivf", seed=5)
+    a = compute_epr(real, fake, method="hubness", backend="faiss-ivf", seed=5)
+    b = compute_epr(real, fake, method="hubness", backend="faiss-ivf", seed=5)
     assert (a.precision, a.recall, a.hubs["real"]["n_hubs"]) == (b.precision, b.recall, b.hubs["real"]["n_hubs"])
 
 
 def test_errors(rng):
     x = rng.normal(size=(50, 4)).astype(np.float32)
     with pytest.raises(ValueError, match=r"no hubs at t=1000 .* use a lower t"):
-        compute_epr(x, x, backend="exact", t=1000)
+        compute_epr(x, x, method="hubness", backend="exact", t=1000)
     with pytest.raises(ValueError, match="radii: expected one of"):
         compute_epr(x, x, radii="hubs")
     with pytest.raises(ValueError, match="t: expected a non-negative int"):
@@ -108,5 +108,5 @@ def test_errors(rng):
 
 def test_direction_pinned_by_mode_collapse():
     real, fake = make_pair(1500, 1500, dim=64, defect="mode_drop", strength=0.9, seed=3)
-    res = compute_epr(real, fake, backend="exact")
+    res = compute_epr(real, fake, method="hubness", backend="exact")
     assert res.precision > 0.7 and res.recall < 0.5 and res.precision - res.recall > 0.4

@@ -92,7 +92,7 @@ def test_identical_folders_give_precision_recall_one(folders):
     real, _ = folders
     res = compute_pr(real, real, extractor=CountingNet())
     assert res.precision == 1.0 and res.recall == 1.0
-    res = compute_epr(real, real, extractor=CountingNet(), backend="exact", t=1)
+    res = compute_epr(real, real, method="hubness", extractor=CountingNet(), backend="exact", t=1)
     assert res.precision == 1.0 and res.recall == 1.0
 
 

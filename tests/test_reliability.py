@@ -51,7 +51,7 @@ def test_hub_audit_with_duplicates_does_not_hang():
     real[:12] = real[0]
     fake[:3] = real[0]
     with no_hang():
-        res = compute_epr(real, fake, backend="ivf-gemm", strict=True, t=1, audit=600)
+        res = compute_epr(real, fake, method="hubness", backend="ivf-gemm", strict=True, t=1, audit=600)
     exact = brute_pr(real, fake, 3, True)
     assert res.audit is not None
     assert (res.audit.precision.estimate, res.audit.recall.estimate) == (exact["precision"], exact["recall"])
@@ -257,7 +257,7 @@ def test_radii_ann_with_the_exact_backend_warns():
     rng = np.random.default_rng(10)
     x = rng.normal(size=(200, 6)).astype(np.float32)
     with pytest.warns(UserWarning, match=r"radii: 'ann' has no effect here") as caught:
-        res = compute_epr(x, x[:150], radii="ann", t=1, audit=False)
+        res = compute_epr(x, x[:150], method="hubness", radii="ann", t=1, audit=False)
     assert res.radii == "exact" and caught[0].filename == __file__
 
 
@@ -297,7 +297,20 @@ def test_cli_warnings_are_one_line_in_cli_terms(tmp_path, capsys):
     np.save(tmp_path / "r.npy", rng.normal(size=(200, 6)).astype(np.float32))
     np.save(tmp_path / "f.npy", rng.normal(size=(180, 6)).astype(np.float32))
     assert (
-        main([str(tmp_path / "r.npy"), str(tmp_path / "f.npy"), "--radii", "ann", "--t", "1", "--no-audit", "--quiet"])
+        main(
+            [
+                str(tmp_path / "r.npy"),
+                str(tmp_path / "f.npy"),
+                "--method",
+                "hubness",
+                "--radii",
+                "ann",
+                "--t",
+                "1",
+                "--no-audit",
+                "--quiet",
+            ]
+        )
         == 0
     )
     err = capsys.readouterr().err.strip().splitlines()

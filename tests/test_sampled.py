@@ -110,7 +110,7 @@ def test_end_to_end_coverage_over_seeds():
 
 def test_target_half_width_is_met():
     real, fake = make_pair(6000, 6000, dim=32, seed=2)
-    res = compute_epr(real, fake, method="sampled", sample_size=0.02)
+    res = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=0.02)  # sampled, not planned
     for side in ("precision", "recall"):
         assert res.sampling[side]["half_width"] <= 0.022
         assert res.sampling[side]["sample_size"] < 6000
@@ -131,7 +131,7 @@ def test_audit_warns_when_hub_method_is_biased(rng):
     real, fake = _biased_case(rng)
     exact = compute_pr(real, fake, density_coverage=False)
     with pytest.warns(AuditWarning, match="outside") as caught:
-        res = compute_epr(real, fake, backend="exact", t=3)
+        res = compute_epr(real, fake, method="hubness", backend="exact", t=3)
     assert caught[0].filename == __file__  # the warning points at the caller's line
     assert res.precision > exact.precision + 0.3
     audit = res.audit
@@ -143,9 +143,9 @@ def test_audit_warns_when_hub_method_is_biased(rng):
 
 def test_audit_silent_when_consistent_and_skippable(rng, recwarn):
     real, fake = make_pair(1200, 1200, dim=16, seed=4)
-    res = compute_epr(real, fake, backend="exact", t=0)  # t=0: every point a hub, eP&R is exact
+    res = compute_epr(real, fake, method="hubness", backend="exact", t=0)  # t=0: every point a hub, eP&R is exact
     assert res.audit["consistent"] and not [w for w in recwarn if issubclass(w.category, AuditWarning)]
-    assert compute_epr(real, fake, backend="exact", t=0, audit=False).audit is None
+    assert compute_epr(real, fake, method="hubness", backend="exact", t=0, audit=False).audit is None
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_check_sample_size_accepts_both_forms():
 
 def test_result_json_has_intervals(rng):
     real, fake = make_pair(800, 800, dim=16, seed=9)
-    res = compute_epr(real, fake, method="sampled", sample_size=200)
+    res = compute_epr(real, fake, method="sampled", backend="exact", sample_size=200)
     data = json.loads(res.to_json())
     assert data["method"] == "sampled" and len(data["precision_ci"]) == 2
     assert data["precision_ci"][0] <= data["precision"] <= data["precision_ci"][1]

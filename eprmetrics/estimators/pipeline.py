@@ -15,6 +15,7 @@ import torch
 
 from ..result import Audit, HubStatistics, KResult, Plan, Result, SideSampling
 from .context import RunContext
+from .planner import actual_costs
 
 __all__ = ["Outcome", "assemble", "hit_rate"]
 
@@ -50,6 +51,8 @@ def _backend_fields(plan: Optional[Plan]) -> dict[str, Any]:
 def assemble(ctx: RunContext, out: Outcome) -> Result:
     """The :class:`Result` of one call: the estimator's outcome plus the run's common facts."""
     head = next(iter(out.per_k.values()))
+    if out.plan is not None:
+        out.plan.actual = actual_costs(ctx.prof.stages)
     sampling = out.sampling or {}
     engine = ctx.engine
     return Result(

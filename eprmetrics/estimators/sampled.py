@@ -38,7 +38,9 @@ from ..result import KResult, Plan, SideSampling
 from ..validation import SampleSize
 from .context import RunContext
 from .design import Estimate, StratifiedSample, hubness_bins
+from .exact import ExactSpec, run_exact
 from .pipeline import Outcome
+from .planner import Choice, plan_sampled
 
 __all__ = [
     "SampledSpec",
@@ -271,11 +273,29 @@ def side_sampling(e: SideEstimate) -> SideSampling:
     )
 
 
-def graph_plan(method: str, graphs: dict[str, SetGraph]) -> Plan:
+def graph_plan(method: str, graphs: dict[str, SetGraph], choice: Optional[Choice] = None) -> Plan:
     """The plan of a graph-based method: the backend of each set (one name when both agree) and why."""
     used = {name: g.backend for name, g in graphs.items()}
     backend = used["real"] if len(set(used.values())) == 1 else f"{used['real']}+{used['fake']}"
-    return Plan(method=method, backend=backend, reason=graphs["real"].reason, params=graphs["real"].params)
+    if choice is None:
+        return Plan(
+            method=method,
+            backend=backend,
+            reason=graphs["real"].reason,
+            params=graphs["real"].params,
+            path=method,
+            backends=used,
+        )
+    return Plan(
+        method=method,
+        backend=backend,
+        reason=choice.reason,
+        params=graphs["real"].params,
+        path=choice.path,
+        backends=used,
+        predicted=choice.predicted,
+        alternative=choice.alternative,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,20 +308,56 @@ class SampledSpec:
     sample: SampleRequest
 
 
-def run_sampled(ctx: RunContext, spec: SampledSpec) -> Outcome:
-    """Sampled P&R with intervals (run inside :meth:`RunContext.run`)."""
-    request = GraphRequest(spec.backend, "sampled", spec.k, ctx.seed, spec.backend_options)
-    graphs = {
-        name: build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
-        for name, fs in ctx.sets.items()
+def _exact_instead(ctx: RunContext, spec: SampledSpec, choice: Choice) -> Outcome:
+    """The exact answer where the planner predicted it cheaper: every query decided, zero-width intervals."""
+    out = run_exact(ctx, ExactSpec((spec.k,), density_coverage=False))
+    kr = out.per_k[spec.k]
+    sides = (("precision", kr.precision, ctx.fake.n), ("recall", kr.recall, ctx.real.n))
+    sampling = {
+        side: SideSampling(
+            estimate=v,
+            interval=(v, v),
+            half_width=0.0,
+            sample_size=n,
+            population=n,
+            strata=1,
+            approximate_membership=None,
+            true_radii_computed=0,
+        )
+        for side, v, n in sides
     }
+    plan = Plan(
+        method="sampled",
+        backend="exact",
+        reason=choice.reason,
+        path="exact",
+        backends=choice.backends,
+        predicted=choice.predicted,
+        alternative=choice.alternative,
+    )
+    return Outcome(
+        "sampled", out.per_k, out.n_redecided, plan=plan, sampling=sampling, confidence=spec.sample.confidence
+    )
+
+
+def run_sampled(ctx: RunContext, spec: SampledSpec) -> Outcome:
+    """Sampled P&R with intervals, or the exact answer when the planner predicts it cheaper
+    (run inside :meth:`RunContext.run`)."""
+    with ctx.stage("plan (cost model, calibrated once per process)"):
+        choice = plan_sampled(ctx.sets, spec.k, spec.backend, spec.sample.size, spec.sample.confidence, ctx.device)
+    if choice.path == "exact":
+        return _exact_instead(ctx, spec, choice)
+    graphs = {}
+    for name, fs in ctx.sets.items():
+        request = GraphRequest(choice.backends[name], "sampled", spec.k, ctx.seed, spec.backend_options, choice.reason)
+        graphs[name] = build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
     est = sample_both(ctx, graphs, spec.k, spec.sample)
     kr = KResult(k=spec.k, precision=est["precision"].estimate.value, recall=est["recall"].estimate.value)
     return Outcome(
         "sampled",
         {spec.k: kr},
         sum(e.n_true_radii for e in est.values()),
-        plan=graph_plan("sampled", graphs),
+        plan=graph_plan("sampled", graphs, choice),
         sampling={side: side_sampling(e) for side, e in est.items()},
         confidence=spec.sample.confidence,
     )

@@ -33,6 +33,7 @@ class GraphRequest:
     k: int
     seed: int
     options: Optional[dict[str, Any]] = None
+    reason: str = ""  # why a planner chose ``backend`` (then it is not resolved again)
 
 
 @dataclasses.dataclass
@@ -62,7 +63,11 @@ def build_graph(
 ) -> SetGraph:
     """The k-NN graph of ``fs`` (prepared as ``p``), each step timed as a stage of ``prof``."""
     name, k = fs.name, request.k
-    chosen, reason = resolve_backend(request.backend, fs.n, fs.dim, engine.device, request.mode)
+    if request.reason and request.backend != "auto":
+        get_backend(request.backend).check_available()
+        chosen, reason = request.backend, request.reason
+    else:
+        chosen, reason = resolve_backend(request.backend, fs.n, fs.dim, engine.device, request.mode)
     if chosen == "exact":
         # One symmetric pass gives the exact graph and every radius at once.
         with (

@@ -1,0 +1,227 @@
+"""The planner: for each call, which path (exact or sampled), with which backends, and what it will cost.
+
+One cost model of the operations, in one place:
+
+* a GEMM tile of ``r × c`` distances in ``d`` dimensions costs ``2·r·c·d`` FLOPs at the machine's GEMM
+  rate plus ``r·c`` times the per-element cost of the streaming reductions (top-k, ball tests);
+* exact P&R: two symmetric self passes (tiles on and above the diagonal) and one real×fake pass;
+* the sampled estimator: each set's k-NN graph (the exact self pass for small sets, else ``ivf-gemm``:
+  k-means, then each list against its ``nprobe`` nearest lists), float64 upper-bound radii
+  (``n·k`` pair distances), an approximate membership search (``query_nprobe`` lists per query), and
+  the sampled queries against every reference ball plus the true-radius rows they need; the sample
+  size follows from the target half-width with a stratification gain measured on this project's data.
+
+The two rates come from a short measurement on the device (:func:`calibrate`, once per process and
+dimension bucket, well under a second). The sampled path is taken only when it is predicted clearly
+cheaper than exact (:data:`SAMPLED_MARGIN`); otherwise ``compute_epr`` computes the exact answer and
+returns it with zero-width intervals. The plan and its predicted and actual cost per stage ride on the
+result (``Result.plan``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from statistics import NormalDist
+from typing import Callable
+
+import torch
+
+from ..engine import FeatureSet
+from ..neighbours import get_backend
+from ..profiling import Stage
+from ..validation import SampleSize
+
+__all__ = [
+    "Rates",
+    "calibrate",
+    "Choice",
+    "plan_sampled",
+    "exact_cost",
+    "sampled_cost",
+    "actual_costs",
+    "SAMPLED_MARGIN",
+]
+
+# The sampled path must be predicted at most this share of exact's cost to be taken: the model errs,
+# and the promise is "never slower than exact".
+SAMPLED_MARGIN = 0.7
+# Set size up to which the exact self pass builds the graph of the sampled path (every radius exact).
+EXACT_GRAPH_UP_TO = 5_000
+# Share of the worst-case Bernoulli variance (p(1 − p) = 1/4) left after stratification, and the true-radius
+# rows per sampled query: measured on synthetic and digit features (README, "Which method").
+STRATIFICATION_GAIN = 0.3
+RADIUS_ROWS_PER_QUERY = 1.0
+PILOT = 1000  # the sampled estimator's pilot (estimators.sampled.PILOT)
+LIST_OVERHEAD_S = 0.002  # Python and gather work per inverted list of ivf-gemm, per pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    """Measured costs on one device: GEMM FLOP/s, seconds per reduced tile element, per float64 element."""
+
+    gemm_flops: float
+    per_element: float
+    per_f64_element: float
+
+    def tile(self, rows: float, cols: float, dim: int) -> float:
+        """Seconds for ``rows × cols`` distances in ``dim`` dimensions, reduced as they are made."""
+        return 2.0 * rows * cols * dim / self.gemm_flops + rows * cols * self.per_element
+
+
+def _best_time(fn: "Callable[[], None]", repeat: int = 2) -> float:
+    best = math.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.lru_cache(maxsize=16)
+def _calibrate(device: str, dim: int) -> Rates:
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    g = torch.Generator(device=dev).manual_seed(0)
+    t = 1024 if dev.type == "cpu" else 4096  # a full-speed GEMM, yet well under a second in all
+    a = torch.randn(t, dim, generator=g, device=dev)
+    b = torch.randn(t, dim, generator=g, device=dev)
+
+    def gemm() -> None:
+        torch.addmm(torch.zeros(1, t, device=dev), a, b.T, beta=1.0, alpha=-2.0)
+        sync()
+
+    d = torch.rand(t, t, generator=g, device=dev)
+
+    def reduce() -> None:
+        torch.topk(d, 11, dim=1, largest=False)
+        (d < 0.5).sum(0)
+        sync()
+
+    x64 = torch.randn(4 * t, dim, generator=g, device=dev, dtype=torch.float64)
+
+    def f64() -> None:
+        (x64 - x64.flip(0)).pow_(2).sum(1)
+        sync()
+
+    gemm()  # warm-up (thread pools, kernels)
+    return Rates(
+        gemm_flops=2.0 * t * t * dim / _best_time(gemm),
+        per_element=_best_time(reduce) / (t * t),
+        per_f64_element=_best_time(f64) / (4 * t * dim),
+    )
+
+
+def calibrate(device: torch.device, dim: int) -> Rates:
+    """This machine's rates for ``dim``-dimensional data (cached per device and dimension bucket; GEMMs of
+    more than 1024 dimensions run at the 1024-dimension rate, which keeps the measurement short)."""
+    bucket = 1 << max(6, min(10, math.ceil(math.log2(max(dim, 1)))))
+    return _calibrate(str(device), bucket)
+
+
+@dataclasses.dataclass
+class Choice:
+    """The chosen path, why, and its predicted cost per stage (seconds)."""
+
+    path: str  # "exact" | "sampled" | "hubness"
+    reason: str
+    backends: dict[str, str]
+    predicted: dict[str, float]
+    alternative: dict[str, float]  # the predicted cost of the path not taken (total per path)
+
+
+def _sample_size(size: SampleSize, confidence: float, population: int) -> float:
+    if isinstance(size, int):
+        return float(min(size, population))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    s0 = z * z * 0.25 * STRATIFICATION_GAIN / (size * size)
+    return min(float(population), max(float(min(PILOT, population)), s0 / (1 + s0 / population)))
+
+
+def _graph_cost(n: int, dim: int, k: int, rates: Rates) -> tuple[str, float]:
+    """(backend, seconds) of one set's graph for the sampled path, including its float64 upper radii."""
+    if n <= EXACT_GRAPH_UP_TO:
+        return "exact", 0.75 * rates.tile(n, n, dim)
+    p = get_backend("ivf-gemm")().resolve_params(n, dim)
+    nlist, frac = p["nlist"], p["nprobe"] / p["nlist"]
+    train = min(n, nlist * p["train_per_list"])
+    build = p["kmeans_iters"] * rates.tile(train, nlist, dim) + rates.tile(n, nlist, dim)
+    search = rates.tile(n, n * frac, dim) + nlist * LIST_OVERHEAD_S
+    upper = n * k * dim * rates.per_f64_element
+    return "ivf-gemm", build + search + upper
+
+
+def exact_cost(n_real: int, n_fake: int, dim: int, rates: Rates) -> dict[str, float]:
+    """Predicted seconds of exact P&R (no density/coverage): self passes and the cross pass."""
+    return {
+        "radii": 0.75 * (rates.tile(n_real, n_real, dim) + rates.tile(n_fake, n_fake, dim)),
+        "cross pass": rates.tile(n_real, n_fake, dim),
+    }
+
+
+def sampled_cost(
+    sets: dict[str, FeatureSet], k: int, size: SampleSize, confidence: float, rates: Rates
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Predicted backends and seconds per stage of the sampled estimator."""
+    dim = sets["real"].dim
+    graphs = {name: _graph_cost(fs.n, dim, k, rates) for name, fs in sets.items()}
+    cost = {"graphs": sum(c for _, c in graphs.values()), "approximate membership": 0.0, "sampled membership": 0.0}
+    for q, r in (("fake", "real"), ("real", "fake")):
+        n_q, n_r = sets[q].n, sets[r].n
+        if graphs[r][0] == "ivf-gemm":
+            p = get_backend("ivf-gemm")().resolve_params(n_r, dim)
+            cost["approximate membership"] += rates.tile(n_q, n_r * p["query_nprobe"] / p["nlist"], dim)
+        s = _sample_size(size, confidence, n_q)
+        rows = 0.0 if graphs[r][0] == "exact" else RADIUS_ROWS_PER_QUERY * s
+        cost["sampled membership"] += rates.tile(s + rows, n_r, dim)
+    return {name: b for name, (b, _) in graphs.items()}, cost
+
+
+def plan_sampled(
+    sets: dict[str, FeatureSet], k: int, backend: str, size: SampleSize, confidence: float, device: torch.device
+) -> Choice:
+    """Exact or sampled for a ``method="sampled"`` call, from the predicted costs of both."""
+    n_r, n_f, dim = sets["real"].n, sets["fake"].n, sets["real"].dim
+    rates = calibrate(device, dim)
+    exact = exact_cost(n_r, n_f, dim, rates)
+    backends, sampled = sampled_cost(sets, k, size, confidence, rates)
+    if backend != "auto":  # the user's backend: sampled, whatever the cost
+        return Choice(
+            "sampled",
+            f"backend={backend!r} requested",
+            {n: backend for n in sets},
+            sampled,
+            {"exact": sum(exact.values())},
+        )
+    t_exact, t_sampled = sum(exact.values()), sum(sampled.values())
+    if t_sampled <= SAMPLED_MARGIN * t_exact:
+        reason = f"sampled predicted {t_sampled:.3g} s vs exact {t_exact:.3g} s"
+        return Choice("sampled", reason, backends, sampled, {"exact": t_exact})
+    reason = (
+        f"exact predicted {t_exact:.3g} s, sampled {t_sampled:.3g} s (taken only below "
+        f"{SAMPLED_MARGIN:.0%} of exact): the exact answer, zero-width intervals"
+    )
+    return Choice("exact", reason, {n: "exact" for n in sets}, exact, {"sampled": t_sampled})
+
+
+# Stage names of a run → the cost model's stages.
+_STAGE_GROUPS = (
+    ("approximate membership", "approximate membership"),
+    ("exact membership of sampled", "sampled membership"),
+    ("k-NN graph", "graphs"),
+    ("subspace construction", "graphs"),
+    ("distances + top-k → radii", "radii"),
+    ("real↔fake", "cross pass"),
+    ("prepare", "prepare"),
+)
+
+
+def actual_costs(stages: list[Stage]) -> dict[str, float]:
+    """Measured seconds per cost-model stage, summed from a run's stages."""
+    out: dict[str, float] = {}
+    for s in stages:
+        group = next((g for key, g in _STAGE_GROUPS if key in s.name), "other")
+        out[group] = out.get(group, 0.0) + s.seconds
+    return out

@@ -1,0 +1,117 @@
+"""The planner: compute_epr defaults to the sampled method, and takes the exact path where it is cheaper."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from eprmetrics import compute_epr, compute_pr
+from eprmetrics.engine import FeatureSet
+from eprmetrics.estimators import planner
+from eprmetrics.synthetic import make_pair
+
+# Rates of a fast, GEMM-bound device: large problems favour sampling.
+FAST = planner.Rates(gemm_flops=2e11, per_element=1e-10, per_f64_element=1e-9)
+
+
+def _sets(n_real: int, n_fake: int, dim: int) -> dict[str, FeatureSet]:
+    # Only sizes matter to the planner: zero-strided arrays of the right shape, no memory.
+    return {
+        "real": FeatureSet(np.broadcast_to(np.float32(0), (n_real, dim)), "real"),
+        "fake": FeatureSet(np.broadcast_to(np.float32(0), (n_fake, dim)), "fake"),
+    }
+
+
+def test_default_method_is_sampled():
+    assert inspect.signature(compute_epr).parameters["method"].default == "sampled"
+
+
+def test_small_sets_take_the_exact_path_with_zero_width_intervals():
+    real, fake = make_pair(600, 500, dim=16, seed=3, defect="truncation", strength=0.3)
+    exact = compute_pr(real, fake, density_coverage=False)
+    res = compute_epr(real, fake)
+    assert res.method == "sampled" and res.plan is not None and res.plan.path == "exact"
+    assert (res.precision, res.recall) == (exact.precision, exact.recall)
+    assert res.precision_ci == (exact.precision, exact.precision) and res.recall_ci == (exact.recall, exact.recall)
+    assert res.sampling is not None and res.sampling["precision"].sample_size == 500
+    assert "exact answer instead of a sample" in str(res) and "plan: exact" in str(res)
+    data = json.loads(res.to_json())
+    assert data["plan"]["path"] == "exact" and data["plan"]["predicted"]["cross pass"] > 0
+    assert data["plan"]["actual"]["cross pass"] > 0
+
+
+def test_large_sets_are_sampled_and_small_ones_exact(monkeypatch):
+    monkeypatch.setattr(planner, "calibrate", lambda device, dim: FAST)
+    cpu = torch.device("cpu")
+    small = planner.plan_sampled(_sets(2000, 2000, 512), 3, "auto", 0.01, 0.95, cpu)
+    large = planner.plan_sampled(_sets(200_000, 200_000, 512), 3, "auto", 0.01, 0.95, cpu)
+    assert small.path == "exact" and "exact predicted" in small.reason
+    assert large.path == "sampled" and large.backends == {"real": "ivf-gemm", "fake": "ivf-gemm"}
+    assert sum(large.predicted.values()) < planner.SAMPLED_MARGIN * large.alternative["exact"]
+
+
+def test_sampled_cost_grows_slower_than_exact(monkeypatch):
+    monkeypatch.setattr(planner, "calibrate", lambda device, dim: FAST)
+    cpu = torch.device("cpu")
+    ratios = []
+    for n in (50_000, 400_000):
+        choice = planner.plan_sampled(_sets(n, n, 512), 3, "auto", 0.01, 0.95, cpu)
+        ratios.append(sum(choice.predicted.values()) / choice.alternative["exact"])
+    assert ratios[1] < ratios[0]
+
+
+def test_a_requested_backend_is_always_sampled(monkeypatch):
+    monkeypatch.setattr(planner, "calibrate", lambda device, dim: FAST)
+    choice = planner.plan_sampled(_sets(300, 300, 8), 3, "ivf-gemm", 100, 0.95, torch.device("cpu"))
+    assert choice.path == "sampled" and choice.backends == {"real": "ivf-gemm", "fake": "ivf-gemm"}
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(400, 8)).astype(np.float32), rng.normal(size=(400, 8)).astype(np.float32)
+    res = compute_epr(x, y, backend="ivf-gemm", sample_size=100)
+    assert res.plan is not None and res.plan.path == "sampled" and res.backend == "ivf-gemm"
+    assert res.plan.predicted and set(res.plan.actual) >= {"graphs", "sampled membership"}
+
+
+def test_the_planner_decides_through_compute_epr(monkeypatch):
+    """With rates that make GEMMs nearly free, the cost of sampling's fixed work tips the choice to exact;
+    with rates that make them dear at large n, sampling wins: the decision follows the model."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(6000, 8)).astype(np.float32), rng.normal(size=(6000, 8)).astype(np.float32)
+    slow_gemm = planner.Rates(gemm_flops=1e6, per_element=1e-6, per_f64_element=1e-12)
+    monkeypatch.setattr(planner, "calibrate", lambda device, dim: slow_gemm)
+    res = compute_epr(x, y, sample_size=300)
+    assert res.plan is not None and res.plan.path == "sampled", res.plan
+    assert res.precision_ci is not None and res.precision_ci[0] < res.precision_ci[1]
+
+
+def test_calibration_is_measured_once_and_plausible():
+    planner._calibrate.cache_clear()
+    a = planner.calibrate(torch.device("cpu"), 300)
+    b = planner.calibrate(torch.device("cpu"), 500)  # same bucket (512)
+    assert a is b and planner._calibrate.cache_info().misses == 1
+    assert 1e8 < a.gemm_flops < 1e14 and 0 < a.per_element < 1e-6 and 0 < a.per_f64_element < 1e-6
+
+
+def test_actual_costs_group_the_stages():
+    from eprmetrics.profiling import Stage
+
+    stages = [
+        Stage("real: subspace construction (ivf-gemm build)", 1.0, 0, 0),
+        Stage("real: approximate k-NN graph (ivf-gemm search, k-occurrence)", 2.0, 0, 0),
+        Stage("precision: exact membership of sampled fake queries", 0.5, 0, 0),
+        Stage("real↔fake distances + ratios", 0.25, 0, 0),
+    ]
+    assert planner.actual_costs(stages) == {"graphs": 3.0, "sampled membership": 0.5, "cross pass": 0.25}
+
+
+@pytest.mark.parametrize("n", [200, 3000])
+def test_default_result_holds_the_exact_value(n):
+    real, fake = make_pair(n, n, dim=24, seed=6)
+    exact = compute_pr(real, fake, density_coverage=False)
+    res = compute_epr(real, fake)
+    assert res.precision_ci is not None and res.recall_ci is not None
+    assert res.precision_ci[0] <= exact.precision <= res.precision_ci[1]
+    assert res.recall_ci[0] <= exact.recall <= res.recall_ci[1]
