@@ -62,11 +62,10 @@ def _hub_lines(res: "Result") -> list[str]:
 
 def _plan_line(res: "Result") -> str:
     plan = res.plan
-    if plan is None or not plan.predicted:
+    if plan is None or not plan.path or plan.path == res.method == "hubness":
         return ""
-    return (
-        f"plan: {plan.path} ({plan.reason}); predicted {plan.predicted_total:.3g} s, measured {plan.actual_total:.3g} s"
-    )
+    predicted = "-" if plan.predicted_total is None else f"{plan.predicted_total:.3g} s"
+    return f"plan: {plan.path} ({plan.reason}); predicted {predicted}, measured {plan.actual_total:.3g} s"
 
 
 def _sampled_line(res: "Result") -> str:

@@ -21,11 +21,10 @@ result (``Result.plan``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from statistics import NormalDist
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -56,6 +55,7 @@ STRATIFICATION_GAIN = 0.3
 RADIUS_ROWS_PER_QUERY = 1.0
 PILOT = 1000  # the sampled estimator's pilot (estimators.sampled.PILOT)
 LIST_OVERHEAD_S = 0.002  # Python and gather work per inverted list of ivf-gemm, per pass
+FIXED_OVERHEAD_S = 0.01  # per call: stage bookkeeping, small allocations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +80,19 @@ def _best_time(fn: "Callable[[], None]", repeat: int = 2) -> float:
     return best
 
 
-@functools.lru_cache(maxsize=16)
-def _calibrate(device: str, dim: int) -> Rates:
+# Measured rates per (device, dimension bucket): once per process.
+_RATES: dict[tuple[str, int], Rates] = {}
+
+
+def _bucket(dim: int) -> int:
+    return 1 << max(6, min(9, math.ceil(math.log2(max(dim, 1)))))
+
+
+def _measure(device: str, dim: int) -> Rates:
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     g = torch.Generator(device=dev).manual_seed(0)
-    t = 1024 if dev.type == "cpu" else 4096  # a full-speed GEMM, yet well under a second in all
+    t = 512 if dev.type == "cpu" else 4096  # a full-speed GEMM (within ~5% of large tiles here), yet ~20 ms
     a = torch.randn(t, dim, generator=g, device=dev)
     b = torch.randn(t, dim, generator=g, device=dev)
 
@@ -116,9 +123,16 @@ def _calibrate(device: str, dim: int) -> Rates:
 
 def calibrate(device: torch.device, dim: int) -> Rates:
     """This machine's rates for ``dim``-dimensional data (cached per device and dimension bucket; GEMMs of
-    more than 1024 dimensions run at the 1024-dimension rate, which keeps the measurement short)."""
-    bucket = 1 << max(6, min(10, math.ceil(math.log2(max(dim, 1)))))
-    return _calibrate(str(device), bucket)
+    more than 512 dimensions run at the 512-dimension rate, which keeps the measurement short)."""
+    key = (str(device), _bucket(dim))
+    if key not in _RATES:
+        _RATES[key] = _measure(*key)
+    return _RATES[key]
+
+
+def _cached_rates(device: torch.device, dim: int) -> Optional[Rates]:
+    """Rates measured earlier in this process, if any (no measurement)."""
+    return _RATES.get((str(device), _bucket(dim)))
 
 
 @dataclasses.dataclass
@@ -156,9 +170,15 @@ def _graph_cost(n: int, dim: int, k: int, rates: Rates) -> tuple[str, float]:
 def exact_cost(n_real: int, n_fake: int, dim: int, rates: Rates) -> dict[str, float]:
     """Predicted seconds of exact P&R (no density/coverage): self passes and the cross pass."""
     return {
+        "prepare": _prepare_cost(n_real + n_fake, dim, rates),
         "radii": 0.75 * (rates.tile(n_real, n_real, dim) + rates.tile(n_fake, n_fake, dim)),
         "cross pass": rates.tile(n_real, n_fake, dim),
     }
+
+
+def _prepare_cost(rows: int, dim: int, rates: Rates) -> float:
+    """The centre and norms: two float64 scans of every row, plus a fixed start-up share."""
+    return 3.0 * rows * dim * rates.per_f64_element + FIXED_OVERHEAD_S
 
 
 def sampled_cost(
@@ -167,7 +187,12 @@ def sampled_cost(
     """Predicted backends and seconds per stage of the sampled estimator."""
     dim = sets["real"].dim
     graphs = {name: _graph_cost(fs.n, dim, k, rates) for name, fs in sets.items()}
-    cost = {"graphs": sum(c for _, c in graphs.values()), "approximate membership": 0.0, "sampled membership": 0.0}
+    cost = {
+        "prepare": _prepare_cost(sets["real"].n + sets["fake"].n, dim, rates),
+        "graphs": sum(c for _, c in graphs.values()),
+        "approximate membership": 0.0,
+        "sampled membership": 0.0,
+    }
     for q, r in (("fake", "real"), ("real", "fake")):
         n_q, n_r = sets[q].n, sets[r].n
         if graphs[r][0] == "ivf-gemm":
@@ -184,6 +209,13 @@ def plan_sampled(
 ) -> Choice:
     """Exact or sampled for a ``method="sampled"`` call, from the predicted costs of both."""
     n_r, n_f, dim = sets["real"].n, sets["fake"].n, sets["real"].dim
+    if backend == "auto" and max(n_r, n_f) <= EXACT_GRAPH_UP_TO:
+        # The sampled path would build its graphs by the same exact self passes: it cannot be cheaper, so no
+        # measurement is spent on the decision (the prediction uses rates measured earlier, if any).
+        known = _cached_rates(device, dim)
+        predicted = {} if known is None else exact_cost(n_r, n_f, dim, known)
+        reason = f"both sets ≤ {EXACT_GRAPH_UP_TO:,}: sampling would run the same exact self passes, so exact"
+        return Choice("exact", reason, {n: "exact" for n in sets}, predicted, {})
     rates = calibrate(device, dim)
     exact = exact_cost(n_r, n_f, dim, rates)
     backends, sampled = sampled_cost(sets, k, size, confidence, rates)
