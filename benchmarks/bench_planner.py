@@ -139,7 +139,7 @@ def _markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     for r in rows:
         if "ratio" not in r:
             lines.append(
-                f"| {r['kind']} | {r['n']} | {r['dim']} | error: {r['exact'].get('error') or r['default'].get('error')} |"
+                f"| {r['kind']} | {r['n']} | {r['dim']} | error: {r['exact'].get('error') or r['default'].get('error')}"
             )
             continue
         e, f = r["exact"], r["default"]
@@ -148,6 +148,7 @@ def _markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
             f"{f['path']} | {'yes' if r['holds'] else 'NO'} | {r['prediction_ratio']:.2f} |"
         )
     ok = [r for r in rows if "ratio" in r]
+    preds = [r["prediction_ratio"] for r in ok]
     worst = max((r["ratio"] for r in ok), default=float("nan"))
     big = [r["ratio"] for r in ok if r["n"] >= 20000]
     lines += [
@@ -155,8 +156,8 @@ def _markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
         f"Configurations: {len(ok)}; intervals (or exact answer) hold the exact value in "
         f"{sum(r['holds'] for r in ok)} of {len(ok)}; worst default/exact time ratio {worst:.2f}; "
         f"from 20k per set: best {min(big, default=float('nan')):.2f}, worst {max(big, default=float('nan')):.2f}; "
-        f"planner's predicted/measured total between {min((r['prediction_ratio'] for r in ok), default=float('nan')):.2f}"
-        f" and {max((r['prediction_ratio'] for r in ok), default=float('nan')):.2f}.",
+        f"planner's predicted/measured total between {min(preds, default=float('nan')):.2f}"
+        f" and {max(preds, default=float('nan')):.2f}.",
         "",
     ]
     return "\n".join(lines)
