@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import os
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, TypeVar, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ __all__ = [
     "fit_state_dict",
     "weights_fingerprint",
     "check_extractor",
+    "pretrained",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -153,6 +155,30 @@ def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str,
         )
     check_extractor(extractor, weights)
     return _REGISTRY[extractor](None if weights is None else os.fspath(weights))
+
+
+Net = TypeVar("Net", bound=nn.Module)
+
+
+def pretrained(name: str, build: Callable[[], Net], builder: str, tag: str = "IMAGENET1K_V1") -> Net:
+    """``build()`` — a torchvision constructor fetching its ``tag`` weights — with a failed download as one line.
+
+    Without network torchvision ends in a ``urllib.error.URLError`` traceback; this says which
+    extractor, what failed and how to pass a local file instead (a ValueError: exit status 2 on
+    the command line).
+    """
+    try:
+        return build()
+    except (OSError, http.client.HTTPException, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "hash" not in str(exc):  # a truncated download fails its hash check
+            raise
+        reason = getattr(exc, "reason", None) or exc  # URLError keeps the cause in .reason
+        reason_text = " ".join(str(reason).split()) or "no reason given"
+        raise ValueError(
+            f"{name}: cannot download the {tag} weights ({type(exc).__name__}: {reason_text}); on a machine "
+            f"without network pass weights=PATH (--weights PATH on the command line), a state dict saved with "
+            f'torch.save(torchvision.models.{builder}(weights="{tag}").state_dict(), PATH)'
+        ) from exc
 
 
 def load_state_dict(path: Union[str, os.PathLike]) -> dict:

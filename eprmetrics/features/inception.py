@@ -18,6 +18,7 @@ from .base import (
     fit_state_dict,
     imagenet_preprocess,
     load_state_dict,
+    pretrained,
     register_extractor,
     weights_fingerprint,
 )
@@ -27,10 +28,15 @@ __all__ = ["inception_extractor"]
 
 @register_extractor("inception")
 def inception_extractor(weights: Optional[str] = None) -> Extractor:
-    """torchvision Inception-v3 with ``fc`` removed: the 2048-d average-pooled (pool3) features."""
+    """torchvision Inception-v3 with ``fc`` removed: the 2048-d average-pooled (pool3) features.
+
+    ``weights`` = a state-dict file, else torchvision's IMAGENET1K_V1 (cache/download; without
+    network, a one-line ValueError saying how to pass a file).
+    """
     models = require("torchvision.models", "vision", "inception", kind="extractor")
     if weights is None:
-        net = models.inception_v3(weights=models.Inception_V3_Weights.IMAGENET1K_V1)
+        default = models.Inception_V3_Weights.IMAGENET1K_V1
+        net = pretrained("inception", lambda: models.inception_v3(weights=default), "inception_v3")
     else:
         state = load_state_dict(weights)
         aux = any(key.startswith("AuxLogits.") for key in state)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..validation import require
-from .base import Extractor, fit_state_dict, imagenet_preprocess, register_extractor, weights_fingerprint
+from .base import Extractor, fit_state_dict, imagenet_preprocess, pretrained, register_extractor, weights_fingerprint
 
 __all__ = ["vgg16_extractor"]
 
@@ -25,14 +25,15 @@ class _VGGFc2(nn.Module):
 
 @register_extractor("vgg16")
 def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
-    """torchvision VGG-16; ``weights`` = a state-dict file, else torchvision's IMAGENET1K_V1 (cache/download).
+    """torchvision VGG-16; ``weights`` = a state-dict file, else torchvision's IMAGENET1K_V1 (cache/download;
+    without network, a one-line ValueError saying how to pass a file).
 
     Preprocessing: uint8 RGB → [0, 1] → bilinear resize to 224×224 (align_corners=False) →
     ImageNet mean/std, as NVIDIA's ``vgg16.pt`` used by StyleGAN2-ADA and torch-fidelity.
     """
     models = require("torchvision.models", "vision", "vgg16", kind="extractor")
     if weights is None:
-        vgg = models.vgg16(weights=models.VGG16_Weights.IMAGENET1K_V1)
+        vgg = pretrained("vgg16", lambda: models.vgg16(weights=models.VGG16_Weights.IMAGENET1K_V1), "vgg16")
     else:
         vgg = fit_state_dict(models.vgg16(weights=None), weights, "vgg16")
     return Extractor(
