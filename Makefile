@@ -14,7 +14,7 @@ $(VENV)/.base: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) -e ".[test,faiss,hnswlib,scann,bench,vision]"
+	$(PIP) -e ".[test,faiss,hnswlib,scann,bench,vision,torchmetrics,fidelity]"
 	touch $@
 
 demo: $(VENV)/.base
