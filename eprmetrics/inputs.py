@@ -92,11 +92,32 @@ def resolve_pair(
         ValueError, TypeError, FileNotFoundError: naming the input and what was expected.
     """
     opened = images.open(real, "real"), images.open(fake, "fake")  # both checked before either is extracted
+    _check_dims_before_extraction(opened, images)
     real_fs, fake_fs = (
         as_feature_set(images.features(v, name, device, progress), name) for v, name in zip(opened, ("real", "fake"))
     )
     validate_pair(real_fs, fake_fs, k_max)
     return real_fs, fake_fs
+
+
+# Output width of the registered extractors, known without building them.
+EXTRACTOR_DIMS = {"vgg16": 4096, "inception": 2048}
+
+
+def _check_dims_before_extraction(opened: tuple[Any, Any], images: ImageOptions) -> None:
+    """Features on one side, images on the other: a width mismatch is an error before hours of extraction."""
+    width = EXTRACTOR_DIMS.get(images.extractor) if isinstance(images.extractor, str) else None
+    kinds = [is_image_input(v) for v in opened]
+    if width is None or kinds[0] == kinds[1]:
+        return
+    name, value = ("real", opened[0]) if not kinds[0] else ("fake", opened[1])
+    fs = as_feature_set(value, name)
+    if fs.dim != width:
+        other = "fake" if name == "real" else "real"
+        raise ValueError(
+            f"{name}: expected {width}-d features to compare with the {other} images' {images.extractor} features, "
+            f"got dim {fs.dim}; pass features of the same network, or images for both"
+        )
 
 
 def _load_path(path: Union[str, os.PathLike], name: str) -> np.ndarray:

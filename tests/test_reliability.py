@@ -382,3 +382,18 @@ def test_ivf_gemm_options_are_checked(options, match):
     x = np.random.default_rng(15).normal(size=(400, 8)).astype(np.float32)
     with pytest.raises(ValueError, match=r"^backend 'ivf-gemm': " + match):
         knn_graph(x, 3, backend="ivf-gemm", options=options)
+
+
+def test_feature_width_mismatch_is_caught_before_extraction(monkeypatch):
+    import torch
+
+    import eprmetrics.features as features
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("extraction started")
+
+    monkeypatch.setattr(features, "extract_features", refuse)
+    monkeypatch.setattr("eprmetrics.inputs.extract_features", refuse)
+    imgs = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"^real: expected 4096-d features to compare with the fake images' vgg16"):
+        compute_pr(np.ones((6, 512), np.float32), imgs)
