@@ -14,9 +14,12 @@ One entry point, one sub-command per table (``all`` runs every one):
 Features: synthetic (``--n``, ``--dim``, ``--defect``) or ``--real R.npy --fake F.npy``.
 Every table is printed and written to ``benchmarks/results/epr_<table>[_<tag>].{json,md,png}``.
 
-    python benchmarks/bench_epr.py speed --n 20000 --dim 4096
-    python benchmarks/bench_epr.py speed --n 100000 --dim 512 --tag 100k
-    python benchmarks/bench_epr.py all --n 10000 --dim 2048
+From the repository root:
+
+    python -m benchmarks.bench_epr speed --n 20000 --dim 4096
+    python -m benchmarks.bench_epr speed --n 100000 --dim 512 --tag 100k
+    python -m benchmarks.bench_epr all --n 10000 --dim 2048
+    python -m benchmarks.bench_epr stages --n 20000 --dim 4096 --device cuda --tag gpu
 """
 
 from __future__ import annotations
@@ -25,19 +28,17 @@ import argparse
 import gc
 import json
 import os
-import sys
 import time
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, machine, read_rss, reset_peak, save  # noqa: E402
-
-from eprmetrics import compute_epr, compute_pr  # noqa: E402
-from eprmetrics.ann import available_backends, knn_graph  # noqa: E402
-from eprmetrics.hubs import hub_mask, k_occurrence  # noqa: E402
-from eprmetrics.synthetic import SyntheticSpec, generate  # noqa: E402
+from benchmarks.common import RESULTS, gib, machine, save
+from eprmetrics import compute_epr, compute_pr
+from eprmetrics.engine import budget_for_tile
+from eprmetrics.neighbours import available_backends, hub_mask, k_occurrence, knn_graph
+from eprmetrics.profiling import current_rss, read_rss, reset_peak_rss
+from eprmetrics.synthetic import SyntheticSpec, generate
 
 ANN_BACKENDS = ["ivf-gemm", "faiss-ivf", "faiss-ivfpq", "faiss-ivfsq", "faiss-lsh", "faiss-hnsw", "hnswlib", "scann"]
 
@@ -46,16 +47,16 @@ def rel_err(x: float, x_hat: float) -> float:
     return abs(x - x_hat) / abs(x) if x else float("nan")
 
 
-def measured(fn: Callable[[], Any]) -> tuple[Any, float, int]:
-    """(result, seconds, peak RSS growth) of one call."""
+def measured(fn: Callable[[], Any]) -> tuple[Any, float, Optional[int]]:
+    """(result, seconds, peak RSS growth) of one call; growth None where the peak-RSS mark cannot be reset."""
     gc.collect()
-    base, _ = read_rss()
-    reset_peak()
+    base = current_rss()
+    peak_ok = reset_peak_rss()
     t0 = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - t0
     _, peak = read_rss()
-    return out, seconds, max(peak - base, 0)
+    return out, seconds, max(peak - base, 0) if peak_ok and peak is not None else None
 
 
 def load(args: argparse.Namespace, defect: Optional[str] = None, strength: Optional[float] = None):
@@ -104,7 +105,7 @@ def write(
 # --------------------------------------------------------------------------- tables
 def t_speed(args: argparse.Namespace) -> None:
     real, fake, what = load(args)
-    exact, te, me = measured(lambda: compute_pr(real, fake, k=args.k, density_coverage=False))
+    exact, te, me = measured(lambda: compute_pr(real, fake, k=args.k, density_coverage=False, device=args.device))
     rows = [
         {
             "method": "exact compute_pr",
@@ -125,7 +126,11 @@ def t_speed(args: argparse.Namespace) -> None:
             continue
         if kw.get("backend") == "exact" and kw.get("radii") == "ann":
             continue  # the exact graph's radii are the exact radii
-        res, ts, ms = measured(lambda: compute_epr(real, fake, k=args.k, t=args.t, seed=args.seed, **kw))
+        res, ts, ms = measured(
+            lambda kw=kw: compute_epr(
+                real, fake, method="hubness", k=args.k, t=args.t, seed=args.seed, device=args.device, **kw
+            )
+        )
         rows.append(
             {
                 "method": label,
@@ -138,7 +143,7 @@ def t_speed(args: argparse.Namespace) -> None:
                 "recall": res.recall,
                 "p_error": rel_err(exact.precision, res.precision),
                 "r_error": rel_err(exact.recall, res.recall),
-                "hub_fraction_real": res.hubs["real"]["fraction"],
+                "hub_fraction_real": res.hubs["real"].fraction,
                 "stages": [s.to_dict() for s in res.stages],
             }
         )
@@ -152,7 +157,7 @@ def t_speed(args: argparse.Namespace) -> None:
         md.append(
             f"| {r['method']} | {r.get('backend', '-')} | {r.get('radii', '-')} | {r['seconds']:.2f} | "
             f"{r.get('speedup', 1.0):.2f}× | {r['precision']:.4f} | {r['recall']:.4f} | "
-            f"{100 * r.get('p_error', 0):.1f}% | {100 * r.get('r_error', 0):.1f}% | {r['rss_growth'] / 2**30:.2f} |"
+            f"{100 * r.get('p_error', 0):.1f}% | {100 * r.get('r_error', 0):.1f}% | {gib(r['rss_growth'])} |"
         )
     write(
         "speed",
@@ -166,12 +171,16 @@ def t_speed(args: argparse.Namespace) -> None:
 def t_ann(args: argparse.Namespace) -> None:
     real, _, what = load(args)
     x = np.ascontiguousarray(real, dtype=np.float32)
-    (ref_d, ref_i), te, me = measured(lambda: knn_graph(x, args.k, backend="exact"))
+    (ref_d, ref_i), te, me = measured(lambda: knn_graph(x, args.k, backend="exact", device=args.device))
     ref_hubs = hub_mask(k_occurrence(ref_i, len(x)), args.t)
     rows = [{"backend": "exact", "seconds": te, "rss_growth": me, "recall": 1.0, "label_acc": 1.0, "jaccard": 1.0}]
     for name in [b for b in ANN_BACKENDS if b in available_backends()]:
         stats: dict = {}
-        (d, i), ts, ms = measured(lambda: knn_graph(x, args.k, backend=name, seed=args.seed, stats=stats))
+        (d, i), ts, ms = measured(
+            lambda name=name, stats=stats: knn_graph(
+                x, args.k, backend=name, seed=args.seed, device=args.device, stats=stats
+            )
+        )
         hubs = hub_mask(k_occurrence(i, len(x)), args.t)
         recall = float(np.mean((i[:, :, None] == ref_i[:, None, :]).any(2)))
         rows.append(
@@ -190,14 +199,15 @@ def t_ann(args: argparse.Namespace) -> None:
     md = [
         f"# Table 4.3: hub identification by ANN backend — {what}, k={args.k}, t={args.t}",
         "",
-        "| backend | hub-label accuracy | hub Jaccard | recall@k | build s | search s | total s | peak RSS growth GiB | params |",
+        "| backend | hub-label accuracy | hub Jaccard | recall@k | build s | search s | total s | "
+        "peak RSS growth GiB | params |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         md.append(
             f"| {r['backend']} | {100 * r['label_acc']:.2f}% | {r['jaccard']:.4f} | {r['recall']:.4f} | "
             f"{r.get('build_s', 0):.2f} | {r.get('search_s', r['seconds']):.2f} | {r['seconds']:.2f} | "
-            f"{r['rss_growth'] / 2**30:.2f} | {json.dumps(r.get('params', {}))} |"
+            f"{gib(r['rss_growth'])} | {json.dumps(r.get('params', {}))} |"
         )
     write(
         "ann",
@@ -216,25 +226,27 @@ def t_ann(args: argparse.Namespace) -> None:
 _EXACT_CACHE: dict = {}
 
 
-def _exact(real, fake, k: int):
-    """Exact P&R, computed once per (data, k) across the rows of a table."""
-    key = (id(real), id(fake), k)
+def _exact(real, fake, k: int, device: str = "auto"):
+    """Exact P&R, computed once per (data, k, device) across the rows of a table."""
+    key = (id(real), id(fake), k, device)
     if key not in _EXACT_CACHE:
         _EXACT_CACHE.clear()
-        _EXACT_CACHE[key] = compute_pr(real, fake, k=k, density_coverage=False)
+        _EXACT_CACHE[key] = compute_pr(real, fake, k=k, density_coverage=False, device=device)
     return _EXACT_CACHE[key]
 
 
 def _compare(args: argparse.Namespace, real, fake, **kw) -> dict:
-    exact = _exact(real, fake, kw.get("k", args.k))
+    exact = _exact(real, fake, kw.get("k", args.k), args.device)
     res = compute_epr(
         real,
         fake,
+        method="hubness",
         k=kw.get("k", args.k),
         t=kw.get("t", args.t),
         seed=args.seed,
         backend=args.backend,
         radii=kw.get("radii", "exact"),
+        device=args.device,
     )
     return {
         "exact_p": exact.precision,
@@ -245,7 +257,7 @@ def _compare(args: argparse.Namespace, real, fake, **kw) -> dict:
         "r_error": rel_err(exact.recall, res.recall),
         "exact_s": exact.seconds,
         "epr_s": res.seconds,
-        "hub_fraction": res.hubs["real"]["fraction"],
+        "hub_fraction": res.hubs["real"].fraction,
         "backend": res.backend,
     }
 
@@ -260,7 +272,8 @@ def _table(title: str, key: str, rows: list[dict]) -> list[str]:
     for r in rows:
         md.append(
             f"| {r[key]} | {r['exact_p']:.4f} | {r['epr_p']:.4f} | {100 * r['p_error']:.1f}% | {r['exact_r']:.4f} | "
-            f"{r['epr_r']:.4f} | {100 * r['r_error']:.1f}% | {100 * r['hub_fraction']:.1f} | {r['exact_s']:.2f} | {r['epr_s']:.2f} |"
+            f"{r['epr_r']:.4f} | {100 * r['r_error']:.1f}% | {100 * r['hub_fraction']:.1f} | {r['exact_s']:.2f} | "
+            f"{r['epr_s']:.2f} |"
         )
     return md
 
@@ -290,8 +303,10 @@ def t_errors(args: argparse.Namespace) -> None:
 
 def t_stages(args: argparse.Namespace) -> None:
     real, fake, what = load(args)
-    exact = compute_pr(real, fake, k=args.k, density_coverage=False)
-    res = compute_epr(real, fake, k=args.k, t=args.t, seed=args.seed, backend=args.backend)
+    exact = compute_pr(real, fake, k=args.k, density_coverage=False, device=args.device)
+    res = compute_epr(
+        real, fake, method="hubness", k=args.k, t=args.t, seed=args.seed, backend=args.backend, device=args.device
+    )
     rows = [{"method": "exact", **s.to_dict()} for s in exact.stages] + [
         {"method": "eP&R", **s.to_dict()} for s in res.stages
     ]
@@ -303,7 +318,8 @@ def t_stages(args: argparse.Namespace) -> None:
     ]
     for r in rows:
         md.append(
-            f"| {r['method']} | {r['name']} | {r['seconds']:.2f} | {r['rss_peak'] / 2**30:.2f} | {r['rss_growth'] / 2**30:.2f} |"
+            f"| {r['method']} | {r['name']} | {r['seconds']:.2f} | {r['rss_peak'] / 2**30:.2f} | "
+            f"{r['rss_growth'] / 2**30:.2f} |"
         )
     md.append(f"| exact | **total** | {exact.seconds:.2f} | {exact.peak_rss / 2**30:.2f} | |")
     md.append(f"| eP&R | **total** | {res.seconds:.2f} | {res.peak_rss / 2**30:.2f} | |")
@@ -350,9 +366,11 @@ def t_t(args: argparse.Namespace) -> None:
 
 def t_reduced(args: argparse.Namespace) -> None:
     real, fake, _ = load(args)
-    exact = compute_pr(real, fake, k=args.k, density_coverage=False)
-    res = compute_epr(real, fake, k=args.k, t=args.t, seed=args.seed, backend=args.backend)
-    n_r, n_f = res.hubs["real"]["n_hubs"], res.hubs["fake"]["n_hubs"]
+    exact = compute_pr(real, fake, k=args.k, density_coverage=False, device=args.device)
+    res = compute_epr(
+        real, fake, method="hubness", k=args.k, t=args.t, seed=args.seed, backend=args.backend, device=args.device
+    )
+    n_r, n_f = res.hubs["real"].n_hubs, res.hubs["fake"].n_hubs
     rng = np.random.default_rng(args.seed)
     rows = []
     for rep in range(args.repeats):
@@ -360,7 +378,7 @@ def t_reduced(args: argparse.Namespace) -> None:
             np.sort(rng.choice(len(real), n_r, replace=False)),
             np.sort(rng.choice(len(fake), n_f, replace=False)),
         )
-        rs = compute_pr(real[r_idx], fake[f_idx], k=args.k, density_coverage=False)
+        rs = compute_pr(real[r_idx], fake[f_idx], k=args.k, density_coverage=False, device=args.device)
         rows.append(
             {
                 "method": f"reduced sampling #{rep + 1}",
@@ -423,16 +441,26 @@ def t_reduced(args: argparse.Namespace) -> None:
 
 
 def t_tiles(args: argparse.Namespace) -> None:
-    from eprmetrics.tiles import budget_for_tile
-
     real, fake, _ = load(args)
     rows = []
     for tile in (512, 1024, 2048, 4096, 8192):
         budget = budget_for_tile(tile, real.shape[1])
-        (e, te, me) = measured(lambda: compute_pr(real, fake, k=args.k, memory_budget=budget, density_coverage=False))
+        (e, te, me) = measured(
+            lambda budget=budget: compute_pr(
+                real, fake, k=args.k, memory_budget=budget, density_coverage=False, device=args.device
+            )
+        )
         (p, tp, mp) = measured(
-            lambda: compute_epr(
-                real, fake, k=args.k, t=args.t, seed=args.seed, backend=args.backend, memory_budget=budget
+            lambda budget=budget: compute_epr(
+                real,
+                fake,
+                method="hubness",
+                k=args.k,
+                t=args.t,
+                seed=args.seed,
+                backend=args.backend,
+                memory_budget=budget,
+                device=args.device,
             )
         )
         rows.append({"tile": tile, "budget": budget, "exact_s": te, "exact_rss": me, "epr_s": tp, "epr_rss": mp})
@@ -444,8 +472,8 @@ def t_tiles(args: argparse.Namespace) -> None:
     ]
     for r in rows:
         md.append(
-            f"| {r['tile']} | {r['budget'] / 2**20:.0f} | {r['exact_s']:.2f} | {r['exact_rss'] / 2**30:.2f} | "
-            f"{r['epr_s']:.2f} | {r['epr_rss'] / 2**30:.2f} |"
+            f"| {r['tile']} | {r['budget'] / 2**20:.0f} | {r['exact_s']:.2f} | {gib(r['exact_rss'])} | "
+            f"{r['epr_s']:.2f} | {gib(r['epr_rss'])} |"
         )
     write(
         "tiles",
@@ -486,6 +514,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--t", type=int, default=3)
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (every exact, eP&R and k-NN graph call)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tag", default="", help="suffix for the result files")

@@ -8,10 +8,11 @@ the RSS with the features loaded ("extra") and as the absolute peak.
 The GEMM floor is the three n×n×d products P&R needs (real·realᵀ, fake·fakeᵀ,
 real·fakeᵀ), each as one torch matmul, nothing else.
 
-Usage:
-    python benchmarks/bench_exact.py                       # CPU: n = 5k,10k,20k × d = 4096,2048
-    python benchmarks/bench_exact.py --n 100000 --dims 4096 --methods eprmetrics --name exact_cpu_100k
-    python benchmarks/bench_exact.py --device cuda --n 50000 70000 --dims 4096 --methods eprmetrics gemm --name exact_gpu
+Usage (from the repository root):
+    python -m benchmarks.bench_exact                  # CPU: n = 5k,10k,20k × d = 4096,2048
+    python -m benchmarks.bench_exact --n 100000 --dims 4096 --methods eprmetrics --name exact_cpu_100k
+    python -m benchmarks.bench_exact --device cuda --n 50000 70000 --dims 4096 --methods eprmetrics gemm \
+        --name exact_gpu
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
+from typing import Optional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import gib, machine, read_rss, reset_peak, run_worker, save  # noqa: E402
+from benchmarks.common import gib, machine, run_worker, save
+from eprmetrics.profiling import current_rss, read_rss, reset_peak_rss
 
 METHODS = ("eprmetrics", "prdc", "gemm")
 
@@ -39,8 +40,8 @@ def worker(method: str, real_path: str, fake_path: str, k: int, device: str) -> 
         from eprmetrics import compute_pr
     elif method == "prdc":
         import prdc
-    rss_base, _ = read_rss()
-    reset_peak()
+    rss_base = current_rss()
+    peak_ok = reset_peak_rss()
     t0 = time.perf_counter()
     if method == "eprmetrics":
         res = compute_pr(real, fake, k=k, strict=True, device=device)
@@ -71,9 +72,26 @@ def worker(method: str, real_path: str, fake_path: str, k: int, device: str) -> 
                 torch.cuda.synchronize()
             del c
     out["seconds"] = time.perf_counter() - t0
-    rss_now, rss_peak = read_rss()
-    out.update(rss_base=rss_base, rss_peak=rss_peak, rss_extra=rss_peak - rss_base)
+    _, rss_peak = read_rss()
+    if not peak_ok:
+        rss_peak = None  # no resettable kernel mark: the peak would date from process start
+    out.update(rss_base=rss_base, rss_peak=rss_peak, rss_extra=None if rss_peak is None else rss_peak - rss_base)
     return out
+
+
+def ratio(a: Optional[float], b: Optional[float]) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+def sec(v: Optional[float]) -> str:
+    return f"{v:.2f}" if v else "-"
+
+
+def pr(e: dict, p: dict, key: str) -> str:
+    """eprmetrics' value of ``key`` and prdc's beside it, where each ran."""
+    if key in e and key in p:
+        return f"{e[key]:.4f} / {p[key]:.4f}"
+    return f"{e[key]:.4f}" if key in e else "-"
 
 
 def main() -> None:
@@ -105,7 +123,7 @@ def main() -> None:
                 case = {"n": n, "dim": dim}
                 for method in args.methods:
                     r = run_worker(
-                        __file__,
+                        "bench_exact",
                         ["--method", method, "--real", rp, "--fake", fp, "--k", str(args.k), "--device", args.device],
                     )
                     case[method] = r
@@ -133,20 +151,10 @@ def main() -> None:
     for c in rows:
         e, p, g = c.get("eprmetrics", {}), c.get("prdc", {}), c.get("gemm", {})
         es, ps, gs = e.get("seconds"), p.get("seconds"), g.get("seconds")
-        ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
-        pr = lambda key: (
-            f"{e[key]:.4f} / {p[key]:.4f}"
-            if key in e and key in p
-            # noqa: E731
-            else f"{e[key]:.4f}"
-            if key in e
-            else "-"
-        )
-        sec = lambda v: f"{v:.2f}" if v else "-"  # noqa: E731
         md.append(
             f"| {c['dim']} | {c['n']} | {sec(es)} | {sec(ps)} | {sec(gs)} | {ratio(es, gs)} | "
             f"{ratio(ps, es)} | {gib(e.get('rss_extra'))} | {gib(p.get('rss_extra'))} | {gib(g.get('rss_extra'))} | "
-            f"{ratio(p.get('rss_extra'), e.get('rss_extra'))} | {pr('precision')} | {pr('recall')} |"
+            f"{ratio(p.get('rss_extra'), e.get('rss_extra'))} | {pr(e, p, 'precision')} | {pr(e, p, 'recall')} |"
         )
     md.append("")
     md.append(f"Machine: `{json.dumps(machine())}`")

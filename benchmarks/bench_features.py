@@ -3,8 +3,10 @@
 Weights are randomly initialised (throughput does not depend on their values) so the
 benchmark runs offline. Writes benchmarks/results/features_<device>.{json,md}.
 
-    python benchmarks/bench_features.py --n 64 --size 256
-    python benchmarks/bench_features.py --device cuda --n 2048 --batch-size 128 --workers 8
+From the repository root:
+
+    python -m benchmarks.bench_features --n 64 --size 256
+    python -m benchmarks.bench_features --device cuda --n 2048 --batch-size 128 --workers 8
 """
 
 from __future__ import annotations
@@ -12,18 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, save  # noqa: E402
-
-from eprmetrics.features import extract_features  # noqa: E402
-from eprmetrics.tiles import resolve_device  # noqa: E402
+from benchmarks.common import machine, save
+from eprmetrics.engine import resolve_device
+from eprmetrics.features import extract_features
 
 
 def main() -> None:

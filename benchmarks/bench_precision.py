@@ -9,8 +9,10 @@ Two views, same synthetic sets:
   cost moves into float64 re-checks (count reported). On a CPU, TF32 does not exist and the engine
   stays fp32; bf16 runs (slowly) on the CPU.
 
-    python benchmarks/bench_precision.py --n 5000 --dim 512
-    python benchmarks/bench_precision.py --n 20000 --dim 4096 --device cuda --tag gpu
+From the repository root:
+
+    python -m benchmarks.bench_precision --n 5000 --dim 512
+    python -m benchmarks.bench_precision --n 20000 --dim 4096 --device cuda --tag gpu
 
 Results: ``benchmarks/results/precision[_<tag>].{json,md}``.
 """
@@ -19,18 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, save  # noqa: E402
-
-from eprmetrics import compute_pr  # noqa: E402
-from eprmetrics.synthetic import make_pair  # noqa: E402
+from benchmarks.common import machine, save
+from eprmetrics import compute_pr
+from eprmetrics.synthetic import make_pair
 
 
 def round_mantissa(x: torch.Tensor, bits: int) -> torch.Tensor:

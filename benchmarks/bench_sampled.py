@@ -7,9 +7,12 @@ Sub-commands (results in ``benchmarks/results/sampled_<table>[_<tag>].{json,md,p
     tradeoff  relative error vs time per method on the synthetic suite, scikit-learn's digits
               (ships offline) and ``--real/--fake`` features; an error-vs-time plot
 
-    python benchmarks/bench_sampled.py speed --n 50000 --dim 512
-    python benchmarks/bench_sampled.py coverage --n 50000 --dim 512 --seeds 100
-    python benchmarks/bench_sampled.py tradeoff --n 20000 --dim 512
+From the repository root:
+
+    python -m benchmarks.bench_sampled speed --n 50000 --dim 512
+    python -m benchmarks.bench_sampled coverage --n 50000 --dim 512 --seeds 100
+    python -m benchmarks.bench_sampled tradeoff --n 20000 --dim 512
+    python -m benchmarks.bench_sampled speed --n 100000 --dim 2048 --device cuda --tag gpu
 """
 
 from __future__ import annotations
@@ -18,19 +21,16 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from typing import Any, Optional
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_epr import measured, rel_err  # noqa: E402
-from common import RESULTS, machine, save  # noqa: E402
-
-from eprmetrics import AuditWarning, compute_epr, compute_pr  # noqa: E402
-from eprmetrics.synthetic import SyntheticSpec, generate  # noqa: E402
+from benchmarks.bench_epr import measured, rel_err
+from benchmarks.common import RESULTS, gib, machine, save
+from eprmetrics import AuditWarning, compute_epr, compute_pr
+from eprmetrics.synthetic import SyntheticSpec, generate
 
 warnings.simplefilter("ignore", AuditWarning)  # the audit's verdict is recorded in the rows instead
 
@@ -79,25 +79,26 @@ def row(label: str, res: Any, seconds: float, rss: int, exact: Any) -> dict[str,
             recall_ci=list(res.recall_ci),
             p_covered=res.precision_ci[0] <= exact.precision <= res.precision_ci[1],
             r_covered=res.recall_ci[0] <= exact.recall <= res.recall_ci[1],
-            sample_size={s: res.sampling[s]["sample_size"] for s in ("precision", "recall")},
-            half_width={s: res.sampling[s]["half_width"] for s in ("precision", "recall")},
+            sample_size={s: res.sampling[s].sample_size for s in ("precision", "recall")},
+            half_width={s: res.sampling[s].half_width for s in ("precision", "recall")},
         )
-    if getattr(res, "audit", None):
-        out["audit_consistent"] = res.audit["consistent"]
-        out["audit_ci"] = {s: res.audit[s]["interval"] for s in ("precision", "recall")}
+    if getattr(res, "audit", None) is not None:
+        out["audit_consistent"] = res.audit.consistent
+        out["audit_ci"] = {"precision": list(res.audit.precision.interval), "recall": list(res.audit.recall.interval)}
     return out
 
 
 def t_speed(args: argparse.Namespace) -> None:
     real, fake = synthetic(args.n, args.dim, args.defect, args.strength, args.seed)
-    exact, te, me = measured(lambda: compute_pr(real, fake, k=args.k, density_coverage=False))
+    exact, te, me = measured(lambda: compute_pr(real, fake, k=args.k, density_coverage=False, device=args.device))
     rows = [row("exact compute_pr", exact, te, me, exact)]
     for label, kw in (
-        ("sampled (defaults)", {"method": "sampled"}),
-        ("hubness + audit (defaults)", {}),
-        ("hubness, audit=False", {"audit": False}),
+        ("sampled (defaults)", {"method": "sampled", "backend": "ivf-gemm"}),
+        ("default (planner)", {}),
+        ("hubness + audit (defaults)", {"method": "hubness"}),
+        ("hubness, audit=False", {"method": "hubness", "audit": False}),
     ):
-        res, t, m = measured(lambda: compute_epr(real, fake, k=args.k, seed=args.seed, **kw))
+        res, t, m = measured(lambda kw=kw: compute_epr(real, fake, k=args.k, seed=args.seed, device=args.device, **kw))
         rows.append(row(label, res, t, m, exact))
         if label.startswith("sampled"):
             rows[-1]["stages"] = [s.to_dict() for s in res.stages]
@@ -109,10 +110,9 @@ def t_speed(args: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ci = lambda key: "-" if key not in r else f"[{r[key][0]:.4f}, {r[key][1]:.4f}]"
         md.append(
-            f"| {r['method']} | {r['seconds']:.1f} | {te / r['seconds']:.2f}× | {r['rss_growth'] / 2**30:.2f} | "
-            f"{r['precision']:.4f} | {r['recall']:.4f} | {ci('precision_ci')} | {ci('recall_ci')} | "
+            f"| {r['method']} | {r['seconds']:.1f} | {te / r['seconds']:.2f}× | {gib(r['rss_growth'])} | "
+            f"{r['precision']:.4f} | {r['recall']:.4f} | {_ci(r, 'precision_ci')} | {_ci(r, 'recall_ci')} | "
             f"{100 * r['p_error']:.2f}% | {100 * r['r_error']:.2f}% |"
         )
     s = rows[1]
@@ -130,6 +130,10 @@ def t_speed(args: argparse.Namespace) -> None:
     write("speed", args, rows, md)
 
 
+def _ci(r: dict, key: str) -> str:
+    return "-" if key not in r else f"[{r[key][0]:.4f}, {r[key][1]:.4f}]"
+
+
 def _wilson(x: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = x / n
     c = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -139,7 +143,7 @@ def _wilson(x: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def t_coverage(args: argparse.Namespace) -> None:
     real, fake = synthetic(args.n, args.dim, args.defect, args.strength, args.seed)
-    exact = compute_pr(real, fake, k=args.k, density_coverage=False)
+    exact = compute_pr(real, fake, k=args.k, density_coverage=False, device=args.device)
     rows = []
     for s in range(args.seeds):
         t0 = time.perf_counter()
@@ -148,8 +152,10 @@ def t_coverage(args: argparse.Namespace) -> None:
             fake,
             k=args.k,
             method="sampled",
+            backend="ivf-gemm",  # the estimator itself, not the planner's choice
             seed=1000 + s,
             sample_size=int(args.sample_size) if args.sample_size >= 1 else float(args.sample_size),
+            device=args.device,
         )
         rows.append(row(f"seed {1000 + s}", res, time.perf_counter() - t0, 0, exact))
         print(f"seed {s}: P {res.precision:.4f} {res.precision_ci} R {res.recall:.4f} {res.recall_ci}", flush=True)
@@ -166,7 +172,8 @@ def t_coverage(args: argparse.Namespace) -> None:
         "",
         f"Exact: P {exact.precision:.4f}, R {exact.recall:.4f} ({exact.seconds:.1f} s).",
         "",
-        "| side | coverage of 95% CIs | Wilson 95% CI of coverage | mean half-width | mean estimate − exact (± 2 SE) | mean sample |",
+        "| side | coverage of 95% CIs | Wilson 95% CI of coverage | mean half-width | "
+        "mean estimate − exact (± 2 SE) | mean sample |",
         "|---|---|---|---|---|---|",
     ]
     for side, key, ex in (("precision", "p", exact.precision), ("recall", "r", exact.recall)):
@@ -198,27 +205,45 @@ def t_coverage(args: argparse.Namespace) -> None:
 def _methods(args: argparse.Namespace, real: np.ndarray, fake: np.ndarray, exact: Any) -> list[dict]:
     """Every method on one dataset; stochastic ones repeated over seeds (mean |error| and mean time)."""
     out = []
+    dev = args.device
     n = min(len(real), len(fake))
     sizes = [s for s in (250, 1000, 4000) if s < n] + [0.01]
     for label, fn, stochastic in (
-        [("hubness (eP&R)", lambda s: compute_epr(real, fake, k=args.k, seed=s, audit=False), False)]
+        [
+            (
+                "hubness (eP&R)",
+                lambda s: compute_epr(real, fake, method="hubness", k=args.k, seed=s, audit=False, device=dev),
+                False,
+            )
+        ]
         + [
             (
                 f"sampled {s}",
-                (lambda s_, size=s: compute_epr(real, fake, k=args.k, method="sampled", seed=s_, sample_size=size)),
+                (
+                    lambda s_, size=s: compute_epr(
+                        real,
+                        fake,
+                        k=args.k,
+                        method="sampled",
+                        backend="ivf-gemm",
+                        seed=s_,
+                        sample_size=size,
+                        device=dev,
+                    )
+                ),
                 True,
             )
             for s in sizes
         ]
         + [
-            (f"reduced {m}/set", (lambda s_, m=m: _reduced(real, fake, m, args.k, s_)), True)
+            (f"reduced {m}/set", (lambda s_, m=m: _reduced(real, fake, m, args.k, s_, dev)), True)
             for m in (1000, 4000)
             if m < n
         ]
     ):
         reps = []
         for s in range(args.repeats if stochastic else 1):
-            res, t, mem = measured(lambda: fn(s))
+            res, t, mem = measured(lambda fn=fn, s=s: fn(s))
             reps.append(row(label, res, t, mem, exact))
         agg = dict(reps[0])
         for key in ("seconds", "p_error", "r_error"):
@@ -231,12 +256,12 @@ def _methods(args: argparse.Namespace, real: np.ndarray, fake: np.ndarray, exact
     return out
 
 
-def _reduced(real: np.ndarray, fake: np.ndarray, m: int, k: int, seed: int) -> Any:
+def _reduced(real: np.ndarray, fake: np.ndarray, m: int, k: int, seed: int, device: str = "auto") -> Any:
     """Thesis Table 4.7's baseline: exact P&R of m random samples per set (radii shrink with m: biased)."""
     rng = np.random.default_rng(seed)
     r = np.sort(rng.choice(len(real), m, replace=False))
     f = np.sort(rng.choice(len(fake), m, replace=False))
-    return compute_pr(real[r], fake[f], k=k, density_coverage=False)
+    return compute_pr(real[r], fake[f], k=k, density_coverage=False, device=device)
 
 
 def t_tradeoff(args: argparse.Namespace) -> None:
@@ -260,7 +285,9 @@ def t_tradeoff(args: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for name, real, fake in datasets:
-        exact, te, me = measured(lambda: compute_pr(real, fake, k=args.k, density_coverage=False))
+        exact, te, me = measured(
+            lambda real=real, fake=fake: compute_pr(real, fake, k=args.k, density_coverage=False, device=args.device)
+        )
         rows.append({"data": name, **row("exact", exact, te, me, exact)})
         for r in _methods(args, real, fake, exact):
             rows.append({"data": name, **r})
@@ -321,6 +348,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--real"), ap.add_argument("--fake")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (every exact and estimator call)")
     ap.add_argument("--seeds", type=int, default=100, help="coverage: number of seeds")
     ap.add_argument("--sample-size", type=float, default=0.01, help="coverage: target half-width or count")
     ap.add_argument("--repeats", type=int, default=5, help="tradeoff: seeds per stochastic method")

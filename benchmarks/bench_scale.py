@@ -9,12 +9,12 @@
     memmap            exact P&R on memory-mapped sets (float16 by default): peak anonymous RSS,
                       i.e. beyond the memmaps' page cache
 
-    # on a GPU machine (results name the device):
-    python benchmarks/bench_scale.py lsun-horse-scale --device cuda
-    python benchmarks/bench_scale.py lsun-horse-scale --device cuda --n 70000 --methods exact --tag 70k
+    # from the repository root, on a GPU machine (results name the device):
+    python -m benchmarks.bench_scale lsun-horse-scale --device cuda
+    python -m benchmarks.bench_scale lsun-horse-scale --device cuda --n 70000 --methods exact --tag 70k
     # on this CPU:
-    python benchmarks/bench_scale.py scaling --sizes 10000 20000 40000 80000 --dim 512
-    python benchmarks/bench_scale.py memmap --n 200000 --dim 512 --memmap /tmp/eprm-200k
+    python -m benchmarks.bench_scale scaling --sizes 10000 20000 40000 80000 --dim 512
+    python -m benchmarks.bench_scale memmap --n 200000 --dim 512 --memmap /tmp/eprm-200k
 
 Results: ``benchmarks/results/scale_<table>[_<tag>].{json,md,png}``.
 """
@@ -25,7 +25,6 @@ import argparse
 import gc
 import json
 import os
-import sys
 import threading
 import time
 import warnings
@@ -33,19 +32,17 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, machine, save  # noqa: E402
-
-from eprmetrics import AuditWarning, compute_epr, compute_pr  # noqa: E402
-from eprmetrics.synthetic import SyntheticSpec, generate, write_npy  # noqa: E402
-from eprmetrics.tiles import resolve_device  # noqa: E402
+from benchmarks.common import RESULTS, machine, save
+from eprmetrics import AuditWarning, compute_epr, compute_pr
+from eprmetrics.engine import resolve_device
+from eprmetrics.synthetic import SyntheticSpec, generate, write_npy
 
 warnings.simplefilter("ignore", AuditWarning)
 
 METHODS: dict[str, Callable[..., Any]] = {
     "exact": lambda r, f, o: compute_pr(r, f, density_coverage=False, **o),
-    "hubness": lambda r, f, o: compute_epr(r, f, audit=False, **o),
-    "hubness-ann": lambda r, f, o: compute_epr(r, f, radii="ann", audit=False, **o),
+    "hubness": lambda r, f, o: compute_epr(r, f, method="hubness", audit=False, **o),
+    "hubness-ann": lambda r, f, o: compute_epr(r, f, method="hubness", radii="ann", audit=False, **o),
     "sampled": lambda r, f, o: compute_epr(r, f, method="sampled", **o),
 }
 
@@ -244,7 +241,8 @@ def t_memmap(args: argparse.Namespace) -> None:
     md = [
         f"# Memory-mapped inputs — n={args.n} per set, d={args.dim}, {how} ({size / 2**30:.2f} GiB on disk)",
         "",
-        "| method | time s | peak anonymous RSS growth GiB (beyond page cache) | peak RSS GiB (incl. page cache) | P | R |",
+        "| method | time s | peak anonymous RSS growth GiB (beyond page cache) | "
+        "peak RSS GiB (incl. page cache) | P | R |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -3,11 +3,12 @@
 Clones this repository's committed HEAD into a temporary folder, runs each command there from
 scratch (its own .venv), and writes benchmarks/results/setup.{json,md}.
 
-    python benchmarks/bench_setup.py
+    python -m benchmarks.bench_setup        # from the repository root
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -15,13 +16,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, save  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.common import REPO, machine, save
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     rows = []
     for target in ("demo", "test"):
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,7 @@
-"""Helpers shared by the benchmark scripts: isolated worker processes, peak RSS, result files."""
+"""Helpers shared by the benchmark scripts: isolated worker processes, result files, the machine.
+
+Memory is read with :mod:`eprmetrics.profiling` (``reset_peak_rss``, ``read_rss``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import sys
 import time
 from typing import Any, Optional
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
 
 
 def machine() -> dict[str, Any]:
@@ -35,27 +39,13 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def reset_peak() -> None:
-    """Reset the kernel's peak-RSS mark of this process (Linux)."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+def run_worker(name: str, args: list[str], timeout: Optional[float] = None) -> dict[str, Any]:
+    """Run ``python -m benchmarks.<name> --worker ...`` from the repository root in a fresh process.
 
-
-def read_rss() -> tuple[int, int]:
-    """(current RSS, peak RSS since the last reset) in bytes."""
-    vals = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":")
-                vals[key] = int(value.split()[0]) * 1024
-    return vals["VmRSS"], vals["VmHWM"]
-
-
-def run_worker(script: str, args: list[str], timeout: Optional[float] = None) -> dict[str, Any]:
-    """Run ``python script --worker ...`` in a fresh process; its last stdout line is JSON."""
-    cmd = [sys.executable, script, "--worker", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    The worker's last stdout line is its JSON result.
+    """
+    cmd = [sys.executable, "-m", f"benchmarks.{name}", "--worker", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
