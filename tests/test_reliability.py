@@ -351,8 +351,8 @@ def test_numpy_integer_k_is_accepted():
 @pytest.mark.parametrize(
     "kwargs,option",
     [
-        ({"method": "sampled", "sample_size": 1}, "sample_size"),
-        ({"method": "sampled", "sample_size": 2}, "sample_size"),
+        ({"method": "sampled", "backend": "ivf-gemm", "sample_size": 1}, "sample_size"),
+        ({"method": "sampled", "backend": "ivf-gemm", "sample_size": 2}, "sample_size"),
         ({"method": "hubness", "audit": 1, "t": 1}, "audit"),
     ],
 )

@@ -176,3 +176,13 @@ def test_result_json_has_intervals(rng):
     assert data["method"] == "sampled" and len(data["precision_ci"]) == 2
     assert data["precision_ci"][0] <= data["precision"] <= data["precision_ci"][1]
     assert "sampled estimate" in str(res)
+
+
+def test_audit_reuses_the_hub_radii():
+    """t=0 makes every point a hub: the hub-vs-all pass has every true radius, so the audit needs no row."""
+    real, fake = make_pair(900, 800, dim=16, seed=8)
+    res = compute_epr(real, fake, method="hubness", backend="ivf-gemm", t=0, audit=400)
+    assert res.audit is not None
+    assert res.audit.precision.true_radii_computed == 0 and res.audit.recall.true_radii_computed == 0
+    exact = compute_pr(real, fake, density_coverage=False)
+    assert (res.precision, res.recall) == (exact.precision, exact.recall)  # every point a hub: exact P&R

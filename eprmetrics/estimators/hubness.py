@@ -65,6 +65,21 @@ def _hub_radii(ctx: RunContext, name: str, g: SetGraph, hubs: torch.Tensor, spec
     return GivenRadii(engine.subset(p, hubs), {spec.k: r2})
 
 
+def _share_hub_radii(
+    ctx: RunContext,
+    graphs: dict[str, SetGraph],
+    hubs: dict[str, torch.Tensor],
+    hub_radii: dict[str, Union[Radii, GivenRadii]],
+    k: int,
+) -> None:
+    """The audit reuses the hub-vs-all pass: the hubs' true radii need no second row each."""
+    for name, g in graphs.items():
+        radii = hub_radii[name]
+        if g.full is None and isinstance(radii, Radii):
+            true2 = radii.exact2(k, torch.arange(hubs[name].numel(), device=ctx.device))
+            g.upper(ctx.engine, ctx.prepared[name], k).set_true(hubs[name], true2)
+
+
 def _statistics(g: SetGraph, t: int) -> HubStatistics:
     stats = hub_stats(g.occurrence, t)
     return HubStatistics(
@@ -108,10 +123,8 @@ def run_hubness(ctx: RunContext, spec: HubSpec) -> Outcome:
         name: build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
         for name, fs in ctx.sets.items()
     }
-    hub_radii = {
-        name: _hub_radii(ctx, name, g, hub_positions(name, g.occurrence, spec.t).to(ctx.device), spec)
-        for name, g in graphs.items()
-    }
+    hubs = {name: hub_positions(name, g.occurrence, spec.t).to(ctx.device) for name, g in graphs.items()}
+    hub_radii = {name: _hub_radii(ctx, name, g, hubs[name], spec) for name, g in graphs.items()}
     with ctx.stage("hub↔hub distances + ratios"), ctx.bar(hub_radii["real"].p.n, "hub↔hub") as update:
         member, _ = exact_membership(
             ctx.engine,
@@ -126,6 +139,7 @@ def run_hubness(ctx: RunContext, spec: HubSpec) -> Outcome:
     kr = KResult(k=spec.k, precision=hit_rate(m.precision_hits), recall=hit_rate(m.recall_hits))
     audit = None
     if spec.audit:
+        _share_hub_radii(ctx, graphs, hubs, hub_radii, spec.k)
         est = sample_both(
             ctx, graphs, spec.k, SampleRequest(spec.audit, spec.confidence, False, "audit: ", option="audit")
         )

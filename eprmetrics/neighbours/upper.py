@@ -60,6 +60,12 @@ class UpperRadii:
     def is_exact(self) -> bool:
         return self._exact is not None
 
+    def set_true(self, owners: torch.Tensor, true2: torch.Tensor) -> None:
+        """Record true squared radii computed elsewhere (e.g. the hub method's hub-vs-all pass): no row for them."""
+        if not self.is_exact:
+            self._true2[owners] = true2
+            self.upper2[owners] = true2
+
     @property
     def known(self) -> torch.Tensor:
         """(n,) bool: owners whose true radius has been computed (all of them for an exact graph)."""
