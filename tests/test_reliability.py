@@ -397,3 +397,12 @@ def test_feature_width_mismatch_is_caught_before_extraction(monkeypatch):
     imgs = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
     with pytest.raises(ValueError, match=r"^real: expected 4096-d features to compare with the fake images' vgg16"):
         compute_pr(np.ones((6, 512), np.float32), imgs)
+
+
+def test_faiss_training_prints_nothing(capfd):
+    pytest.importorskip("faiss")
+    from eprmetrics import knn_graph
+
+    x = np.random.default_rng(16).normal(size=(500, 8)).astype(np.float32)
+    knn_graph(x, 3, backend="faiss-ivf", options={"nlist": 22})
+    assert "WARNING clustering" not in capfd.readouterr().err

@@ -45,9 +45,14 @@ def _train_sample(x: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def _seed_clustering(index: Any, seed: int) -> None:
-    """Seed the k-means that trains ``index``'s coarse quantizer (``cp``: faiss's ClusteringParameters)."""
+    """Seed the k-means that trains ``index``'s coarse quantizer (``cp``: faiss's ClusteringParameters).
+
+    Also silences faiss's "please provide at least … training points" line on stderr: the lists are sized
+    by eprmetrics on purpose, and that threshold only ever prints (it changes no clustering).
+    """
     try:
         index.cp.seed = seed
+        index.cp.min_points_per_centroid = 1
     except AttributeError:
         pass
 
@@ -162,7 +167,7 @@ class FaissIVFPQ(_IVFMixin, _FaissBase):
             raise ValueError(f"backend {self.name!r}: m={p['m']} must divide the dimension {d}")
         self._quantizer = faiss.IndexFlatL2(d)
         base = faiss.IndexIVFPQ(self._quantizer, d, p["nlist"], p["m"], p["nbits"])
-        base.cp.seed = seed
+        _seed_clustering(base, seed)
         base.train(_train_sample(x, max(p["nlist"] * p["train_per_list"], 256 * 39), seed))
         base.nprobe = p["nprobe"]
         self._refined(base, x)
