@@ -91,7 +91,8 @@ def demo(
         f"'audit' says whether it lies inside its sampled audit's 95% interval."
     )
     print(
-        "sampled = compute_epr(method='sampled'): unbiased, ± the 95% half-width; 'CI holds' = both intervals "
+        "sampled = compute_epr(backend='ivf-gemm'), the estimator itself (at this size the default compute_epr() "
+        "computes exactly): unbiased, ± the 95% half-width; 'CI holds' = both intervals "
         "contain the exact values."
     )
     if plot:
