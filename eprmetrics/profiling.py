@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional
 import psutil
 import torch
 
-__all__ = ["Stage", "Profiler", "current_rss", "reset_peak_rss", "read_rss", "progress_bar"]
+__all__ = ["Stage", "Profiler", "current_rss", "reset_peak_rss", "read_rss", "progress_bar", "tqdm_options"]
 
 _STATUS = "/proc/self/status"
 # Seconds of work before an automatic (``progress=None``) bar appears.
@@ -71,15 +71,14 @@ def progress_bar(enabled: Optional[bool], total: int, desc: str, unit: str = "ro
         return contextlib.nullcontext(None)
     from tqdm.auto import tqdm
 
+    return tqdm(total=total, desc=desc, unit=unit, **tqdm_options(enabled))
+
+
+def tqdm_options(enabled: Optional[bool]) -> dict[str, Any]:
+    """tqdm keywords for a progress switch: True shows, False hides, None follows tqdm's convention
+    (a terminal only, after :data:`PROGRESS_DELAY` seconds of work)."""
     auto = enabled is None
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        leave=False,
-        disable=None if auto else False,
-        delay=PROGRESS_DELAY if auto else 0,
-    )
+    return {"leave": False, "disable": None if auto else not enabled, "delay": PROGRESS_DELAY if auto else 0}
 
 
 def _reset_hwm() -> bool:

@@ -40,7 +40,6 @@ __all__ = [
     "check_path_exists",
     "check_folder",
     "check_output_file",
-    "check_named",
     "require",
     "SampleSize",
 ]
@@ -163,13 +162,6 @@ def check_output_file(value: Any, name: str) -> str:
     if not os.path.isdir(folder):
         raise fail(name, "a file in an existing folder", path, f"create {folder!r} first")
     return path
-
-
-def check_named(value: Any, name: str, names: Sequence[str], fix: str = "") -> str:
-    """A registry name: ``value`` must be a string among ``names``."""
-    if not isinstance(value, str) or value not in names:
-        raise fail(name, f"one of {list(names)}", value, fix)
-    return value
 
 
 def require(module: str, extra: str, backend: str, kind: str = "backend") -> Any:

@@ -37,7 +37,10 @@ from typing import Sequence, Union
 
 import numpy as np
 
-__all__ = ["Estimate", "StratifiedSample", "z_value", "hubness_bins"]
+__all__ = ["Estimate", "StratifiedSample", "z_value", "hubness_bins", "PILOT"]
+
+# Units per set of the pilot sample that sizes a half-width-targeted sample.
+PILOT = 1000
 
 
 def z_value(confidence: float) -> float:

@@ -32,6 +32,7 @@ from ..engine import FeatureSet
 from ..neighbours import get_backend
 from ..profiling import Stage
 from ..validation import SampleSize
+from .design import PILOT
 
 __all__ = [
     "Rates",
@@ -56,7 +57,6 @@ RADIUS_ROWS_PER_QUERY = 0.4
 # ivf-gemm's per-list GEMMs (a few hundred rows against a few thousand) and their gathers ran at about a third
 # of the large-tile rate in benchmarks/bench_planner.py (2-core CPU, d = 512–4096): its tiles cost this much more.
 IVF_SLOWDOWN = 3.0
-PILOT = 1000  # the sampled estimator's pilot (estimators.sampled.PILOT)
 LIST_OVERHEAD_S = 0.002  # Python and gather work per inverted list of ivf-gemm, per pass
 FIXED_OVERHEAD_S = 0.01  # per call: stage bookkeeping, small allocations
 

@@ -37,7 +37,7 @@ from ..neighbours import GraphRequest, SetGraph, UpperRadii, build_graph
 from ..result import KResult, Plan, SideSampling
 from ..validation import SampleSize
 from .context import RunContext
-from .design import Estimate, StratifiedSample, hubness_bins
+from .design import PILOT, Estimate, StratifiedSample, hubness_bins
 from .exact import ExactSpec, run_exact
 from .pipeline import Outcome
 from .planner import Choice, plan_sampled
@@ -57,8 +57,6 @@ __all__ = [
     "APPROX_NEIGHBOURS",
 ]
 
-# Queries per set of the pilot sample that sizes a half-width-targeted sample.
-PILOT = 1000
 # fp32 candidate balls kept per query and tile, deepest first.
 CANDIDATES_PER_TILE = 8
 # Reference points found per query by the ANN search behind the approximate membership.

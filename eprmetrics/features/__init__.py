@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..engine import resolve_device
-from ..profiling import PROGRESS_DELAY
+from ..profiling import tqdm_options
 from ..validation import check_int
 from . import inception, vgg16  # noqa: F401  (registration)
 from .base import Extractor, check_extractor, extractor_names, get_extractor, register_extractor, weights_fingerprint
@@ -169,16 +169,7 @@ def extract_features(
     from tqdm.auto import tqdm
 
     feats = []
-    auto = progress is None
-    bar = tqdm(
-        loader,
-        desc=f"features {name}",
-        unit="batch",
-        leave=False,
-        disable=None if auto else not progress,
-        delay=PROGRESS_DELAY if auto else 0,
-    )
-    for batch in bar:
+    for batch in tqdm(loader, desc=f"features {name}", unit="batch", **tqdm_options(progress)):
         if batch is not None:
             feats.append(ext(batch, dev).cpu())
     if not feats:

@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from ...engine import resolve_device
+from ...engine import FeatureSet, resolve_device
 from . import exact, faiss_backend, hnswlib_backend, ivf_gemm, scann_backend  # noqa: F401  (registration)
 from .auto import resolve_backend
 from .base import ANNBackend, available_backends, backend_names, get_backend, register_backend
@@ -38,15 +38,11 @@ def as_float32_rows(x: Any, name: str = "X", keep_float16: bool = False) -> np.n
     With ``keep_float16`` a float16 input stays float16 (a memmap stays a memmap) for
     backends that store fp16 and read in batches (``ANNBackend.accepts_float16``).
     """
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
-    x = np.asarray(x)  # a memmap stays a view of its file
+    if not isinstance(x, (np.ndarray, torch.Tensor)):
+        x = np.asarray(x)
     if x.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_samples × dim), got shape {x.shape}")
-    if keep_float16 and x.dtype == np.float16:
-        return x
-    return np.ascontiguousarray(x, dtype=np.float32)
+        raise ValueError(f"{name}: expected a 2-D array (n_samples × dim), got shape {tuple(x.shape)}")
+    return FeatureSet(x, name).numpy_rows(keep_float16=keep_float16)
 
 
 def knn_graph(
