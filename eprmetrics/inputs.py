@@ -22,7 +22,7 @@ import torch
 from .defaults import DEFAULTS
 from .engine import FeatureSet
 from .features import as_image_source, extract_features, extractor_names, is_image_input
-from .features.base import check_extractor
+from .features.base import check_extractor, extractor_dim
 from .validation import check_choice, check_folder, check_int, check_path_exists
 
 __all__ = ["ImageOptions", "resolve_pair", "as_feature_set", "validate_pair", "pair_scale", "FeaturesLike"]
@@ -91,27 +91,25 @@ def resolve_pair(
     Raises:
         ValueError, TypeError, FileNotFoundError: naming the input and what was expected.
     """
-    opened = images.open(real, "real"), images.open(fake, "fake")  # both checked before either is extracted
+    names = ("real", "fake")
+    # Both are checked before either is extracted; feature inputs are read here, once (an .npz in full).
+    opened = [images.open(v, name) for v, name in zip((real, fake), names)]
+    opened = [v if is_image_input(v) else as_feature_set(v, name) for v, name in zip(opened, names)]
     _check_dims_before_extraction(opened, images)
     real_fs, fake_fs = (
-        as_feature_set(images.features(v, name, device, progress), name) for v, name in zip(opened, ("real", "fake"))
+        as_feature_set(images.features(v, name, device, progress), name) for v, name in zip(opened, names)
     )
     validate_pair(real_fs, fake_fs, k_max)
     return real_fs, fake_fs
 
 
-# Output width of the registered extractors, known without building them.
-EXTRACTOR_DIMS = {"vgg16": 4096, "inception": 2048}
-
-
-def _check_dims_before_extraction(opened: tuple[Any, Any], images: ImageOptions) -> None:
+def _check_dims_before_extraction(opened: list[Any], images: ImageOptions) -> None:
     """Features on one side, images on the other: a width mismatch is an error before hours of extraction."""
-    width = EXTRACTOR_DIMS.get(images.extractor) if isinstance(images.extractor, str) else None
+    width = extractor_dim(images.extractor) if isinstance(images.extractor, str) else None
     kinds = [is_image_input(v) for v in opened]
     if width is None or kinds[0] == kinds[1]:
         return
-    name, value = ("real", opened[0]) if not kinds[0] else ("fake", opened[1])
-    fs = as_feature_set(value, name)
+    name, fs = ("real", opened[0]) if not kinds[0] else ("fake", opened[1])
     if fs.dim != width:
         other = "fake" if name == "real" else "real"
         raise ValueError(

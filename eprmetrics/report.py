@@ -1,15 +1,15 @@
 """Text rendering of a :class:`~eprmetrics.result.Result`: headline, method lines, metric and stage tables.
 
-Reads results by attribute only (it imports nothing from :mod:`eprmetrics.result`),
-so the data classes can use it for ``str(result)``.
+Reads results by attribute only and imports nothing from :mod:`eprmetrics.result` (not even for
+annotations), so the data classes can use it for ``str(result)`` without an import circle.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional
 
-if TYPE_CHECKING:
-    from .result import Result
+# A Result, read by attribute (annotated loosely: the result module imports this one).
+ResultLike = Any
 
 __all__ = ["format_bytes", "metrics_table", "stage_table", "render"]
 
@@ -25,7 +25,7 @@ def format_bytes(n: Optional[float]) -> str:
     return str(n)
 
 
-def metrics_table(res: "Result") -> str:
+def metrics_table(res: ResultLike) -> str:
     rows = ["    k  precision  recall   density  coverage"]
     for k, r in res.per_k.items():
         dens = "-" if r.density is None else f"{r.density:8.4f}"
@@ -34,7 +34,7 @@ def metrics_table(res: "Result") -> str:
     return "\n".join(rows)
 
 
-def stage_table(res: "Result") -> str:
+def stage_table(res: ResultLike) -> str:
     width = max([len(s.name) for s in res.stages] + [5])
     rows = [f"{'stage':<{width}}  {'time (s)':>9}  {'peak RSS':>10}  {'RSS growth':>10}  {'device peak':>11}"]
     for s in res.stages:
@@ -46,7 +46,7 @@ def stage_table(res: "Result") -> str:
     return "\n".join(rows)
 
 
-def _hub_lines(res: "Result") -> list[str]:
+def _hub_lines(res: ResultLike) -> list[str]:
     hubs = ", ".join(f"{name} {h.n_hubs} ({100 * h.fraction:.1f}%)" for name, h in (res.hubs or {}).items())
     lines = [f"hubs at t={res.t}: {hubs}; backend={res.backend} ({res.backend_reason}); radii={res.radii}"]
     a = res.audit
@@ -60,7 +60,7 @@ def _hub_lines(res: "Result") -> list[str]:
     return lines
 
 
-def _plan_line(res: "Result") -> str:
+def _plan_line(res: ResultLike) -> str:
     plan = res.plan
     if plan is None or not plan.path or plan.path == res.method == "hubness":
         return ""
@@ -68,7 +68,7 @@ def _plan_line(res: "Result") -> str:
     return f"plan: {plan.path} ({plan.reason}); predicted {predicted}, measured {plan.actual_total:.3g} s"
 
 
-def _sampled_line(res: "Result") -> str:
+def _sampled_line(res: ResultLike) -> str:
     s = res.sampling or {}
     p, r = s["precision"], s["recall"]
     if res.plan is not None and res.plan.path == "exact":
@@ -85,7 +85,7 @@ def _sampled_line(res: "Result") -> str:
     )
 
 
-def render(res: "Result") -> str:
+def render(res: ResultLike) -> str:
     """The whole text report (what ``str(result)`` and the CLI print)."""
     conv = "strict (<)" if res.strict else "inclusive (≤)"
     label = {"hubness": "eP&R (hubness)"}.get(res.method, res.method)

@@ -23,6 +23,7 @@ __all__ = [
     "fit_state_dict",
     "weights_fingerprint",
     "check_extractor",
+    "extractor_dim",
     "pretrained",
 ]
 
@@ -30,6 +31,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _REGISTRY: dict[str, Callable[[Optional[str]], "Extractor"]] = {}
+_DIMS: dict[str, int] = {}
 
 ImageBatch = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -103,8 +105,12 @@ class Extractor:
         return feats.float()
 
 
-def register_extractor(name: str) -> Callable:
-    """Decorator registering ``factory(weights: Optional[str]) -> Extractor`` under ``name``."""
+def register_extractor(name: str, dim: Optional[int] = None) -> Callable:
+    """Decorator registering ``factory(weights: Optional[str]) -> Extractor`` under ``name``.
+
+    ``dim``: the feature width, when it is known without building the network (lets inputs be checked
+    against features of the other set before any extraction).
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"register_extractor: expected a non-empty name, got {name!r}")
 
@@ -112,9 +118,16 @@ def register_extractor(name: str) -> Callable:
         if name in _REGISTRY and _REGISTRY[name] is not factory:
             raise ValueError(f"register_extractor: an extractor named {name!r} is already registered")
         _REGISTRY[name] = factory
+        if dim is not None:
+            _DIMS[name] = dim
         return factory
 
     return deco
+
+
+def extractor_dim(name: str) -> Optional[int]:
+    """The registered feature width of extractor ``name``, or None when it was not declared."""
+    return _DIMS.get(name)
 
 
 def extractor_names() -> list[str]:

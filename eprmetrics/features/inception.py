@@ -26,7 +26,10 @@ from .base import (
 __all__ = ["inception_extractor"]
 
 
-@register_extractor("inception")
+POOL3_DIM = 2048
+
+
+@register_extractor("inception", dim=POOL3_DIM)
 def inception_extractor(weights: Optional[str] = None) -> Extractor:
     """torchvision Inception-v3 with ``fc`` removed: the 2048-d average-pooled (pool3) features.
 
@@ -47,7 +50,7 @@ def inception_extractor(weights: Optional[str] = None) -> Extractor:
     return Extractor(
         "inception",
         net,
-        2048,
+        POOL3_DIM,
         imagenet_preprocess(299),
         weights_fingerprint(weights, "torchvision:Inception_V3_Weights.IMAGENET1K_V1"),
     )

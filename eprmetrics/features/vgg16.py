@@ -23,7 +23,10 @@ class _VGGFc2(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-@register_extractor("vgg16")
+FC2_DIM = 4096
+
+
+@register_extractor("vgg16", dim=FC2_DIM)
 def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
     """torchvision VGG-16; ``weights`` = a state-dict file, else torchvision's IMAGENET1K_V1 (cache/download;
     without network, a one-line ValueError saying how to pass a file).
@@ -39,7 +42,7 @@ def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
     return Extractor(
         "vgg16",
         _VGGFc2(vgg),
-        4096,
+        FC2_DIM,
         imagenet_preprocess(224),
         weights_fingerprint(weights, "torchvision:VGG16_Weights.IMAGENET1K_V1"),
     )
