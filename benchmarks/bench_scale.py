@@ -77,10 +77,13 @@ class AnonPeak:
 
 
 def make_sets(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    spec = SyntheticSpec(dim=args.dim, seed=args.seed)
+    spec = SyntheticSpec(dim=args.dim, seed=args.seed, spectrum=args.spectrum)
     if args.memmap:
         os.makedirs(args.memmap, exist_ok=True)
-        paths = [os.path.join(args.memmap, f"{name}_{args.n}_{args.dim}_{args.dtype}.npy") for name in ("real", "fake")]
+        paths = [
+            os.path.join(args.memmap, f"{name}_{args.n}_{args.dim}_{args.dtype}_{args.spectrum}.npy")
+            for name in ("real", "fake")
+        ]
         for path, stream, defect in zip(paths, (0, 1), ("none", args.defect)):
             if not os.path.exists(path):
                 t0 = time.perf_counter()
@@ -253,7 +256,14 @@ def t_memmap(args: argparse.Namespace) -> None:
     _write("memmap", args, {"rows": rows}, md)
 
 
-TABLES = {"lsun-horse-scale": t_lsun, "scaling": t_scaling, "memmap": t_memmap}
+def t_generate(args: argparse.Namespace) -> None:
+    """Only write the memmaps (timed apart from every run)."""
+    if not args.memmap:
+        raise SystemExit("generate: give --memmap DIR (where the .npy sets are written)")
+    make_sets(args)
+
+
+TABLES = {"generate": t_generate, "lsun-horse-scale": t_lsun, "scaling": t_scaling, "memmap": t_memmap}
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -267,12 +277,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--gen-device", default="cpu", help="where memmap chunks are generated")
     ap.add_argument("--dtype", choices=("float32", "float16"), help="default: float16 for memmap, else float32")
     ap.add_argument("--memmap", help="write the sets as .npy memory maps in this folder (kept for reuse)")
+    ap.add_argument("--spectrum", default="low", choices=("low", "long"), help="synthetic spectrum (see SyntheticSpec)")
     ap.add_argument("--defect", default="truncation")
     ap.add_argument("--strength", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
-    args.dtype = args.dtype or ("float16" if args.table == "memmap" else "float32")
+    args.dtype = args.dtype or ("float16" if args.memmap else "float32")
     TABLES[args.table](args)
 
 

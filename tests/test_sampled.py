@@ -27,7 +27,7 @@ def _prepared(real, fake, budget=1 << 20):
     return engine, engine.prepare(r, c), engine.prepare(f, c)
 
 
-@pytest.mark.parametrize("backend", ["exact", "ivf-gemm"])
+@pytest.mark.parametrize("backend", ["exact", "ivf-gemm", "ivf-pca"])
 @pytest.mark.parametrize("strict", [False, True])
 def test_everything_sampled_gives_exact_values_and_zero_width(backend, strict):
     real, fake = make_pair(1500, 1300, dim=24, seed=3, defect="truncation", strength=0.2)

@@ -48,13 +48,15 @@ class SetGraph:
     dist: Optional[np.ndarray] = None  # ANN backend: distances and indices of the k found
     idx: Optional[np.ndarray] = None
     index: Optional[ANNBackend] = None
+    measured: bool = False  # ``dist`` measured by direct fp32 differences of the set's own values
     _upper: Optional[UpperRadii] = None
 
     def upper(self, engine: TileEngine, p: Prepared, k: int) -> UpperRadii:
         """Upper bounds of every radius (the true ones with the exact backend), built once."""
         if self._upper is None:
             nb = None if self.idx is None else torch.from_numpy(self.idx)
-            self._upper = UpperRadii(engine, p, k, neighbours=nb, exact=self.full)
+            got = torch.from_numpy(self.dist) if self.measured and self.dist is not None else None
+            self._upper = UpperRadii(engine, p, k, neighbours=nb, exact=self.full, measured=got)
         return self._upper
 
 
@@ -84,7 +86,11 @@ def build_graph(
     with prof.stage(f"{name}: approximate k-NN graph ({chosen} search, k-occurrence)"):
         dist, idx, squared = impl.search(x, k + 1)
         dist, idx = finish_graph(np.asarray(dist), np.asarray(idx), k, squared)
-    return SetGraph(chosen, reason, impl.used_params, k_occurrence(idx, fs.n), dist=dist, idx=idx, index=impl)
+    # Distances the backend measured on values exact in fp32 bound the radii without a float64 pass.
+    measured = impl.measures_distances and not fs.is_float64
+    return SetGraph(
+        chosen, reason, impl.used_params, k_occurrence(idx, fs.n), dist=dist, idx=idx, index=impl, measured=measured
+    )
 
 
 def hub_positions(name: str, occurrence: np.ndarray, t: int) -> torch.Tensor:

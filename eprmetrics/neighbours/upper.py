@@ -17,7 +17,21 @@ import torch
 from ..engine import Prepared, TileEngine
 from .radii import Radii
 
-__all__ = ["UpperRadii"]
+__all__ = ["UpperRadii", "measured_upper2"]
+
+_U = 2.0**-24  # unit roundoff of fp32
+
+
+def measured_upper2(dist: torch.Tensor, dim: int) -> torch.Tensor:
+    """Float64 upper bounds of true squared distances from fp32 distances ``fl(√fl(Σ fl(a_i − b_i)²))``.
+
+    With inputs exact in fp32 (float16, bfloat16 or float32 values, times a power of two), each
+    difference, square and partial sum rounds once: ``fl(Σ) ≥ Σ·(1 − u)²(1 − γ_{d−1})``, and the square
+    root loses one more ``u``. ``(1 + 4(d + 4)u)`` covers all of them for any summation order
+    (``d·u ≪ 1``; ``inf`` stays ``inf``).
+    """
+    d2 = dist.double().pow(2)
+    return d2 * (1.0 + 4.0 * (dim + 4) * _U)
 
 
 class UpperRadii:
@@ -28,6 +42,9 @@ class UpperRadii:
         neighbours: (n, k) indices of k distinct other points found for each
             point (``-1`` when fewer: unbounded radius), or None with ``exact``.
         exact: a full :class:`Radii` of ``ref`` (exact graph): the bounds are then the true radii.
+        measured: (n, k) fp32 distances of those neighbours that the backend measured by direct
+            differences of the very values of ``ref`` (:attr:`ANNBackend.measures_distances`); they
+            give the bounds without a float64 pass (:func:`measured_upper2`).
     """
 
     def __init__(
@@ -37,6 +54,7 @@ class UpperRadii:
         k: int,
         neighbours: Optional[torch.Tensor] = None,
         exact: Optional[Radii] = None,
+        measured: Optional[torch.Tensor] = None,
     ) -> None:
         self.engine, self.ref, self.k = engine, ref, k
         self._exact = exact
@@ -47,6 +65,10 @@ class UpperRadii:
             return
         if neighbours is None:
             raise RuntimeError("UpperRadii: expected neighbours or exact radii, got neither")
+        self._true2 = torch.full((ref.n,), math.nan, dtype=torch.float64, device=engine.device)
+        if measured is not None:
+            self.upper2 = measured_upper2(measured.to(engine.device), engine.dim).amax(1)
+            return
         nb = neighbours.to(engine.device)
         rows = torch.arange(ref.n, device=engine.device).repeat_interleave(k)
         cols = nb.reshape(-1)
@@ -54,7 +76,6 @@ class UpperRadii:
         ok = cols >= 0
         d2[ok] = engine.exact_sqdist_pairs(ref, rows[ok], ref, cols[ok])
         self.upper2 = d2.view(ref.n, k).amax(1)
-        self._true2 = torch.full((ref.n,), math.nan, dtype=torch.float64, device=engine.device)
 
     @property
     def is_exact(self) -> bool:

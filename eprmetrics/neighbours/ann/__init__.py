@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ...engine import FeatureSet, resolve_device
-from . import exact, faiss_backend, hnswlib_backend, ivf_gemm, scann_backend  # noqa: F401  (registration)
+from . import exact, faiss_backend, hnswlib_backend, ivf_gemm, ivf_pca, scann_backend  # noqa: F401  (registration)
 from .auto import resolve_backend
 from .base import ANNBackend, available_backends, backend_names, get_backend, register_backend
 

@@ -40,6 +40,9 @@ class ANNBackend(abc.ABC):
     deterministic: ClassVar[bool] = True
     supports_queries: ClassVar[bool] = True  # can search points that are not indexed
     accepts_float16: ClassVar[bool] = False  # build/search take float16 arrays (memmaps) as they are
+    # search's distances are fp32 sums of squared direct differences of the rows it was given (not a norm
+    # expansion, not a compressed code), so they bound true distances within a known rounding factor.
+    measures_distances: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)

@@ -44,11 +44,17 @@ class IVFGemm(ANNBackend):
     defaults = {"nlist": None, "nprobe": None, "query_nprobe": None, "kmeans_iters": 12, "train_per_list": 128}
 
     def resolve_params(self, n: int, dim: int) -> dict[str, Any]:
-        p = dict(self.params)
+        return self._checked(self._derived(dict(self.params), n, dim), n)
+
+    def _derived(self, p: dict[str, Any], n: int, dim: int) -> dict[str, Any]:
+        """Parameters left ``None`` derived from n and d."""
         if p["nlist"] is None:
             p["nlist"] = max(1, min(int(math.sqrt(n) / 2), n // 64))
         if p["nprobe"] is None:
             p["nprobe"] = min(p["nlist"], max(4, math.ceil(0.10 * p["nlist"])))
+        return p
+
+    def _checked(self, p: dict[str, Any], n: int) -> dict[str, Any]:
         if p["query_nprobe"] is None:  # foreign queries (approximate membership): a cheaper search
             p["query_nprobe"] = max(1, min(p["nprobe"], math.ceil(p["nprobe"] / 2)))
         check_int(p["nlist"], f"backend {self.name!r}: nlist", fix=f"at most n = {n}")
@@ -65,16 +71,21 @@ class IVFGemm(ANNBackend):
     accepts_float16 = True
 
     def build(self, x: np.ndarray, *, seed: int, device: torch.device) -> None:
-        p = self.used_params
-        # float16 input (e.g. a memmap) is read in batches and stored as fp16; lists are
-        # upcast to fp32 block by block when scanned (fp16 values are exact in fp32).
+        self._index(self._load(x, device), seed)
+
+    def _load(self, x: np.ndarray, device: torch.device) -> torch.Tensor:
+        """The indexed rows as a tensor: float16 input (e.g. a memmap) is read in batches and stored as
+        fp16; lists are upcast to fp32 block by block when scanned (fp16 values are exact in fp32)."""
         dtype = torch.float16 if x.dtype == np.float16 else torch.float32
-        n, nlist = x.shape[0], p["nlist"]
-        X = torch.empty((n, x.shape[1]), dtype=dtype, device=device)
-        for s in range(0, n, _LOAD_ROWS):
-            X[s : s + _LOAD_ROWS] = torch.from_numpy(np.array(x[s : s + _LOAD_ROWS])).to(
-                device
-            )  # copy: memmaps are read-only
+        X = torch.empty((x.shape[0], x.shape[1]), dtype=dtype, device=device)
+        for s in range(0, x.shape[0], _LOAD_ROWS):
+            X[s : s + _LOAD_ROWS] = torch.from_numpy(np.array(x[s : s + _LOAD_ROWS])).to(device)  # memmaps: a copy
+        return X
+
+    def _index(self, X: torch.Tensor, seed: int) -> None:
+        """k-means lists over the rows of ``X``, the rows sorted by list, and each list's probe lists."""
+        p, device = self.used_params, X.device
+        n, nlist = X.shape[0], p["nlist"]
         gen = np.random.default_rng(seed)
         sample = X[
             torch.from_numpy(np.sort(gen.choice(n, min(n, nlist * p["train_per_list"]), replace=False))).to(device)
@@ -166,15 +177,22 @@ class IVFGemm(ANNBackend):
             found = torch.cat([found, torch.full((found.shape[0], k - kk), -1, dtype=torch.int64, device=dev)], 1)
         return v, found
 
+    def _queries(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+        """Foreign query rows in the indexed space (fp32)."""
+        return torch.from_numpy(np.array(rows, dtype=np.float32)).to(device)
+
     def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """k nearest indexed points of other queries: each query scans the probe set of its nearest list."""
+        return self._search_rows(self._query_matrix(x), k)
+
+    def _query_matrix(self, x: np.ndarray) -> torch.Tensor:
+        """All foreign query rows in the indexed space, read in batches."""
         dev = self.Xp.device
-        Q = torch.cat(
-            [
-                torch.from_numpy(np.array(x[s : s + _LOAD_ROWS], dtype=np.float32)).to(dev)
-                for s in range(0, x.shape[0], _LOAD_ROWS)
-            ]
-        )
+        return torch.cat([self._queries(x[s : s + _LOAD_ROWS], dev) for s in range(0, x.shape[0], _LOAD_ROWS)])
+
+    def _search_rows(self, Q: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """k nearest indexed points of query rows ``Q`` (indexed space): each scans its nearest list's probes."""
+        dev = self.Xp.device
         q_sq = Q.pow(2).sum(1)
         assign = self._nearest(Q, q_sq, self.centers, 1)[:, 0]
         order = torch.argsort(assign, stable=True)

@@ -1,0 +1,119 @@
+"""ivf-pca: its embedding bounds distances from below, its measured distances bound radii from above, and
+the sampled estimator on its graph decides every query as a float64 brute force does."""
+
+import numpy as np
+import pytest
+import torch
+
+from eprmetrics import compute_epr, compute_pr
+from eprmetrics.engine import FeatureSet, TileEngine
+from eprmetrics.estimators.sampled import sampled_hits
+from eprmetrics.neighbours import GraphRequest, build_graph
+from eprmetrics.neighbours.ann import get_backend
+from eprmetrics.neighbours.upper import measured_upper2
+from eprmetrics.profiling import Profiler
+from eprmetrics.synthetic import SyntheticSpec, generate, make_pair
+from tests.reference import brute_pr, lattice, radii2, sqdist
+
+CPU = torch.device("cpu")
+
+
+def _built(x, **options):
+    impl = get_backend("ivf-pca")(**options)
+    impl.used_params = impl.resolve_params(*x.shape)
+    impl.build(x, seed=0, device=CPU)
+    return impl
+
+
+@pytest.mark.parametrize("spectrum", ["low", "long"])
+def test_embedding_never_lengthens_a_distance(spectrum):
+    x = generate(1500, SyntheticSpec(dim=256, spectrum=spectrum, seed=2)).numpy()
+    impl = _built(x, dims=16)
+    z = impl._embed(torch.from_numpy(x)).double().numpy()
+    i, j = np.random.default_rng(0).integers(0, 1500, (2, 20000))
+    true = np.sqrt(((x[i].astype(np.float64) - x[j]) ** 2).sum(1))
+    low = np.sqrt(((z[i] - z[j]) ** 2).sum(1))
+    assert np.all(low <= true * (1 + 1e-4) + 1e-4)  # fp32 embedding of an exact bound
+    assert np.median(low / np.maximum(true, 1e-12)) > 0.5  # and a useful one
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_measured_distances_bound_true_ones_from_above(rng, dtype):
+    """Direct fp32 differences of values exact in fp32: the bound holds for far-off, close and equal pairs."""
+    base = rng.normal(size=(1, 512)) * 300  # far from the origin: norm expansions would cancel badly here
+    x = (base + rng.normal(size=(800, 512)) * np.r_[np.full(400, 1e-2), np.ones(400)][:, None]).astype(dtype)
+    x[10] = x[11]  # a duplicate: distance 0
+    a, b = rng.integers(0, 800, (2, 5000))
+    a[0], b[0] = 10, 11
+    xa, xb = torch.from_numpy(x[a].astype(np.float32)), torch.from_numpy(x[b].astype(np.float32))
+    dist = (xa - xb).pow(2).sum(1).sqrt()
+    true2 = ((x[a].astype(np.float64) - x[b].astype(np.float64)) ** 2).sum(1)
+    upper = measured_upper2(dist, 512).numpy()
+    assert np.all(upper >= true2) and upper[0] == 0.0
+    assert np.all(upper <= true2 * (1 + 1e-3) + 1e-30)  # tight: a relative (d + 4)·u margin
+
+
+def _graph(engine, fs, p, k):
+    return build_graph(engine, fs, p, GraphRequest("ivf-pca", "sampled", k, 0, {"dims": 4}), Profiler(), None)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("case", ["gauss", "lattice", "outliers"])
+def test_sampled_hits_on_its_graph_equal_brute_force(rng, strict, case):
+    """Upper radii from ivf-pca's measured distances (no float64 pass) give the brute-force membership:
+    random data, lattices (exact ties, duplicates, zero radii) and outliers with huge radii."""
+    k = 3
+    if case == "lattice":
+        real, fake = lattice(rng, 500, 6), lattice(rng, 400, 6)
+    else:
+        real = rng.normal(size=(500, 12)).astype(np.float32)
+        fake = (rng.normal(size=(400, 12)) * 1.1).astype(np.float32)
+        if case == "outliers":
+            real[:5] *= 40
+            fake[:5] *= 40
+    ref = brute_pr(real, fake, k=k, strict=strict)
+    engine = TileEngine(12 if case != "lattice" else 6, CPU, 1 << 16)
+    r, f = FeatureSet(real, "real"), FeatureSet(fake, "fake")
+    c = engine.center_of(r)
+    rp, fp = engine.prepare(r, c), engine.prepare(f, c)
+    with torch.inference_mode():
+        g = _graph(engine, r, rp, k)
+        assert g.measured  # float32 input: the backend's distances give the bounds
+        upper = g.upper(engine, rp, k)
+        assert torch.all(upper.upper2 >= torch.from_numpy(radii2(real, k)))
+        hits = sampled_hits(engine, fp, torch.arange(fp.n), upper, strict).numpy()
+    np.testing.assert_array_equal(hits, ref["precision_hits"])
+
+
+def test_float64_input_keeps_the_float64_bounds(rng):
+    x = rng.normal(size=(300, 8))  # float64: fp32 differences would round the inputs
+    engine = TileEngine(8, CPU, 1 << 16)
+    fs = FeatureSet(x, "real")
+    p = engine.prepare(fs, engine.center_of(fs))
+    g = _graph(engine, fs, p, 3)
+    assert not g.measured
+    d = sqdist(x, x)
+    np.fill_diagonal(d, np.inf)
+    assert torch.all(g.upper(engine, p, 3).upper2 >= torch.from_numpy(np.sort(d, 1)[:, 2]) * (1 - 1e-12))
+
+
+def test_sampled_estimator_with_ivf_pca_covers_exact_on_a_float16_memmap(tmp_path):
+    real, fake = make_pair(3000, 2500, dim=96, seed=4, defect="truncation", strength=0.2, spectrum="long")
+    np.save(tmp_path / "real.npy", real.numpy().astype(np.float16))
+    np.save(tmp_path / "fake.npy", fake.numpy().astype(np.float16))
+    paths = str(tmp_path / "real.npy"), str(tmp_path / "fake.npy")
+    ex = compute_pr(*paths, density_coverage=False)
+    res = compute_epr(*paths, backend="ivf-pca", sample_size=0.03, backend_options={"dims": 16})
+    assert res.plan.backends == {"real": "ivf-pca", "fake": "ivf-pca"}
+    assert res.precision_ci[0] <= ex.precision <= res.precision_ci[1]
+    assert res.recall_ci[0] <= ex.recall <= res.recall_ci[1]
+    everything = compute_epr(*paths, backend="ivf-pca", sample_size=3000, backend_options={"dims": 16})
+    assert (everything.precision, everything.recall) == (ex.precision, ex.recall)
+
+
+def test_options_are_checked():
+    impl = get_backend("ivf-pca")(dims=200)
+    with pytest.raises(ValueError, match=r"backend 'ivf-pca': dims: expected an int between 1 and d = 64"):
+        impl.resolve_params(1000, 64)
+    with pytest.raises(ValueError, match=r"backend 'ivf-pca': rescore: expected a positive int"):
+        get_backend("ivf-pca")(rescore=0).resolve_params(1000, 64)
