@@ -35,8 +35,10 @@ from eprmetrics.synthetic import SyntheticSpec, generate
 warnings.simplefilter("ignore", AuditWarning)  # the audit's verdict is recorded in the rows instead
 
 
-def synthetic(n: int, dim: int, defect: str, strength: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    spec = SyntheticSpec(dim=dim, seed=seed)
+def synthetic(
+    n: int, dim: int, defect: str, strength: float, seed: int, spectrum: str = "low"
+) -> tuple[np.ndarray, np.ndarray]:
+    spec = SyntheticSpec(dim=dim, seed=seed, spectrum=spectrum)
     return generate(n, spec, stream=0).numpy(), generate(n, spec, stream=1, defect=defect, strength=strength).numpy()
 
 
@@ -141,18 +143,57 @@ def _wilson(x: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return c - h, c + h
 
 
+def _reused_graph_runs(args: argparse.Namespace, real: np.ndarray, fake: np.ndarray, exact: Any) -> list[dict]:
+    """Every seed's sample drawn over one pair of graphs (index trained once): the interval's coverage
+    given the index, at the cost of the sampled queries alone. Decisions and computed radii are shared
+    across seeds; each is exact (the brute-force equality tests), so reusing them changes no value."""
+    from eprmetrics.engine import FeatureSet
+    from eprmetrics.estimators.context import EngineOptions, RunContext
+    from eprmetrics.estimators.sampled import SIDES, SampleRequest, sample_side, side_design
+    from eprmetrics.neighbours import GraphRequest, build_graph
+
+    size = int(args.sample_size) if args.sample_size >= 1 else float(args.sample_size)
+    request = SampleRequest(size, 0.95)
+    ctx = RunContext.build(FeatureSet(real, "real"), FeatureSet(fake, "fake"), EngineOptions(device=args.device))
+
+    def runs(ctx: RunContext) -> list[dict]:
+        graphs = {
+            name: build_graph(
+                ctx.engine, fs, ctx.prepared[name], GraphRequest(args.backend, "sampled", args.k, 0), ctx.prof, False
+            )
+            for name, fs in ctx.sets.items()
+        }
+        designs = {side: side_design(ctx, graphs, side, args.k, request) for side in SIDES}
+        out = []
+        for s in range(args.seeds):
+            ctx.seed = 1000 + s
+            t0 = time.perf_counter()
+            est = {side[0]: sample_side(ctx, designs[side], side, request).estimate for side in SIDES}
+            r = {"method": f"seed {ctx.seed}", "seconds": time.perf_counter() - t0, "backend": args.backend}
+            for side, key, ex in (("precision", "p", exact.precision), ("recall", "r", exact.recall)):
+                e = est[side]
+                r.update({side: e.value, f"{side}_ci": list(e.interval), f"{key}_covered": e.contains(ex)})
+            r["half_width"] = {side: e.half_width for side, e in est.items()}
+            r["sample_size"] = {side: e.sample_size for side, e in est.items()}
+            print(f"seed {s}: P {r['precision']:.4f} R {r['recall']:.4f} {r['p_covered']} {r['r_covered']}", flush=True)
+            out.append(r)
+        return out
+
+    return ctx.run(runs)
+
+
 def t_coverage(args: argparse.Namespace) -> None:
-    real, fake = synthetic(args.n, args.dim, args.defect, args.strength, args.seed)
+    real, fake = synthetic(args.n, args.dim, args.defect, args.strength, args.seed, args.spectrum)
     exact = compute_pr(real, fake, k=args.k, density_coverage=False, device=args.device)
-    rows = []
-    for s in range(args.seeds):
+    rows = [] if not args.reuse_graphs else _reused_graph_runs(args, real, fake, exact)
+    for s in range(0 if args.reuse_graphs else args.seeds):
         t0 = time.perf_counter()
         res = compute_epr(
             real,
             fake,
             k=args.k,
             method="sampled",
-            backend="ivf-gemm",  # the estimator itself, not the planner's choice
+            backend=args.backend,  # the estimator itself, not the planner's choice
             seed=1000 + s,
             sample_size=int(args.sample_size) if args.sample_size >= 1 else float(args.sample_size),
             device=args.device,
@@ -167,8 +208,9 @@ def t_coverage(args: argparse.Namespace) -> None:
         "exact_seconds": exact.seconds,
     }
     md = [
-        f"# Sampled estimator coverage — synthetic n={args.n}, d={args.dim}, {args.defect}({args.strength}), "
-        f"sample_size={args.sample_size}, {n} seeds (index training and sampling reseeded)",
+        f"# Sampled estimator coverage — synthetic n={args.n}, d={args.dim}, {args.spectrum} spectrum, "
+        f"{args.defect}({args.strength}), backend {args.backend}, sample_size={args.sample_size}, {n} seeds "
+        + ("(one index, the sample reseeded)" if args.reuse_graphs else "(index training and sampling reseeded)"),
         "",
         f"Exact: P {exact.precision:.4f}, R {exact.recall:.4f} ({exact.seconds:.1f} s).",
         "",
@@ -350,6 +392,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto (every exact and estimator call)")
     ap.add_argument("--seeds", type=int, default=100, help="coverage: number of seeds")
+    ap.add_argument("--backend", default="ivf-gemm", help="coverage: the sampled estimator's graph backend")
+    ap.add_argument("--spectrum", default="low", choices=("low", "long"), help="synthetic spectrum")
+    ap.add_argument("--reuse-graphs", action="store_true", help="coverage: train the index once, reseed the sample")
     ap.add_argument("--sample-size", type=float, default=0.01, help="coverage: target half-width or count")
     ap.add_argument("--repeats", type=int, default=5, help="tradeoff: seeds per stochastic method")
     ap.add_argument("--tag", default="")

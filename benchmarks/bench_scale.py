@@ -57,10 +57,12 @@ def _anon_rss() -> int:
 
 
 class AnonPeak:
-    """Samples anonymous RSS every 50 ms in a thread; ``peak`` is the largest value seen."""
+    """Samples anonymous RSS every 50 ms in a thread: ``peak`` is the largest value, ``samples`` the
+    (epoch seconds, bytes) timeline."""
 
     def __enter__(self) -> "AnonPeak":
         self.base = self.peak = _anon_rss()
+        self.samples: list[tuple[float, int]] = [(time.time(), self.base)]
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -68,12 +70,30 @@ class AnonPeak:
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            self.peak = max(self.peak, _anon_rss())
+            v = _anon_rss()
+            self.peak = max(self.peak, v)
+            if time.time() - self.samples[-1][0] >= 0.5:
+                self.samples.append((time.time(), v))
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._t.join()
         self.peak = max(self.peak, _anon_rss())
+        self.samples.append((time.time(), _anon_rss()))
+
+
+def profiled_call(fn: Callable[[], Any], timeline: bool) -> tuple[Any, list[tuple[float, float]]]:
+    """``fn()``, with memory-profiler's RSS timeline (``memory_usage``: MiB with timestamps, children
+    included, as ``mprof run`` records it) when ``timeline`` and the package is installed."""
+    if not timeline:
+        return fn(), []
+    try:
+        from memory_profiler import memory_usage
+    except ImportError:
+        print("memory-profiler is not installed (pip install 'eprmetrics[bench]'): no memory timeline")
+        return fn(), []
+    mem, out = memory_usage((fn, (), {}), interval=0.5, timestamps=True, include_children=True, retval=True)
+    return out, [(float(t), float(m)) for m, t in mem]
 
 
 def make_sets(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -113,7 +133,7 @@ def run_method(name: str, real: Any, fake: Any, args: argparse.Namespace) -> dic
     opts = {"device": args.device, "seed": args.seed} if name != "exact" else {"device": args.device}
     with AnonPeak() as mem:
         t0 = time.perf_counter()
-        res = METHODS[name](real, fake, opts)
+        res, rss_timeline = profiled_call(lambda: METHODS[name](real, fake, opts), getattr(args, "timeline", False))
         seconds = time.perf_counter() - t0
     out = {
         "method": name,
@@ -125,12 +145,47 @@ def run_method(name: str, real: Any, fake: Any, args: argparse.Namespace) -> dic
         "peak_device": res.peak_device_memory,
         "device": res.device,
         "backend": res.backend,
+        "plan": None if res.plan is None else {"path": res.plan.path, "backends": res.plan.backends},
         "stages": [s.to_dict() for s in res.stages],
+        "rss_timeline_mib": rss_timeline,  # memory-profiler: (epoch s, MiB), page cache of the memmaps included
+        "anon_timeline": mem.samples,  # (epoch s, bytes) anonymous RSS: beyond the page cache
     }
     if res.precision_ci is not None:
         out.update(precision_ci=list(res.precision_ci), recall_ci=list(res.recall_ci))
+        out["sampling"] = {side: dict(v) for side, v in res.sampling.items()}
     print(f"{name}: {seconds:.1f} s, P {res.precision:.4f}, R {res.recall:.4f}", flush=True)
     return out
+
+
+def plot_timeline(row: dict[str, Any], path: str, title: str) -> None:
+    """Stage timeline above the memory timeline (memory-profiler's RSS and the anonymous RSS), as
+    ``mprof plot`` draws a run."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    stages = row["stages"]
+    t0 = min([s["started"] for s in stages] + [t for t, _ in row["anon_timeline"][:1]])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [1, 2]})
+    for i, s in enumerate(stages):
+        top.barh(i, s["seconds"] / 60, left=(s["started"] - t0) / 60, color=f"C{i % 10}")
+        label = f" {s['name'][:48]} ({s['seconds']:.0f} s)"
+        top.text((s["started"] - t0 + s["seconds"]) / 60, i, label, va="center", fontsize=6)
+    top.set_yticks([]), top.set_title(title, fontsize=9)
+    if row["rss_timeline_mib"]:
+        xs = [(t - t0) / 60 for t, _ in row["rss_timeline_mib"]]
+        mib = [m / 1024 for _, m in row["rss_timeline_mib"]]
+        bottom.plot(xs, mib, label="RSS (memory-profiler; memmap pages included)")
+    xs = [(t - t0) / 60 for t, _ in row["anon_timeline"]]
+    bottom.plot(xs, [b / 2**30 for _, b in row["anon_timeline"]], label="anonymous RSS (beyond the page cache)")
+    bottom.set_xlabel("minutes"), bottom.set_ylabel("GiB"), bottom.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def _write(table: str, args: argparse.Namespace, payload: dict, md: list[str]) -> str:
@@ -147,25 +202,31 @@ def _gib(x: Optional[int]) -> str:
 
 
 def t_lsun(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
     real, fake, how = make_sets(args)
+    generation = time.perf_counter() - t0  # timed apart: 0 when the memmaps already existed
     rows = [run_method(m, real, fake, args) for m in args.methods]
     md = [
-        f"# LSUN-Horse scale (thesis Table 4.10 layout) — n={args.n} per set, d={args.dim}, {how}",
+        f"# LSUN-Horse scale (thesis Table 4.10 layout) — n={args.n:,} per set, d={args.dim}, "
+        f"{args.spectrum} spectrum, {how}",
         "",
-        "| method | stage | time s | peak RSS GiB | device peak GiB |",
-        "|---|---|---|---|---|",
+        f"Data generation (timed apart, not in any figure below): {generation:.0f} s.",
+        "",
+        "| method | stage | time s | peak RSS GiB | read from storage GiB | device peak GiB |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         for s in r["stages"]:
             md.append(
                 f"| {r['method']} | {s['name']} | {s['seconds']:.1f} | {_gib(s.get('rss_peak'))} | "
-                f"{_gib(s.get('device_peak'))} |"
+                f"{_gib(s.get('storage_read'))} | {_gib(s.get('device_peak'))} |"
             )
+        read = sum(s.get("storage_read") or 0 for s in r["stages"])
         md.append(
-            f"| **{r['method']}** | **total** | **{r['seconds']:.1f}** | {_gib(r['peak_rss'])} | "
+            f"| **{r['method']}** | **total** | **{r['seconds']:.1f}** | {_gib(r['peak_rss'])} | {_gib(read)} | "
             f"{_gib(r['peak_device'])} |"
         )
-    md += ["", "| method | P | R | interval |", "|---|---|---|---|"]
+    md += ["", "| method | P | R | interval | peak anonymous RSS growth GiB |", "|---|---|---|---|---|"]
     for r in rows:
         ci = (
             f"P [{r['precision_ci'][0]:.4f}, {r['precision_ci'][1]:.4f}] R [{r['recall_ci'][0]:.4f}, "
@@ -173,9 +234,11 @@ def t_lsun(args: argparse.Namespace) -> None:
             if "precision_ci" in r
             else "-"
         )
-        md.append(f"| {r['method']} | {r['precision']:.4f} | {r['recall']:.4f} | {ci} |")
+        md.append(f"| {r['method']} | {r['precision']:.4f} | {r['recall']:.4f} | {ci} | {_gib(r['anon_rss_growth'])} |")
     md.append("\nThesis Table 4.10 (LSUN-Horse, 1.5M per set, 2×V100): exact P&R 2 h 10 min, eP&R 64 min.")
-    _write("lsun", args, {"rows": rows}, md)
+    png = _write("lsun", args, {"rows": rows, "generation_s": generation}, md)
+    for r in rows:
+        plot_timeline(r, png.replace(".png", f"_{r['method']}_timeline.png"), f"{r['method']}: {md[0][2:]}")
 
 
 def fit_exponent(ns: list[int], ts: list[float]) -> float:
@@ -184,35 +247,59 @@ def fit_exponent(ns: list[int], ts: list[float]) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
+LIMITS = {"exact": "max_exact", "hubness": "max_hubness", "hubness-ann": "max_hubness"}
+
+
 def t_scaling(args: argparse.Namespace) -> None:
     rows = []
     for n in args.sizes:
         args.n = n
         real, fake, _ = make_sets(args)
         for m in args.methods:
-            rows.append({"n": n, **run_method(m, real, fake, args)})
+            if n <= getattr(args, LIMITS.get(m, "n"), n):
+                rows.append({"n": n, **run_method(m, real, fake, args)})
         del real, fake
-    fits = {}
+        _scaling_report(args, rows)  # after every size: a long series leaves results as it goes
+
+
+def _scaling_report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    fits: dict[str, Optional[float]] = {}
     for m in args.methods:
-        pts = [(r["n"], r["seconds"]) for r in rows if r["method"] == m]
+        pts = [(r["n"], r["seconds"]) for r in rows if r["method"] == m and r["n"] >= args.fit_from]
         fits[m] = fit_exponent([p[0] for p in pts], [p[1] for p in pts]) if len(pts) > 1 else None
+
+    def cell(m: str, n: int) -> str:
+        got = [r for r in rows if r["n"] == n and r["method"] == m]
+        if got:
+            return f"{got[0]['seconds']:.1f}"
+        done = sorted((r["n"], r["seconds"]) for r in rows if r["method"] == m)
+        if m == "exact" and done:  # exact is quadratic: extrapolated from its largest measured size
+            return f"~{done[-1][1] * (n / done[-1][0]) ** 2:.0f} (extrapolated, n²)"
+        return "-"
+
     md = [
-        f"# Scaling study — d={args.dim}, synthetic {args.defect}({args.strength}), device {args.device}",
+        f"# Scaling study — d={args.dim}, {args.spectrum} spectrum, synthetic {args.defect}({args.strength}), "
+        f"device {args.device}",
         "",
         "| n per set | " + " | ".join(f"{m} s" for m in args.methods) + " |",
         "|---" * (len(args.methods) + 1) + "|",
     ]
-    for n in args.sizes:
-        md.append(
-            f"| {n:,} | "
-            + " | ".join(f"{r['seconds']:.1f}" for m in args.methods for r in rows if r["n"] == n and r["method"] == m)
-            + " |"
-        )
+    for n in sorted({r["n"] for r in rows}):
+        md.append(f"| {n:,} | " + " | ".join(cell(m, n) for m in args.methods) + " |")
     md.append(
-        "| **fitted exponent b** (t ∝ n^b) | "
+        f"| **fitted exponent b** (t ∝ n^b, n ≥ {args.fit_from:,}) | "
         + " | ".join("-" if fits[m] is None else f"**{fits[m]:.2f}**" for m in args.methods)
         + " |"
     )
+    md += ["", "Sampled runs: P, R and their 95% intervals; the plan's graph backends.", ""]
+    md += ["| n | P [interval] | R [interval] | backends | peak anonymous RSS growth GiB |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r["method"] == "sampled":
+            md.append(
+                f"| {r['n']:,} | {r['precision']:.4f} [{r['precision_ci'][0]:.4f}, {r['precision_ci'][1]:.4f}] | "
+                f"{r['recall']:.4f} [{r['recall_ci'][0]:.4f}, {r['recall_ci'][1]:.4f}] | "
+                f"{(r.get('plan') or {}).get('backends')} | {_gib(r['anon_rss_growth'])} |"
+            )
     png = _write("scaling", args, {"rows": rows, "exponents": fits}, md)
     try:
         import matplotlib
@@ -224,11 +311,13 @@ def t_scaling(args: argparse.Namespace) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in args.methods:
         pts = [(r["n"], r["seconds"]) for r in rows if r["method"] == m]
+        if not pts:
+            continue
         label = m if fits[m] is None else f"{m} (b = {fits[m]:.2f})"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
     ax.set_xscale("log"), ax.set_yscale("log")
     ax.set_xlabel("n per set"), ax.set_ylabel("seconds"), ax.legend()
-    ax.set_title(f"time vs n, d={args.dim} ({machine().get('gpu') or 'CPU'})")
+    ax.set_title(f"time vs n, d={args.dim}, {args.spectrum} spectrum ({machine().get('gpu') or 'CPU'})")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
@@ -282,6 +371,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--strength", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--max-exact", type=int, default=100_000, help="scaling: largest n run exactly (beyond: n²)")
+    ap.add_argument("--max-hubness", type=int, default=200_000, help="scaling: largest n for the hub method")
+    ap.add_argument("--fit-from", type=int, default=100_000, help="scaling: smallest n in the exponent fits")
+    ap.add_argument("--timeline", action="store_true", help="record memory-profiler's memory timeline")
     args = ap.parse_args(argv)
     args.dtype = args.dtype or ("float16" if args.memmap else "float32")
     TABLES[args.table](args)

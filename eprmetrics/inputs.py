@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .defaults import DEFAULTS
-from .engine import FeatureSet
+from .engine import FeatureSet, read_rows
 from .features import as_image_source, extract_features, extractor_names, is_image_input
 from .features.base import check_extractor, extractor_dim
 from .validation import check_choice, check_folder, check_int, check_path_exists
@@ -221,9 +221,15 @@ def _largest_finite(fs: FeatureSet) -> float:
     largest = 0.0
     for start in range(0, fs.n, _CHECK_ROWS):
         rows = fs.data[start : start + _CHECK_ROWS]
+        if isinstance(rows, np.ndarray) and rows.dtype.kind == "f":
+            # torch's kernels use every core, numpy's float16 ones one; a memmap is read by position.
+            rows = torch.from_numpy(np.ascontiguousarray(read_rows(fs.data, start, start + _CHECK_ROWS)))
         if isinstance(rows, torch.Tensor):
-            ok = torch.isfinite(rows).all(dim=1).cpu().numpy()
-            top = float(rows.abs().max()) if rows.numel() else 0.0
+            # One reduction per row: NaN and ±Inf propagate through |x| and max.
+            wide = rows.float() if rows.dtype in (torch.float16, torch.bfloat16) else rows  # fp64 stays fp64
+            row_top = wide.abs().amax(dim=1) if rows.numel() else wide.new_zeros(rows.shape[0])
+            ok = torch.isfinite(row_top).cpu().numpy()
+            top = float(row_top.max()) if row_top.numel() and bool(ok.all()) else 0.0
         else:
             ok = np.isfinite(rows).all(axis=1)
             wide = rows.astype(np.float64) if rows.dtype.kind in "iu" else rows  # abs(int8 −128) wraps

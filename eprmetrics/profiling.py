@@ -28,11 +28,32 @@ from typing import Any, Iterator, Optional
 import psutil
 import torch
 
-__all__ = ["Stage", "Profiler", "current_rss", "reset_peak_rss", "read_rss", "progress_bar", "tqdm_options"]
+__all__ = [
+    "Stage",
+    "Profiler",
+    "storage_read_bytes",
+    "current_rss",
+    "reset_peak_rss",
+    "read_rss",
+    "progress_bar",
+    "tqdm_options",
+]
 
 _STATUS = "/proc/self/status"
 # Seconds of work before an automatic (``progress=None``) bar appears.
 PROGRESS_DELAY = 2.0
+
+
+def storage_read_bytes() -> Optional[int]:
+    """Bytes this process has caused to be read from storage (Linux ``/proc/self/io``), or None."""
+    try:
+        with open("/proc/self/io") as fh:
+            for line in fh:
+                if line.startswith("read_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def current_rss() -> int:
@@ -113,13 +134,17 @@ class _RssSampler:
 
 @dataclasses.dataclass
 class Stage:
-    """One named stage: wall seconds, host RSS at start and peak, device peak."""
+    """One named stage: wall seconds, host RSS at start and peak, device peak; when it began (epoch
+    seconds) and the bytes the process had fetched from storage during it (Linux ``read_bytes``: memory
+    maps' page faults included, pages already in the page cache not)."""
 
     name: str
     seconds: float
     rss_start: int
     rss_peak: int
     device_peak: Optional[int] = None
+    started: float = 0.0
+    storage_read: Optional[int] = None
 
     @property
     def rss_growth(self) -> int:
@@ -154,6 +179,7 @@ class Profiler:
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        started, read0 = time.time(), storage_read_bytes()
         start = time.perf_counter()
         try:
             yield
@@ -168,7 +194,9 @@ class Profiler:
             else:
                 peak = current_rss()
             device_peak = torch.cuda.max_memory_allocated(self.device) if cuda else None
-            self.stages.append(Stage(name, seconds, rss_start, max(peak, rss_start), device_peak))
+            read1 = storage_read_bytes()
+            read = None if read0 is None or read1 is None else read1 - read0
+            self.stages.append(Stage(name, seconds, rss_start, max(peak, rss_start), device_peak, started, read))
 
     @property
     def total_seconds(self) -> float:

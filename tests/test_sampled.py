@@ -38,11 +38,14 @@ def test_everything_sampled_gives_exact_values_and_zero_width(backend, strict):
     assert res.sampling["precision"]["sample_size"] == 1300 and res.sampling["recall"]["half_width"] == 0.0
 
 
+@pytest.mark.parametrize("near", [None, "nearest", "random"])
 @pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("graph", ["true", "random", "partial"])
-def test_sampled_hits_equal_brute_force(rng, strict, graph):
+def test_sampled_hits_equal_brute_force(rng, strict, graph, near):
     """Upper-bound radii from any graph of k distinct others (exact, random, or with -1 holes)
-    must give the float64 brute-force membership; lattices give exact ties and zero radii."""
+    must give the float64 brute-force membership; lattices give exact ties and zero radii.
+    Reference points said to be near each query (its nearest, or any, with -1 holes) only
+    change how hits are found, never the decisions."""
     k = 3
     for real, fake in (
         (rng.normal(size=(400, 10)).astype(np.float32), rng.normal(size=(300, 10)).astype(np.float32)),
@@ -63,7 +66,12 @@ def test_sampled_hits_equal_brute_force(rng, strict, graph):
             true2 = torch.from_numpy(np.sort(d, 1)[:, k - 1])
             assert torch.all(upper.upper2 >= true2 * (1 - 1e-12))  # float64 sums in another order
             q = torch.arange(fp.n)
-            hits = sampled_hits(engine, fp, q, upper, strict).numpy()
+            nq = None
+            if near == "nearest":
+                nq = torch.from_numpy(np.argsort(((fake[:, None, :] - real[None]) ** 2).sum(-1), 1)[:, :3])
+            elif near == "random":
+                nq = torch.from_numpy(rng.integers(-1, len(real), (fp.n, 4)))
+            hits = sampled_hits(engine, fp, q, upper, strict, nq).numpy()
         np.testing.assert_array_equal(hits, ref["precision_hits"])
 
 

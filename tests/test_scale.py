@@ -87,3 +87,20 @@ def test_ivf_gemm_stores_float16_and_builds_the_same_graph(tmp_path, rng):
             assert impl.Xp.dtype == torch.float16  # fp16 storage: half the memory
     np.testing.assert_array_equal(graphs[0][1], graphs[1][1])
     np.testing.assert_array_equal(graphs[0][0], graphs[1][0])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.int16])
+def test_read_rows_reads_memmaps_by_position_equal_to_slicing(tmp_path, rng, dtype):
+    """Whole maps and row views of them (numpy keeps the parent's offset on a view) read the same rows."""
+    from eprmetrics.engine import read_rows
+
+    x = (rng.normal(size=(5000, 37)) * 100).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    for view in (mm, mm[1234:], mm[17:4000][5:]):
+        for start, stop in ((0, 1), (3, 1000), (900, 10_000), (len(view), len(view) + 5)):
+            got = read_rows(view, start, stop)
+            np.testing.assert_array_equal(got, np.asarray(view[start:stop]))
+            assert got.flags.writeable
+    plain = np.asarray(x)
+    assert read_rows(plain, 2, 9) is not None and np.shares_memory(read_rows(plain, 2, 9), plain)

@@ -5,9 +5,11 @@ One cost model of the operations, in one place:
 * a GEMM tile of ``r × c`` distances in ``d`` dimensions costs ``2·r·c·d`` FLOPs at the machine's GEMM
   rate plus ``r·c`` times the per-element cost of the streaming reductions (top-k, ball tests);
 * exact P&R: two symmetric self passes (tiles on and above the diagonal) and one real×fake pass;
-* the sampled estimator: each set's k-NN graph (the exact self pass for small sets, else ``ivf-gemm``:
-  k-means, then each list against its ``nprobe`` nearest lists), float64 upper-bound radii
-  (``n·k`` pair distances), an approximate membership search (``query_nprobe`` lists per query), and
+* the sampled estimator: each set's k-NN graph (the exact self pass for small sets, else the cheaper of
+  ``ivf-gemm`` — k-means, each list against its ``nprobe`` nearest lists, float64 upper-bound radii from
+  ``n·k`` pair distances — and ``ivf-pca`` — the same lists in a 65-dimensional lower-bound embedding with
+  a fixed ``nprobe``, the found neighbours measured in full dimension), an approximate membership search
+  (``query_nprobe`` lists per query), and
   the sampled queries against every reference ball plus the true-radius rows they need; the sample
   size follows from the target half-width with a stratification gain measured on this project's data.
 
@@ -160,17 +162,56 @@ def _sample_size(size: SampleSize, confidence: float, population: int) -> float:
     return min(float(population), max(float(min(PILOT, population)), s0 / (1 + s0 / population)))
 
 
-def _graph_cost(n: int, dim: int, k: int, rates: Rates) -> tuple[str, float]:
-    """(backend, seconds) of one set's graph for the sampled path, including its float64 upper radii."""
-    if n <= EXACT_GRAPH_UP_TO:
-        return "exact", 0.75 * rates.tile(n, n, dim)
+def _ivf_gemm_cost(n: int, dim: int, k: int, rates: Rates) -> float:
+    """ivf-gemm: k-means in full dimension, each list against ``nprobe`` lists, float64 upper radii."""
     p = get_backend("ivf-gemm")().resolve_params(n, dim)
     nlist, frac = p["nlist"], p["nprobe"] / p["nlist"]
     train = min(n, nlist * p["train_per_list"])
     build = p["kmeans_iters"] * rates.tile(train, nlist, dim) + rates.tile(n, nlist, dim)
     search = IVF_SLOWDOWN * rates.tile(n, n * frac, dim) + nlist * LIST_OVERHEAD_S
     upper = n * k * dim * rates.per_f64_element
-    return "ivf-gemm", build + search + upper
+    return build + search + upper
+
+
+def _ivf_pca_cost(n: int, dim: int, k: int, rates: Rates) -> float:
+    """ivf-pca: the embedding (one GEMM per row), k-means and the list scans in ``dims + 1`` dimensions,
+    then ``rescore·(k + 1)`` gathered full-dimension pairs per point (at the float64 element rate, a
+    stand-in for a gather's memory traffic); the measured distances give the upper radii."""
+    p = get_backend("ivf-pca")().resolve_params(n, dim)
+    m, nlist = p["dims"] + 1, p["nlist"]
+    train = min(n, nlist * p["train_per_list"])
+    embed = rates.tile(n, p["dims"], dim)
+    build = embed + p["kmeans_iters"] * rates.tile(train, nlist, m) + rates.tile(n, nlist, m)
+    search = IVF_SLOWDOWN * rates.tile(n, n * p["nprobe"] / nlist, m) + nlist * LIST_OVERHEAD_S
+    rescore = n * p["rescore"] * (k + 1) * dim * rates.per_f64_element
+    return build + search + rescore
+
+
+# The graph backends the sampled path chooses from above EXACT_GRAPH_UP_TO, with their cost models.
+_GRAPH_COSTS: dict[str, Callable[[int, int, int, Rates], float]] = {
+    "ivf-gemm": _ivf_gemm_cost,
+    "ivf-pca": _ivf_pca_cost,
+}
+
+
+def _graph_cost(n: int, dim: int, k: int, rates: Rates) -> tuple[str, float]:
+    """(backend, seconds) of one set's graph for the sampled path: the exact self pass for small sets,
+    else the backend predicted cheapest."""
+    if n <= EXACT_GRAPH_UP_TO:
+        return "exact", 0.75 * rates.tile(n, n, dim)
+    costs = {name: fn(n, dim, k, rates) for name, fn in _GRAPH_COSTS.items()}
+    best = min(costs, key=costs.__getitem__)
+    return best, costs[best]
+
+
+def _query_search_cost(backend: str, n_q: int, n_r: int, dim: int, rates: Rates) -> float:
+    """The approximate membership: every query searched in the reference set's index."""
+    p = get_backend(backend)().resolve_params(n_r, dim)
+    if backend == "ivf-pca":
+        m = p["dims"] + 1
+        search = IVF_SLOWDOWN * rates.tile(n_q, n_r * p["query_nprobe"] / p["nlist"], m)
+        return rates.tile(n_q, p["dims"], dim) + search + n_q * p["rescore"] * dim * rates.per_f64_element
+    return IVF_SLOWDOWN * rates.tile(n_q, n_r * p["query_nprobe"] / p["nlist"], dim)
 
 
 def exact_cost(n_real: int, n_fake: int, dim: int, rates: Rates) -> dict[str, float]:
@@ -201,9 +242,8 @@ def sampled_cost(
     }
     for q, r in (("fake", "real"), ("real", "fake")):
         n_q, n_r = sets[q].n, sets[r].n
-        if graphs[r][0] == "ivf-gemm":
-            p = get_backend("ivf-gemm")().resolve_params(n_r, dim)
-            cost["approximate membership"] += IVF_SLOWDOWN * rates.tile(n_q, n_r * p["query_nprobe"] / p["nlist"], dim)
+        if graphs[r][0] in _GRAPH_COSTS:
+            cost["approximate membership"] += _query_search_cost(graphs[r][0], n_q, n_r, dim, rates)
         s = _sample_size(size, confidence, n_q)
         rows = 0.0 if graphs[r][0] == "exact" else RADIUS_ROWS_PER_QUERY * s
         cost["sampled membership"] += rates.tile(s + rows, n_r, dim)

@@ -47,6 +47,10 @@ __all__ = [
     "SampleRequest",
     "run_sampled",
     "sample_both",
+    "SIDES",
+    "SideDesign",
+    "side_design",
+    "sample_side",
     "sampled_hits",
     "approximate_hits",
     "SideEstimate",
@@ -106,9 +110,16 @@ def _candidates(
 
 
 def _decide(
-    radii: UpperRadii, pos: torch.Tensor, own: torch.Tensor, d2: torch.Tensor, hits: torch.Tensor, strict: bool
+    radii: UpperRadii,
+    pos: torch.Tensor,
+    own: torch.Tensor,
+    d2: torch.Tensor,
+    hits: torch.Tensor,
+    strict: bool,
+    first_only: bool = False,
 ) -> None:
-    """Set ``hits[q]`` when some candidate ball of q truly holds it: deepest candidate first, then the rest."""
+    """Set ``hits[q]`` when some candidate ball of q truly holds it: deepest candidate first, then the rest
+    (``first_only``: the deepest alone)."""
     if pos.numel() == 0:
         return
     depth = d2 / radii.upper2[own].clamp_min(torch.finfo(torch.float64).tiny)
@@ -118,7 +129,7 @@ def _decide(
     pos, own, d2 = pos[o], own[o], d2[o]
     first = torch.ones_like(pos, dtype=torch.bool)
     first[1:] = pos[1:] != pos[:-1]
-    for sel in (first, ~first):
+    for sel in (first,) if first_only else (first, ~first):
         sel = sel & ~hits[pos]
         if sel.any():
             r2 = radii.true2(own[sel])
@@ -126,18 +137,46 @@ def _decide(
             hits[pos[sel][inside]] = True
 
 
+def _presolve(
+    engine: TileEngine, queries: Prepared, q_index: torch.Tensor, radii: UpperRadii, near: torch.Tensor, strict: bool
+) -> torch.Tensor:
+    """Hits proven from a few reference points already known to be near each query (``near``: indices,
+    ``-1`` for none): the deepest of them whose upper-bound ball holds the query gets its true radius.
+    Only a query left undecided needs the scan over every reference ball."""
+    hits = torch.zeros(q_index.numel(), dtype=torch.bool, device=engine.device)
+    near = near.to(engine.device)
+    pos = torch.arange(q_index.numel(), device=engine.device).repeat_interleave(near.shape[1])
+    own = near.reshape(-1)
+    pos, own = pos[own >= 0], own[own >= 0]
+    if own.numel():
+        d2 = engine.exact_sqdist_pairs(queries, q_index[pos], radii.ref, own)
+        inside = d2 <= radii.upper2[own]
+        _decide(radii, pos[inside], own[inside], d2[inside], hits, strict, first_only=True)
+    return hits
+
+
 def sampled_hits(
-    engine: TileEngine, queries: Prepared, q_index: torch.Tensor, radii: UpperRadii, strict: bool
+    engine: TileEngine,
+    queries: Prepared,
+    q_index: torch.Tensor,
+    radii: UpperRadii,
+    strict: bool,
+    near: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Exact membership of the queries ``q_index`` in the union of all reference balls.
 
     Equals the float64 brute-force decision: candidates come from the upper-bound
     radii with an fp32 rounding margin, are confirmed by float64 distances, and
-    decided against true radii.
+    decided against true radii. ``near`` (per query, indices of reference points
+    found near it, ``-1`` padded) lets most hits be proven before that scan.
     """
     hits = torch.zeros(q_index.numel(), dtype=torch.bool, device=engine.device)
     per_tile = None if radii.is_exact else CANDIDATES_PER_TILE
     todo = torch.arange(q_index.numel(), device=engine.device)
+    if near is not None and not radii.is_exact:
+        hits = _presolve(engine, queries, q_index, radii, near, strict)
+        radii.tighten()
+        todo = todo[~hits]
     while todo.numel():
         pos, own, d2, more = _candidates(engine, queries, q_index[todo], radii, per_tile)
         sub = torch.zeros(todo.numel(), dtype=torch.bool, device=engine.device)
@@ -195,8 +234,10 @@ def estimate_side(
     request: SampleRequest,
     seed: Union[int, list[int]],
     strict: bool,
+    near: Optional[np.ndarray] = None,
 ) -> SideEstimate:
-    """Stratified sampled estimate of the share of ``queries`` inside the reference balls of ``radii``."""
+    """Stratified sampled estimate of the share of ``queries`` inside the reference balls of ``radii``
+    (``near``: reference points found near every query, which prove most hits cheaply)."""
     design = StratifiedSample(strata, seed)
     need = min(design.N, 2 * len(design.units))  # two per stratum, or everything: a variance for each stratum
     if isinstance(request.size, int) and request.size < need:
@@ -210,7 +251,8 @@ def estimate_side(
     def observe(index: np.ndarray) -> np.ndarray:
         new = np.array([i for i in index if i not in known], dtype=np.int64)
         if new.size:
-            h = sampled_hits(engine, queries, torch.from_numpy(new).to(engine.device), radii, strict).cpu().numpy()
+            nb = None if near is None else torch.from_numpy(near[new])
+            h = sampled_hits(engine, queries, torch.from_numpy(new).to(engine.device), radii, strict, nb).cpu().numpy()
             known.update(zip(new.tolist(), h.tolist()))
         return np.array([known[i] for i in index], dtype=np.float64)
 
@@ -226,34 +268,59 @@ def estimate_side(
 
 def _strata(
     ctx: RunContext, graphs: dict[str, SetGraph], side: tuple[str, str, str], upper: UpperRadii, request: SampleRequest
-) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """Stratum of every query: its hubness bin, × the approximate membership where the index can give it."""
+) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """Stratum of every query: its hubness bin, × the approximate membership where the index can give it;
+    and the reference points that search found near each query."""
     name, q, r = side
     strata = hubness_bins(graphs[q].occurrence, upper.k)
     index = graphs[r].index
     if not (request.approximate and index is not None and index.supports_queries):
-        return strata, None
+        return strata, None, None
     with ctx.stage(f"{name}: approximate membership ({q} → {r} {graphs[r].backend} index)"):
         x = ctx.sets[q].numpy_rows(keep_float16=index.accepts_float16)
-        approx = approximate_hits(*index.search_queries(x, min(APPROX_NEIGHBOURS, ctx.sets[r].n)), upper.upper2)
+        dist, idx, squared = index.search_queries(x, min(APPROX_NEIGHBOURS, ctx.sets[r].n))
+        approx = approximate_hits(dist, idx, squared, upper.upper2)
         del x
-    return strata * 2 + approx.astype(np.int64), approx
+    return strata * 2 + approx.astype(np.int64), approx, np.asarray(idx, dtype=np.int64)
+
+
+@dataclasses.dataclass
+class SideDesign:
+    """What one side's sampling needs before any query is decided (built once, reusable across seeds)."""
+
+    upper: UpperRadii  # the reference balls' upper-bound radii (true ones filled in as computed)
+    strata: np.ndarray  # stratum of every query
+    approx: Optional[np.ndarray]  # approximate membership of every query, when the index gave one
+    near: Optional[np.ndarray]  # reference points found near every query (-1 padded)
+
+
+def side_design(
+    ctx: RunContext, graphs: dict[str, SetGraph], side: tuple[str, str, str], k: int, request: SampleRequest
+) -> SideDesign:
+    """The upper radii, strata and near points of one of :data:`SIDES`."""
+    upper = graphs[side[2]].upper(ctx.engine, ctx.prepared[side[2]], k)
+    return SideDesign(upper, *_strata(ctx, graphs, side, upper, request))
+
+
+def sample_side(
+    ctx: RunContext, design: SideDesign, side: tuple[str, str, str], request: SampleRequest
+) -> SideEstimate:
+    """One side's estimate from its design, seeded by the context's seed and the side."""
+    name, q, _ = side
+    with ctx.stage(f"{request.label}{name}: exact membership of sampled {q} queries"):
+        seed = [ctx.seed, SIDES.index(side)]
+        est = estimate_side(
+            ctx.engine, ctx.prepared[q], design.upper, design.strata, request, seed, ctx.strict, near=design.near
+        )
+    est.approximate = None if design.approx is None else float(np.mean(design.approx))
+    return est
 
 
 def sample_both(
     ctx: RunContext, graphs: dict[str, SetGraph], k: int, request: SampleRequest
 ) -> dict[str, SideEstimate]:
     """Sampled estimates of precision and recall from the two sets' graphs."""
-    out = {}
-    for j, side in enumerate(SIDES):
-        name, q, r = side
-        upper = graphs[r].upper(ctx.engine, ctx.prepared[r], k)
-        strata, approx = _strata(ctx, graphs, side, upper, request)
-        with ctx.stage(f"{request.label}{name}: exact membership of sampled {q} queries"):
-            est = estimate_side(ctx.engine, ctx.prepared[q], upper, strata, request, [ctx.seed, j], ctx.strict)
-        est.approximate = None if approx is None else float(np.mean(approx))
-        out[name] = est
-    return out
+    return {side[0]: sample_side(ctx, side_design(ctx, graphs, side, k, request), side, request) for side in SIDES}
 
 
 def side_sampling(e: SideEstimate) -> SideSampling:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ...engine import sqdist_block
+from ...engine import read_rows, sqdist_block
 from ...validation import check_int, fail
 from .base import ANNBackend, register_backend
 
@@ -79,7 +79,7 @@ class IVFGemm(ANNBackend):
         dtype = torch.float16 if x.dtype == np.float16 else torch.float32
         X = torch.empty((x.shape[0], x.shape[1]), dtype=dtype, device=device)
         for s in range(0, x.shape[0], _LOAD_ROWS):
-            X[s : s + _LOAD_ROWS] = torch.from_numpy(np.array(x[s : s + _LOAD_ROWS])).to(device)  # memmaps: a copy
+            X[s : s + _LOAD_ROWS] = torch.from_numpy(np.ascontiguousarray(read_rows(x, s, s + _LOAD_ROWS))).to(device)
         return X
 
     def _index(self, X: torch.Tensor, seed: int) -> None:
@@ -179,7 +179,7 @@ class IVFGemm(ANNBackend):
 
     def _queries(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
         """Foreign query rows in the indexed space (fp32)."""
-        return torch.from_numpy(np.array(rows, dtype=np.float32)).to(device)
+        return torch.from_numpy(np.ascontiguousarray(rows)).to(device).float()
 
     def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """k nearest indexed points of other queries: each query scans the probe set of its nearest list."""
@@ -188,7 +188,9 @@ class IVFGemm(ANNBackend):
     def _query_matrix(self, x: np.ndarray) -> torch.Tensor:
         """All foreign query rows in the indexed space, read in batches."""
         dev = self.Xp.device
-        return torch.cat([self._queries(x[s : s + _LOAD_ROWS], dev) for s in range(0, x.shape[0], _LOAD_ROWS)])
+        return torch.cat(
+            [self._queries(read_rows(x, s, s + _LOAD_ROWS), dev) for s in range(0, x.shape[0], _LOAD_ROWS)]
+        )
 
     def _search_rows(self, Q: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """k nearest indexed points of query rows ``Q`` (indexed space): each scans its nearest list's probes."""

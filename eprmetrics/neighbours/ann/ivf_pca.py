@@ -35,6 +35,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ...engine import read_rows
 from ...validation import check_int, fail
 from .base import register_backend
 from .ivf_gemm import IVFGemm
@@ -112,13 +113,13 @@ class IVFPCA(IVFGemm):
         return torch.cat([y, rho[:, None]], 1)
 
     def _queries(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-        return self._embed(_rows(rows, None, device))
+        return self._embed(torch.from_numpy(np.ascontiguousarray(rows)).to(device).float())
 
     # ------------------------------------------------------------------ contract
     def build(self, x: np.ndarray, *, seed: int, device: torch.device) -> None:
         self.source = x  # kept to rescore (a memmap stays a memmap)
         self._fit_basis(x, seed, device)
-        z = torch.cat([self._queries(x[s : s + _ROWS], device) for s in range(0, x.shape[0], _ROWS)])
+        z = torch.cat([self._queries(read_rows(x, s, s + _ROWS), device) for s in range(0, x.shape[0], _ROWS)])
         self._index(z, seed)
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -139,7 +140,7 @@ class IVFPCA(IVFGemm):
             c = cand[s : s + _RESCORE_ROWS]
             found = c >= 0
             uniq, inverse = np.unique(np.where(found, c, c.max(initial=0)), return_inverse=True)
-            q = _rows(x[s : s + _RESCORE_ROWS], None, dev)
+            q = torch.from_numpy(np.ascontiguousarray(read_rows(x, s, s + _RESCORE_ROWS))).to(dev).float()
             refs = _rows(ref, uniq, dev)
             d2 = (q[:, None, :] - refs[torch.from_numpy(inverse.reshape(c.shape)).to(dev)]).pow_(2).sum(2)
             d2[~torch.from_numpy(found).to(dev)] = math.inf
