@@ -221,7 +221,7 @@ def _largest_finite(fs: FeatureSet) -> float:
     largest = 0.0
     for start in range(0, fs.n, _CHECK_ROWS):
         rows = fs.data[start : start + _CHECK_ROWS]
-        if isinstance(rows, np.ndarray) and rows.dtype.kind == "f":
+        if isinstance(fs.data, np.ndarray) and fs.data.dtype.kind == "f":
             # torch's kernels use every core, numpy's float16 ones one; a memmap is read by position.
             rows = torch.from_numpy(np.ascontiguousarray(read_rows(fs.data, start, start + _CHECK_ROWS)))
         if isinstance(rows, torch.Tensor):
@@ -232,8 +232,8 @@ def _largest_finite(fs: FeatureSet) -> float:
             top = float(row_top.max()) if row_top.numel() and bool(ok.all()) else 0.0
         else:
             ok = np.isfinite(rows).all(axis=1)
-            wide = rows.astype(np.float64) if rows.dtype.kind in "iu" else rows  # abs(int8 −128) wraps
-            top = float(np.abs(wide).max()) if rows.size else 0.0
+            ints = rows.astype(np.float64) if rows.dtype.kind in "iu" else rows  # abs(int8 −128) wraps
+            top = float(np.abs(ints).max()) if rows.size else 0.0
         if not bool(ok.all()):
             bad = start + int(np.flatnonzero(~ok)[0])
             raise ValueError(f"{fs.name}: features must be finite, found NaN or Inf in row {bad}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import mmap
 import os
-from typing import Optional, Union
+from typing import Any, Optional, Union, cast
 
 import numpy as np
 import torch
@@ -40,16 +40,17 @@ def read_rows(data: np.ndarray, start: int, stop: int) -> np.ndarray:
     if pos is None or stop <= start:
         rows = data[start:stop]
         return np.array(rows) if not rows.flags.writeable else rows
+    mm = cast(np.memmap, data)
     out = np.empty((stop - start,) + data.shape[1:], dtype=data.dtype)
     row_bytes = out.itemsize * int(np.prod(data.shape[1:], dtype=np.int64))
-    view = memoryview(out).cast("B")
-    fd = os.open(str(data.filename), os.O_RDONLY)
+    view = memoryview(cast(Any, out)).cast("B")
+    fd = os.open(str(mm.filename), os.O_RDONLY)
     try:
         done = 0
         while done < view.nbytes:  # preadv may return less than asked
             got = os.preadv(fd, [view[done:]], pos + start * row_bytes + done)
             if got <= 0:
-                raise OSError(f"{data.filename}: the file ended before row {stop}")
+                raise OSError(f"{mm.filename}: the file ended before row {stop}")
             done += got
     finally:
         os.close(fd)
