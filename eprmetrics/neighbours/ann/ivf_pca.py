@@ -42,7 +42,6 @@ from .ivf_gemm import IVFGemm
 
 __all__ = ["IVFPCA"]
 
-_ROWS = 65536  # full rows read from the input (a memmap) at a time
 _RESCORE_ROWS = 1024  # points whose candidates are measured in the full space together
 
 
@@ -119,8 +118,7 @@ class IVFPCA(IVFGemm):
     def build(self, x: np.ndarray, *, seed: int, device: torch.device) -> None:
         self.source = x  # kept to rescore (a memmap stays a memmap)
         self._fit_basis(x, seed, device)
-        z = torch.cat([self._queries(read_rows(x, s, s + _ROWS), device) for s in range(0, x.shape[0], _ROWS)])
-        self._index(z, seed)
+        self._index(self._transformed(x, device), seed)
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """The ``k`` nearest by true distance among each point's ``rescore · k`` nearest in the embedding."""
