@@ -138,20 +138,26 @@ def _decide(
 
 
 def _presolve(
-    engine: TileEngine, queries: Prepared, q_index: torch.Tensor, radii: UpperRadii, near: torch.Tensor, strict: bool
+    engine: TileEngine,
+    queries: Prepared,
+    q_index: torch.Tensor,
+    radii: UpperRadii,
+    near: torch.Tensor,
+    strict: bool,
 ) -> torch.Tensor:
     """Hits proven from a few reference points already known to be near each query (``near``: indices,
     ``-1`` for none): the deepest of them whose upper-bound ball holds the query gets its true radius.
-    Only a query left undecided needs the scan over every reference ball."""
+    Only a query left undecided is scanned against every ball."""
     hits = torch.zeros(q_index.numel(), dtype=torch.bool, device=engine.device)
     near = near.to(engine.device)
     pos = torch.arange(q_index.numel(), device=engine.device).repeat_interleave(near.shape[1])
     own = near.reshape(-1)
     pos, own = pos[own >= 0], own[own >= 0]
-    if own.numel():
-        d2 = engine.exact_sqdist_pairs(queries, q_index[pos], radii.ref, own)
-        inside = d2 <= radii.upper2[own]
-        _decide(radii, pos[inside], own[inside], d2[inside], hits, strict, first_only=True)
+    if not own.numel():
+        return hits
+    d2 = engine.exact_sqdist_pairs(queries, q_index[pos], radii.ref, own)
+    inside = d2 <= radii.upper2[own]
+    _decide(radii, pos[inside], own[inside], d2[inside], hits, strict, first_only=True)
     return hits
 
 
@@ -226,18 +232,27 @@ class SideEstimate:
     approximate: Optional[float]  # mean of the approximate membership, when one was used
 
 
+@dataclasses.dataclass
+class SideDesign:
+    """What one side's sampling needs before any query is decided (built once, reusable across seeds)."""
+
+    upper: UpperRadii  # the reference balls' upper-bound radii (true ones filled in as computed)
+    strata: np.ndarray  # stratum of every query
+    approx: Optional[np.ndarray]  # approximate membership of every query, when the index gave one
+    near: Optional[np.ndarray]  # reference points found near every query (-1 padded)
+
+
 def estimate_side(
     engine: TileEngine,
     queries: Prepared,
-    radii: UpperRadii,
-    strata: np.ndarray,
+    side: SideDesign,
     request: SampleRequest,
     seed: Union[int, list[int]],
     strict: bool,
-    near: Optional[np.ndarray] = None,
 ) -> SideEstimate:
-    """Stratified sampled estimate of the share of ``queries`` inside the reference balls of ``radii``
-    (``near``: reference points found near every query, which prove most hits cheaply)."""
+    """Stratified sampled estimate of the share of ``queries`` inside the reference balls of ``side.upper``
+    (``side.near``: reference points found near every query, which prove most hits cheaply)."""
+    radii, strata, near = side.upper, side.strata, side.near
     design = StratifiedSample(strata, seed)
     need = min(design.N, 2 * len(design.units))  # two per stratum, or everything: a variance for each stratum
     if isinstance(request.size, int) and request.size < need:
@@ -252,7 +267,8 @@ def estimate_side(
         new = np.array([i for i in index if i not in known], dtype=np.int64)
         if new.size:
             nb = None if near is None else torch.from_numpy(near[new])
-            h = sampled_hits(engine, queries, torch.from_numpy(new).to(engine.device), radii, strict, nb).cpu().numpy()
+            q = torch.from_numpy(new).to(engine.device)
+            h = sampled_hits(engine, queries, q, radii, strict, nb).cpu().numpy()
             known.update(zip(new.tolist(), h.tolist()))
         return np.array([known[i] for i in index], dtype=np.float64)
 
@@ -284,16 +300,6 @@ def _strata(
     return strata * 2 + approx.astype(np.int64), approx, np.asarray(idx, dtype=np.int64)
 
 
-@dataclasses.dataclass
-class SideDesign:
-    """What one side's sampling needs before any query is decided (built once, reusable across seeds)."""
-
-    upper: UpperRadii  # the reference balls' upper-bound radii (true ones filled in as computed)
-    strata: np.ndarray  # stratum of every query
-    approx: Optional[np.ndarray]  # approximate membership of every query, when the index gave one
-    near: Optional[np.ndarray]  # reference points found near every query (-1 padded)
-
-
 def side_design(
     ctx: RunContext, graphs: dict[str, SetGraph], side: tuple[str, str, str], k: int, request: SampleRequest
 ) -> SideDesign:
@@ -309,9 +315,7 @@ def sample_side(
     name, q, _ = side
     with ctx.stage(f"{request.label}{name}: exact membership of sampled {q} queries"):
         seed = [ctx.seed, SIDES.index(side)]
-        est = estimate_side(
-            ctx.engine, ctx.prepared[q], design.upper, design.strata, request, seed, ctx.strict, near=design.near
-        )
+        est = estimate_side(ctx.engine, ctx.prepared[q], design, request, seed, ctx.strict)
     est.approximate = None if design.approx is None else float(np.mean(design.approx))
     return est
 
