@@ -15,12 +15,22 @@ def results(real, fake):
     ex = compute_pr(real, fake, k=(3, 5), realism=True, memory_budget=budget)
     hub = compute_epr(real, fake, method="hubness", backend="exact", t=1, memory_budget=budget)
     smp = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=300, memory_budget=budget)
+    pca = compute_epr(  # lists and rescoring shared out across ranks
+        real,
+        fake,
+        method="sampled",
+        backend="ivf-pca",
+        sample_size=300,
+        memory_budget=budget,
+        backend_options={"dims": 8},
+    )
     return {
         "exact": [ex.precision, ex.recall, ex.density, ex.coverage, ex.per_k[5].precision, ex.per_k[5].recall],
         "realism": ex.realism.tolist(),
         "hubness": [hub.precision, hub.recall, hub.hubs["real"]["n_hubs"], hub.hubs["fake"]["n_hubs"]],
         "audit": [hub.audit["precision"]["estimate"], hub.audit["recall"]["estimate"]],
         "sampled": [smp.precision, smp.recall, *smp.precision_ci, *smp.recall_ci],
+        "ivf-pca": [pca.precision, pca.recall, *pca.precision_ci, *pca.recall_ci, pca.sampling["recall"].strata],
     }
 
 

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ...engine import read_rows, sqdist_block
+from ...engine import World, read_rows, sqdist_block
 from ...validation import check_int, fail
 from .base import ANNBackend, register_backend
 
@@ -35,6 +35,15 @@ def _load_rows(dim: int) -> int:
 
 
 _ONE_HOT_ELEMENTS = 1 << 24  # k-means update: list × point indicator entries per GEMM (64 MiB of fp32)
+
+
+def combine_rows(world: World, vals: torch.Tensor, idx: torch.Tensor) -> None:
+    """Every rank's rows into every rank's tensors, in place: each row was written by exactly one rank
+    (lists are shared out by number), the others left it at ``inf`` / ``-1``, so a min and a max
+    reduction give that rank's values. One process: nothing to do."""
+    if world:
+        world.max_(vals.neg_()).neg_()
+        world.max_(idx)
 
 
 def _index_add_is_deterministic(device: torch.device) -> bool:
@@ -158,10 +167,12 @@ class IVFGemm(ANNBackend):
         n, dev = Xp.shape[0], Xp.device
         vals = torch.full((n, k), math.inf, dtype=torch.float32, device=dev)
         idx = torch.full((n, k), -1, dtype=torch.int64, device=dev)
+        world = World.current()
         for c in range(off.numel() - 1):
             a0, a1 = int(off[c]), int(off[c + 1])
-            if a1 > a0:
+            if a1 > a0 and world.mine(c):
                 vals[a0:a1], idx[a0:a1] = self._scan(c, Xp[a0:a1].float(), xp_sq[a0:a1], k)
+        combine_rows(world, vals, idx)
         # back to original indices and order
         out_idx = torch.where(idx >= 0, self.order[idx.clamp_min(0)], idx)
         inv = torch.empty_like(self.order)
@@ -221,10 +232,12 @@ class IVFGemm(ANNBackend):
         bounds = torch.searchsorted(assign[order], torch.arange(self.centers.shape[0] + 1, device=dev))
         vals = torch.full((Q.shape[0], k), math.inf, dtype=torch.float32, device=dev)
         idx = torch.full((Q.shape[0], k), -1, dtype=torch.int64, device=dev)
+        world = World.current()
         for c in range(self.centers.shape[0]):
             a0, a1 = int(bounds[c]), int(bounds[c + 1])
-            if a1 > a0:
+            if a1 > a0 and world.mine(c):
                 rows = order[a0:a1]
                 v, found = self._scan(c, Q[rows], q_sq[rows], k, self.used_params["query_nprobe"])
                 vals[rows], idx[rows] = v, torch.where(found >= 0, self.order[found.clamp_min(0)], found)
+        combine_rows(world, vals, idx)
         return vals.cpu().numpy(), idx.cpu().numpy(), True

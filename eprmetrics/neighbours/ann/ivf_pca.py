@@ -35,10 +35,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ...engine import read_rows
+from ...engine import World, read_rows
 from ...validation import check_int, fail
 from .base import register_backend
-from .ivf_gemm import IVFGemm
+from .ivf_gemm import IVFGemm, combine_rows
 
 __all__ = ["IVFPCA"]
 
@@ -134,7 +134,10 @@ class IVFPCA(IVFGemm):
         n = x.shape[0]
         vals = np.full((n, k), np.inf, dtype=np.float32)
         idx = np.full((n, k), -1, dtype=np.int64)
+        world = World.current()  # chunks of points are shared out across ranks, then combined
         for s in range(0, n, _RESCORE_ROWS):
+            if not world.mine(s // _RESCORE_ROWS):
+                continue
             c = cand[s : s + _RESCORE_ROWS]
             found = c >= 0
             uniq, inverse = np.unique(np.where(found, c, c.max(initial=0)), return_inverse=True)
@@ -147,7 +150,9 @@ class IVFPCA(IVFGemm):
             vals[s : s + _RESCORE_ROWS, :kk] = v.cpu().numpy()
             idx[s : s + _RESCORE_ROWS, :kk] = np.take_along_axis(c, j.cpu().numpy(), 1)
         idx[~np.isfinite(vals)] = -1
-        return vals, idx, True
+        v_t, i_t = torch.from_numpy(vals), torch.from_numpy(idx)
+        combine_rows(world, v_t, i_t)
+        return v_t.numpy(), i_t.numpy(), True
 
     def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Indexed points near other points: the ``min(k, rescore)`` nearest in the embedding, measured in the
