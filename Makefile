@@ -25,6 +25,7 @@ test: $(VENV)/.test
 	$(PY) -m ruff format --check eprmetrics tests benchmarks
 	$(PY) -m mypy
 	$(PY) -m pytest -q
+	PYTHON=$(PY) bash benchmarks/gpu_suite.sh --device cpu --smoke
 
 test-slow: $(VENV)/.test
 	$(PY) -m pytest -q --runslow

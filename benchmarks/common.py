@@ -14,7 +14,8 @@ import time
 from typing import Any, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "benchmarks", "results")
+# EPRM_BENCH_RESULTS redirects every result file (the GPU suite's --smoke run in `make test` writes to a temp dir).
+RESULTS = os.environ.get("EPRM_BENCH_RESULTS") or os.path.join(REPO, "benchmarks", "results")
 
 
 def machine() -> dict[str, Any]:

@@ -82,6 +82,8 @@ def test_sampled_hits_on_its_graph_equal_brute_force(rng, strict, case):
         upper = g.upper(engine, rp, k)
         assert torch.all(upper.upper2 >= torch.from_numpy(radii2(real, k)))
         hits = sampled_hits(engine, fp, torch.arange(fp.n), upper, strict).numpy()
+        assert upper.n_refined > 0  # candidates' bounds were tightened by the index before any true radius
+        assert torch.all(upper.upper2 >= torch.from_numpy(radii2(real, k)))  # and stayed upper bounds
     np.testing.assert_array_equal(hits, ref["precision_hits"])
 
 

@@ -137,6 +137,20 @@ def _decide(
             hits[pos[sel][inside]] = True
 
 
+def _refined(
+    radii: UpperRadii, pos: torch.Tensor, own: torch.Tensor, d2: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The candidate pairs ``d² ≤ U²`` left once the bounds of their owners are tightened by the index
+    (:meth:`UpperRadii.refine`: a wider search and a few measured rows per owner, far cheaper than the
+    true-radius row each candidate would otherwise cost)."""
+    inside = d2 <= radii.upper2[own]
+    pos, own, d2 = pos[inside], own[inside], d2[inside]
+    if radii.refine(own):
+        inside = d2 <= radii.upper2[own]
+        pos, own, d2 = pos[inside], own[inside], d2[inside]
+    return pos, own, d2
+
+
 def _presolve(
     engine: TileEngine,
     queries: Prepared,
@@ -156,8 +170,8 @@ def _presolve(
     if not own.numel():
         return hits
     d2 = engine.exact_sqdist_pairs(queries, q_index[pos], radii.ref, own)
-    inside = d2 <= radii.upper2[own]
-    _decide(radii, pos[inside], own[inside], d2[inside], hits, strict, first_only=True)
+    pos, own, d2 = _refined(radii, pos, own, d2)
+    _decide(radii, pos, own, d2, hits, strict, first_only=True)
     return hits
 
 
@@ -185,6 +199,7 @@ def sampled_hits(
         todo = todo[~hits]
     while todo.numel():
         pos, own, d2, more = _candidates(engine, queries, q_index[todo], radii, per_tile)
+        pos, own, d2 = _refined(radii, pos, own, d2)
         sub = torch.zeros(todo.numel(), dtype=torch.bool, device=engine.device)
         _decide(radii, pos, own, d2, sub, strict)
         hits[todo] = sub

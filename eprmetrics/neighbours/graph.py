@@ -57,6 +57,9 @@ class SetGraph:
             nb = None if self.idx is None else torch.from_numpy(self.idx)
             got = torch.from_numpy(self.dist) if self.measured and self.dist is not None else None
             self._upper = UpperRadii(engine, p, k, neighbours=nb, exact=self.full, measured=got)
+            refine = getattr(self.index, "refine", None)
+            if self.measured and refine is not None:  # the index measures on the set's own values
+                self._upper.refiner = lambda ids: refine(ids, k)
         return self._upper
 
 

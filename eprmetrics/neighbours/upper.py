@@ -10,8 +10,9 @@ true radius, which one tiled owner-vs-all row gives exactly.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from ..engine import Prepared, TileEngine
@@ -59,6 +60,11 @@ class UpperRadii:
         self.engine, self.ref, self.k = engine, ref, k
         self._exact = exact
         self.n_true = 0  # owners whose true radius needed an owner-vs-all row
+        # ``refiner(ids) -> (len, k) measured fp32 distances of k distinct other points``: tighter bounds for a
+        # few owners on demand (an index that can search its own points again, wider); None: no refinement.
+        self.refiner: Optional[Callable[[np.ndarray], np.ndarray]] = None
+        self._refined: Optional[torch.Tensor] = None
+        self.n_refined = 0
         if exact is not None:
             self.upper2 = exact.exact2(k, torch.arange(ref.n, device=engine.device))
             self._true2 = self.upper2
@@ -91,6 +97,24 @@ class UpperRadii:
     def known(self) -> torch.Tensor:
         """(n,) bool: owners whose true radius has been computed (all of them for an exact graph)."""
         return ~torch.isnan(self._true2)
+
+    def refine(self, owners: torch.Tensor) -> bool:
+        """Tighter upper bounds for ``owners`` not refined before and without a true radius (one wider
+        search of the index each, a few gathered rows); True when some bound shrank."""
+        if self.refiner is None or self.is_exact or owners.numel() == 0:
+            return False
+        if self._refined is None:
+            self._refined = torch.zeros(self.ref.n, dtype=torch.bool, device=self.engine.device)
+        todo = owners[~self._refined[owners] & torch.isnan(self._true2[owners])].unique()
+        if todo.numel() == 0:
+            return False
+        self._refined[todo] = True
+        self.n_refined += todo.numel()
+        dist = torch.from_numpy(self.refiner(todo.cpu().numpy())).to(self.engine.device)
+        new = measured_upper2(dist, self.engine.dim).amax(1)
+        shrank = new < self.upper2[todo]
+        self.upper2[todo] = torch.minimum(self.upper2[todo], new)
+        return bool(shrank.any())
 
     def tighten(self) -> None:
         """Replace the bounds of owners whose true radius is known by that radius."""

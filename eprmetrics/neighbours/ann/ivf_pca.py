@@ -51,6 +51,17 @@ def _rows(x: np.ndarray, index: Optional[np.ndarray], device: torch.device) -> t
     return torch.from_numpy(np.array(block) if not block.flags.writeable else block).to(device).float()
 
 
+def _measured(q: torch.Tensor, ref: np.ndarray, cand: np.ndarray) -> torch.Tensor:
+    """fp32 squared distances, by direct differences, of each row of ``q`` to its candidate rows of
+    ``ref`` (``-1``: none, ``inf``)."""
+    found = cand >= 0
+    uniq, inverse = np.unique(np.where(found, cand, cand.max(initial=0)), return_inverse=True)
+    refs = _rows(ref, uniq, q.device)
+    d2 = (q[:, None, :] - refs[torch.from_numpy(inverse.reshape(cand.shape)).to(q.device)]).pow_(2).sum(2)
+    d2[~torch.from_numpy(found).to(q.device)] = math.inf
+    return d2
+
+
 @register_backend
 class IVFPCA(IVFGemm):
     """ivf-gemm on a ``dims + 1``-dimensional lower-bound embedding (principal directions + residual
@@ -139,12 +150,8 @@ class IVFPCA(IVFGemm):
             if not world.mine(s // _RESCORE_ROWS):
                 continue
             c = cand[s : s + _RESCORE_ROWS]
-            found = c >= 0
-            uniq, inverse = np.unique(np.where(found, c, c.max(initial=0)), return_inverse=True)
             q = torch.from_numpy(np.ascontiguousarray(read_rows(x, s, s + _RESCORE_ROWS))).to(dev).float()
-            refs = _rows(ref, uniq, dev)
-            d2 = (q[:, None, :] - refs[torch.from_numpy(inverse.reshape(c.shape)).to(dev)]).pow_(2).sum(2)
-            d2[~torch.from_numpy(found).to(dev)] = math.inf
+            d2 = _measured(q, ref, c)
             kk = min(k, c.shape[1])
             v, j = torch.topk(d2, kk, dim=1, largest=False)
             vals[s : s + _RESCORE_ROWS, :kk] = v.cpu().numpy()
@@ -153,6 +160,32 @@ class IVFPCA(IVFGemm):
         v_t, i_t = torch.from_numpy(vals), torch.from_numpy(idx)
         combine_rows(world, v_t, i_t)
         return v_t.numpy(), i_t.numpy(), True
+
+    def refine(self, ids: np.ndarray, k: int, wide: int = 32) -> np.ndarray:
+        """For indexed points ``ids`` (original indices): the fp32 distances (len × k, ascending) of the
+        k nearest by true distance among their ``wide`` nearest in the embedding (self excluded) —
+        upper bounds of their radii tighter than the graph's, at ``wide`` gathered rows each."""
+        dev = self.Xp.device
+        inv = torch.empty_like(self.order)
+        inv[self.order] = torch.arange(self.order.numel(), device=dev)
+        pos = inv[torch.from_numpy(ids).to(dev)]
+        lists = torch.searchsorted(self.offsets, pos, right=True) - 1
+        cand = torch.full((ids.size, wide + 1), -1, dtype=torch.int64, device=dev)
+        for c in lists.unique().tolist():
+            sel = (lists == c).nonzero().squeeze(1)
+            _, found = self._scan(c, self.Xp[pos[sel]].float(), self.xp_sq[pos[sel]], min(wide + 1, self.Xp.shape[0]))
+            cand[sel, : found.shape[1]] = torch.where(found >= 0, self.order[found.clamp_min(0)], found)
+        c_np = cand.cpu().numpy()
+        c_np[c_np == ids[:, None]] = -1  # self
+        out = np.full((ids.size, k), np.inf, dtype=np.float32)
+        for s in range(0, ids.size, _RESCORE_ROWS):
+            rows = ids[s : s + _RESCORE_ROWS]
+            order = np.argsort(rows)
+            q = _rows(self.source, rows[order], dev)[torch.from_numpy(np.argsort(order)).to(dev)]
+            d2 = _measured(q, self.source, c_np[s : s + _RESCORE_ROWS])
+            kk = min(k, d2.shape[1])
+            out[s : s + _RESCORE_ROWS, :kk] = torch.topk(d2, kk, dim=1, largest=False).values.sqrt().cpu().numpy()
+        return out
 
     def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Indexed points near other points: the ``min(k, rescore)`` nearest in the embedding, measured in the
