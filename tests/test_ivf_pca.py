@@ -83,7 +83,8 @@ def test_sampled_hits_on_its_graph_equal_brute_force(rng, strict, case):
         assert torch.all(upper.upper2 >= torch.from_numpy(radii2(real, k)))
         hits = sampled_hits(engine, fp, torch.arange(fp.n), upper, strict).numpy()
         assert upper.n_refined > 0  # candidates' bounds were tightened by the index before any true radius
-        assert torch.all(upper.upper2 >= torch.from_numpy(radii2(real, k)))  # and stayed upper bounds
+        # and stayed upper bounds (true radii, filled in as computed, are float64 sums in another order)
+        assert torch.all(upper.upper2 >= torch.from_numpy(radii2(real, k)) * (1 - 1e-12))
     np.testing.assert_array_equal(hits, ref["precision_hits"])
 
 

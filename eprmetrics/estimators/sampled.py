@@ -26,17 +26,17 @@ What stays cheap as n grows:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Optional, Union, cast
 
 import numpy as np
 import torch
 
-from ..engine import Prepared, TileEngine, up32
+from ..engine import Prepared, TileEngine
 from ..neighbours import GraphRequest, SetGraph, UpperRadii, build_graph
 from ..result import KResult, Plan, SideSampling
 from ..validation import SampleSize
 from .context import RunContext
+from .decisions import sampled_hits
 from .design import PILOT, Estimate, StratifiedSample, hubness_bins
 from .exact import ExactSpec, run_exact
 from .pipeline import Outcome
@@ -61,154 +61,10 @@ __all__ = [
     "APPROX_NEIGHBOURS",
 ]
 
-# fp32 candidate balls kept per query and tile, deepest first.
-CANDIDATES_PER_TILE = 8
 # Reference points found per query by the ANN search behind the approximate membership.
 APPROX_NEIGHBOURS = 8
 # (side, query set, reference set)
 SIDES = (("precision", "fake", "real"), ("recall", "real", "fake"))
-
-
-def _candidates(
-    engine: TileEngine, queries: Prepared, q_index: torch.Tensor, radii: UpperRadii, per_tile: Optional[int]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pairs (query position, ball owner, exact d²) with ``d² ≤ U²``, and per query whether
-    ``per_tile`` left out some candidate whose true radius is still unknown.
-
-    Balls whose true radius is known cost no radius row: every one of them that may hold a query is
-    kept. Only the others are capped at ``per_tile`` per tile (deepest first), so each round turns
-    at least one unknown radius of every unfinished query into a known one: the rounds end.
-    """
-    ref = radii.ref
-    hi = up32(radii.upper2 + engine.bound(ref.norm, queries.max_norm))
-    known = radii.known
-    seen = torch.zeros(q_index.numel(), dtype=torch.int64, device=engine.device)
-    kept = torch.zeros_like(seen)
-
-    def select(d: torch.Tensor, q_pos: torch.Tensor, cs: slice) -> torch.Tensor:
-        h = hi[None, cs]
-        cand = d <= h
-        if per_tile is None or d.shape[1] <= per_tile:
-            return cand
-        unknown = cand & ~known[None, cs]
-        seen[q_pos] += unknown.sum(1)
-        depth = torch.where(unknown, d / h.clamp_min(torch.finfo(torch.float32).tiny), math.inf)
-        j = depth.topk(per_tile, dim=1, largest=False).indices
-        chosen = torch.zeros_like(cand).scatter_(1, j, True) & unknown
-        kept[q_pos] += chosen.sum(1)
-        return chosen | (cand & known[None, cs])
-
-    parts = list(engine.collect_pairs(queries, q_index, ref, select))
-    if not parts:
-        empty = torch.empty(0, dtype=torch.int64, device=engine.device)
-        return empty, empty, empty.double(), seen > kept
-    pos = torch.cat([p for p, _, _ in parts])
-    own = torch.cat([o for _, o, _ in parts])
-    d2 = torch.cat([v for _, _, v in parts])
-    inside = d2 <= radii.upper2[own]
-    return pos[inside], own[inside], d2[inside], seen > kept
-
-
-def _decide(
-    radii: UpperRadii,
-    pos: torch.Tensor,
-    own: torch.Tensor,
-    d2: torch.Tensor,
-    hits: torch.Tensor,
-    strict: bool,
-    first_only: bool = False,
-) -> None:
-    """Set ``hits[q]`` when some candidate ball of q truly holds it: deepest candidate first, then the rest
-    (``first_only``: the deepest alone)."""
-    if pos.numel() == 0:
-        return
-    depth = d2 / radii.upper2[own].clamp_min(torch.finfo(torch.float64).tiny)
-    o = depth.argsort(stable=True)  # sort by (query, depth)
-    pos, own, d2 = pos[o], own[o], d2[o]
-    o = pos.argsort(stable=True)
-    pos, own, d2 = pos[o], own[o], d2[o]
-    first = torch.ones_like(pos, dtype=torch.bool)
-    first[1:] = pos[1:] != pos[:-1]
-    for sel in (first,) if first_only else (first, ~first):
-        sel = sel & ~hits[pos]
-        if sel.any():
-            r2 = radii.true2(own[sel])
-            inside = d2[sel] < r2 if strict else d2[sel] <= r2
-            hits[pos[sel][inside]] = True
-
-
-def _refined(
-    radii: UpperRadii, pos: torch.Tensor, own: torch.Tensor, d2: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The candidate pairs ``d² ≤ U²`` left once the bounds of their owners are tightened by the index
-    (:meth:`UpperRadii.refine`: a wider search and a few measured rows per owner, far cheaper than the
-    true-radius row each candidate would otherwise cost)."""
-    inside = d2 <= radii.upper2[own]
-    pos, own, d2 = pos[inside], own[inside], d2[inside]
-    if radii.refine(own):
-        inside = d2 <= radii.upper2[own]
-        pos, own, d2 = pos[inside], own[inside], d2[inside]
-    return pos, own, d2
-
-
-def _presolve(
-    engine: TileEngine,
-    queries: Prepared,
-    q_index: torch.Tensor,
-    radii: UpperRadii,
-    near: torch.Tensor,
-    strict: bool,
-) -> torch.Tensor:
-    """Hits proven from a few reference points already known to be near each query (``near``: indices,
-    ``-1`` for none): the deepest of them whose upper-bound ball holds the query gets its true radius.
-    Only a query left undecided is scanned against every ball."""
-    hits = torch.zeros(q_index.numel(), dtype=torch.bool, device=engine.device)
-    near = near.to(engine.device)
-    pos = torch.arange(q_index.numel(), device=engine.device).repeat_interleave(near.shape[1])
-    own = near.reshape(-1)
-    pos, own = pos[own >= 0], own[own >= 0]
-    if not own.numel():
-        return hits
-    d2 = engine.exact_sqdist_pairs(queries, q_index[pos], radii.ref, own)
-    pos, own, d2 = _refined(radii, pos, own, d2)
-    _decide(radii, pos, own, d2, hits, strict, first_only=True)
-    return hits
-
-
-def sampled_hits(
-    engine: TileEngine,
-    queries: Prepared,
-    q_index: torch.Tensor,
-    radii: UpperRadii,
-    strict: bool,
-    near: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Exact membership of the queries ``q_index`` in the union of all reference balls.
-
-    Equals the float64 brute-force decision: candidates come from the upper-bound
-    radii with an fp32 rounding margin, are confirmed by float64 distances, and
-    decided against true radii. ``near`` (per query, indices of reference points
-    found near it, ``-1`` padded) lets most hits be proven before that scan.
-    """
-    hits = torch.zeros(q_index.numel(), dtype=torch.bool, device=engine.device)
-    per_tile = None if radii.is_exact else CANDIDATES_PER_TILE
-    todo = torch.arange(q_index.numel(), device=engine.device)
-    if near is not None and not radii.is_exact:
-        hits = _presolve(engine, queries, q_index, radii, near, strict)
-        radii.tighten()
-        todo = todo[~hits]
-    while todo.numel():
-        pos, own, d2, more = _candidates(engine, queries, q_index[todo], radii, per_tile)
-        pos, own, d2 = _refined(radii, pos, own, d2)
-        sub = torch.zeros(todo.numel(), dtype=torch.bool, device=engine.device)
-        _decide(radii, pos, own, d2, sub, strict)
-        hits[todo] = sub
-        # Every candidate of a query still outside has had its true radius computed: with the
-        # bounds tightened to those, a new pass over the queries that had more candidates than
-        # were kept sees only balls not tried yet (huge-radius outliers cannot flood a pass).
-        radii.tighten()
-        todo = todo[more & ~sub]
-    return hits
 
 
 def approximate_hits(dist: np.ndarray, idx: np.ndarray, squared: bool, upper2: torch.Tensor) -> np.ndarray:
