@@ -6,7 +6,7 @@ nothing here knows about radii, hubs or P&R.
 
 from .device import default_memory_budget, matmul_precision, resolve_device
 from .distributed import World, init
-from .rounding import ERROR_BOUNDS, PRECISIONS, down32, rounding_factor, up32
+from .rounding import ERROR_BOUNDS, PRECISIONS, U32, down32, rounding_factor, up32
 from .sets import FeatureSet, FeatureSubset, Prepared, read_rows
 from .tiles import TileEngine, budget_for_tile, sqdist_block
 
@@ -18,6 +18,7 @@ __all__ = [
     "init",
     "ERROR_BOUNDS",
     "PRECISIONS",
+    "U32",
     "rounding_factor",
     "down32",
     "up32",

@@ -13,9 +13,9 @@ import math
 
 import torch
 
-__all__ = ["ERROR_BOUNDS", "PRECISIONS", "PROBABILISTIC_LAMBDA", "rounding_factor", "down32", "up32"]
+__all__ = ["ERROR_BOUNDS", "PRECISIONS", "PROBABILISTIC_LAMBDA", "U32", "rounding_factor", "down32", "up32"]
 
-_U32 = 2.0**-24  # unit round-off of float32
+U32 = 2.0**-24  # unit round-off of float32
 _U64 = 2.0**-53
 
 ERROR_BOUNDS = ("probabilistic", "worst-case")
@@ -55,16 +55,16 @@ def rounding_factor(dim: int, error_bound: str = "probabilistic", precision: str
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
     n = dim + 2
-    if n * _U32 >= 0.5:
+    if n * U32 >= 0.5:
         raise ValueError(f"dim={dim} is too large for a float32 error bound")
     if error_bound == "worst-case":
-        gamma = n * _U32 / (1 - n * _U32)
+        gamma = n * U32 / (1 - n * U32)
     else:
-        gamma = math.expm1(PROBABILISTIC_LAMBDA * math.sqrt(n) * _U32 + n * _U32**2 / (1 - _U32))
+        gamma = math.expm1(PROBABILISTIC_LAMBDA * math.sqrt(n) * U32 + n * U32**2 / (1 - U32))
     gamma64 = n * _U64 / (1 - n * _U64)
     u_in = PRECISIONS[precision]
     reduced = u_in * (1 + u_in / 2) + (u_in / 2 if precision == "bf16" else 0.0)
-    return (gamma + 8 * _U32 + 4 * gamma64 + reduced) * 1.05
+    return (gamma + 8 * U32 + 4 * gamma64 + reduced) * 1.05
 
 
 def down32(x: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..engine import Prepared, TileEngine
+from ..engine import U32, Prepared, TileEngine
 from .radii import Radii
 
 __all__ = ["UpperRadii", "measured_upper2"]
-
-_U = 2.0**-24  # unit roundoff of fp32
 
 
 def measured_upper2(dist: torch.Tensor, dim: int) -> torch.Tensor:
@@ -32,7 +30,7 @@ def measured_upper2(dist: torch.Tensor, dim: int) -> torch.Tensor:
     (``d·u ≪ 1``; ``inf`` stays ``inf``).
     """
     d2 = dist.double().pow(2)
-    return d2 * (1.0 + 4.0 * (dim + 4) * _U)
+    return d2 * (1.0 + 4.0 * (dim + 4) * U32)
 
 
 class UpperRadii:

@@ -15,7 +15,7 @@ accuracy 0.996 at 20k × 4096 synthetic, 15% gives 1.000 at 1.5× the search tim
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -35,6 +35,13 @@ def _load_rows(dim: int) -> int:
 
 
 _ONE_HOT_ELEMENTS = 1 << 24  # k-means update: list × point indicator entries per GEMM (64 MiB of fp32)
+
+
+def as_rows(rows: np.ndarray, device: torch.device, dtype: Optional[torch.dtype] = torch.float32) -> torch.Tensor:
+    """A block of rows read from the input as a tensor on ``device``, widened by torch (not numpy);
+    ``dtype=None`` keeps float16 as float16."""
+    t = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
+    return t if dtype is None else t.to(dtype)
 
 
 def combine_rows(world: World, vals: torch.Tensor, idx: torch.Tensor) -> None:
@@ -92,12 +99,8 @@ class IVFGemm(ANNBackend):
     def _load(self, x: np.ndarray, device: torch.device) -> torch.Tensor:
         """The indexed rows as a tensor: float16 input (e.g. a memmap) is read in batches and stored as
         fp16; lists are upcast to fp32 block by block when scanned (fp16 values are exact in fp32)."""
-        dtype = torch.float16 if x.dtype == np.float16 else torch.float32
-        X = torch.empty((x.shape[0], x.shape[1]), dtype=dtype, device=device)
-        step = _load_rows(x.shape[1])
-        for s in range(0, x.shape[0], step):
-            X[s : s + step] = torch.from_numpy(np.ascontiguousarray(read_rows(x, s, s + step))).to(device)
-        return X
+        keep = None if x.dtype == np.float16 else torch.float32
+        return self._transformed(x, device, lambda rows, dev: as_rows(rows, dev, keep))
 
     def _index(self, X: torch.Tensor, seed: int) -> None:
         """k-means lists over the rows of ``X``, the rows sorted by list, and each list's probe lists."""
@@ -118,6 +121,8 @@ class IVFGemm(ANNBackend):
         assign = self._nearest(X, x_sq, centers, 1)[:, 0]
         order = torch.argsort(assign, stable=True)
         self.order = order  # position in the permuted data → original index
+        self.position = torch.empty_like(order)  # original index → position in the permuted data
+        self.position[order] = torch.arange(n, device=device)
         self.Xp, self.xp_sq = X[order], x_sq[order]
         self.offsets = torch.zeros(nlist + 1, dtype=torch.int64, device=device)
         self.offsets[1:] = torch.cumsum(torch.bincount(assign, minlength=nlist), 0)
@@ -175,9 +180,7 @@ class IVFGemm(ANNBackend):
         combine_rows(world, vals, idx)
         # back to original indices and order
         out_idx = torch.where(idx >= 0, self.order[idx.clamp_min(0)], idx)
-        inv = torch.empty_like(self.order)
-        inv[self.order] = torch.arange(n, device=dev)
-        return vals[inv].cpu().numpy(), out_idx[inv].cpu().numpy(), True
+        return vals[self.position].cpu().numpy(), out_idx[self.position].cpu().numpy(), True
 
     def _scan(
         self, c: int, q: torch.Tensor, q_sq: torch.Tensor, k: int, nprobe: Optional[int] = None
@@ -200,7 +203,7 @@ class IVFGemm(ANNBackend):
 
     def _queries(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
         """Foreign query rows in the indexed space (fp32)."""
-        return torch.from_numpy(np.ascontiguousarray(rows)).to(device).float()
+        return as_rows(rows, device)
 
     def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """k nearest indexed points of other queries: each query scans the probe set of its nearest list."""
@@ -211,11 +214,18 @@ class IVFGemm(ANNBackend):
         (block results kept in a list between the large read buffers would pin glibc's heap)."""
         return self._transformed(x, self.Xp.device)
 
-    def _transformed(self, x: np.ndarray, device: torch.device) -> torch.Tensor:
+    def _transformed(
+        self,
+        x: np.ndarray,
+        device: torch.device,
+        fn: Optional[Callable[[np.ndarray, torch.device], torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """``fn`` (default :meth:`_queries`) of every row block of ``x``, read by position, in one tensor."""
+        fn = fn or self._queries
         out: Optional[torch.Tensor] = None
         step = _load_rows(x.shape[1])
         for s in range(0, x.shape[0], step):
-            block = self._queries(read_rows(x, s, s + step), device)
+            block = fn(read_rows(x, s, s + step), device)
             if out is None:
                 out = torch.empty((x.shape[0], block.shape[1]), dtype=block.dtype, device=device)
             out[s : s + block.shape[0]] = block

@@ -38,17 +38,16 @@ import torch
 from ...engine import World, read_rows
 from ...validation import check_int, fail
 from .base import register_backend
-from .ivf_gemm import IVFGemm, combine_rows
+from .ivf_gemm import IVFGemm, as_rows, combine_rows
 
 __all__ = ["IVFPCA"]
 
 _RESCORE_ROWS = 1024  # points whose candidates are measured in the full space together
 
 
-def _rows(x: np.ndarray, index: Optional[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Rows of ``x`` (all, or sorted ``index``) as fp32 on ``device``: fp16 is widened by torch, not numpy."""
-    block = np.asarray(x if index is None else x[index])
-    return torch.from_numpy(np.array(block) if not block.flags.writeable else block).to(device).float()
+def _rows(x: np.ndarray, index: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Rows ``index`` (sorted) of ``x`` as fp32 on ``device`` (fancy indexing copies, even from a memmap)."""
+    return as_rows(x[index], device)
 
 
 def _measured(q: torch.Tensor, ref: np.ndarray, cand: np.ndarray) -> torch.Tensor:
@@ -123,7 +122,7 @@ class IVFPCA(IVFGemm):
         return torch.cat([y, rho[:, None]], 1)
 
     def _queries(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-        return self._embed(torch.from_numpy(np.ascontiguousarray(rows)).to(device).float())
+        return self._embed(as_rows(rows, device))
 
     # ------------------------------------------------------------------ contract
     def build(self, x: np.ndarray, *, seed: int, device: torch.device) -> None:
@@ -150,7 +149,7 @@ class IVFPCA(IVFGemm):
             if not world.mine(s // _RESCORE_ROWS):
                 continue
             c = cand[s : s + _RESCORE_ROWS]
-            q = torch.from_numpy(np.ascontiguousarray(read_rows(x, s, s + _RESCORE_ROWS))).to(dev).float()
+            q = as_rows(read_rows(x, s, s + _RESCORE_ROWS), dev)
             d2 = _measured(q, ref, c)
             kk = min(k, c.shape[1])
             v, j = torch.topk(d2, kk, dim=1, largest=False)
@@ -166,9 +165,7 @@ class IVFPCA(IVFGemm):
         k nearest by true distance among their ``wide`` nearest in the embedding (self excluded) —
         upper bounds of their radii tighter than the graph's, at ``wide`` gathered rows each."""
         dev = self.Xp.device
-        inv = torch.empty_like(self.order)
-        inv[self.order] = torch.arange(self.order.numel(), device=dev)
-        pos = inv[torch.from_numpy(ids).to(dev)]
+        pos = self.position[torch.from_numpy(ids).to(dev)]
         lists = torch.searchsorted(self.offsets, pos, right=True) - 1
         cand = torch.full((ids.size, wide + 1), -1, dtype=torch.int64, device=dev)
         for c in lists.unique().tolist():
