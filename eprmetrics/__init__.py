@@ -2,12 +2,14 @@
 
 The layers, lowest first (each imports only from those below it; ``docs/architecture.md``):
 ``defaults``/``validation``/``profiling`` → ``engine`` → ``features`` → ``neighbours`` →
-``inputs`` → ``report``/``result`` → ``estimators`` → ``api`` → ``demo``/``plots`` → ``cli``.
+``inputs`` → ``report``/``result`` → ``estimators`` → ``manifold`` → ``api`` → ``demo``/``plots`` → ``cli``.
 """
 
 from .api import compute_epr, compute_pr
+from .curves import PRCurve, pr_curve
 from .estimators import AuditWarning
 from .features import register_extractor
+from .manifold import Manifold
 from .neighbours import knn_graph, register_backend
 from .result import Audit, HubStatistics, KResult, Plan, Result, SideSampling
 
@@ -15,6 +17,9 @@ __version__ = "0.1.0"
 __all__ = [
     "compute_pr",
     "compute_epr",
+    "Manifold",
+    "pr_curve",
+    "PRCurve",
     "AuditWarning",
     "Result",
     "KResult",

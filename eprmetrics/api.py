@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence, Union, cast
 import torch
 
 from .defaults import DEFAULTS
+from .engine import FeatureSet
 from .estimators import (
     FAST_METHODS,
     RADII_MODES,
@@ -28,7 +29,8 @@ from .estimators import (
     run_sampled,
 )
 from .inputs import FeaturesLike, ImageOptions, resolve_pair
-from .neighbours import get_backend
+from .manifold import Manifold
+from .neighbours import RadiiState, get_backend
 from .result import Result
 from .validation import (
     check_audit,
@@ -43,9 +45,26 @@ from .validation import (
 
 __all__ = ["compute_pr", "compute_epr"]
 
+RealLike = Union[FeaturesLike, Manifold]
+
+
+def _resolve(
+    real: Any, fake: Any, k_max: int, images: ImageOptions, options: EngineOptions
+) -> tuple[FeatureSet, FeatureSet, dict[str, RadiiState]]:
+    """Both sets of a call, and the radii known before it (a reference manifold passed as ``real``)."""
+    device = cast(torch.device, options.device)
+    if isinstance(fake, Manifold):
+        raise TypeError(
+            "fake: got a Manifold, which holds a real set's radii; pass it as real= and the features or images "
+            "to evaluate as fake="
+        )
+    if isinstance(real, Manifold):
+        return real.pair_with(fake, k_max, images, device, options.progress)
+    return (*resolve_pair(real, fake, k_max, images, device, options.progress), {})
+
 
 def compute_pr(
-    real: FeaturesLike,
+    real: RealLike,
     fake: FeaturesLike,
     *,
     k: Union[int, Sequence[int]] = DEFAULTS["k"],
@@ -73,7 +92,9 @@ def compute_pr(
     float64 brute force: borderline fp32 cases are re-checked in float64.
 
     Args:
-        real: real features, n_real × d (numpy, torch, or a ``.npy``/``.npz`` path).
+        real: real features, n_real × d (numpy, torch, or a ``.npy``/``.npz`` path), or a
+            :class:`~eprmetrics.Manifold` fitted on them once (its radii replace the real self pass;
+            identical numbers).
         fake: generated features, n_fake × d.
         k: neighbourhood size, or several (e.g. ``(3, 5, 10)``) computed in one pass;
             the first is the headline value.
@@ -121,13 +142,14 @@ def compute_pr(
     spec = ExactSpec(check_k(k), check_bool(density_coverage, "density_coverage"), check_bool(realism, "realism"))
     options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
     images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
-    real_fs, fake_fs = resolve_pair(real, fake, max(spec.ks), images, cast(torch.device, options.device), progress)
+    real_fs, fake_fs, known = _resolve(real, fake, max(spec.ks), images, options)
     ctx = RunContext.build(real_fs, fake_fs, options)
+    ctx.known = known
     return assemble(ctx, ctx.run(lambda c: run_exact(c, spec)))
 
 
 def compute_epr(
-    real: FeaturesLike,
+    real: RealLike,
     fake: FeaturesLike,
     *,
     method: str = DEFAULTS["method"],
@@ -175,7 +197,8 @@ def compute_epr(
     audit (below) is attached and warns when it disagrees.
 
     Args:
-        real, fake: features as for :func:`~eprmetrics.compute_pr`.
+        real, fake: features as for :func:`~eprmetrics.compute_pr` (``real`` may be a
+            :class:`~eprmetrics.Manifold`: its exact graph serves as the real set's, no real graph is built).
         method: ``"sampled"`` (default) or ``"hubness"``.
         k: neighbourhood size for hubness and radii (one value).
         t: hub threshold on the k-occurrence ``N_k`` (hubness method).
@@ -239,8 +262,9 @@ def compute_epr(
     check_int(seed, "seed", minimum=0)
     options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
     images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
-    real_fs, fake_fs = resolve_pair(real, fake, k, images, cast(torch.device, options.device), progress)
+    real_fs, fake_fs, known = _resolve(real, fake, k, images, options)
     ctx = RunContext.build(real_fs, fake_fs, options, seed)
+    ctx.known = known
     if method == "sampled":
         smp = SampledSpec(k, backend, backend_options, sample)
         return assemble(ctx, ctx.run(lambda c: run_sampled(c, smp)))

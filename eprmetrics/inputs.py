@@ -25,7 +25,17 @@ from .features import as_image_source, extract_features, extractor_names, is_ima
 from .features.base import check_extractor, extractor_dim
 from .validation import check_choice, check_folder, check_int, check_path_exists
 
-__all__ = ["ImageOptions", "resolve_pair", "as_feature_set", "validate_pair", "pair_scale", "FeaturesLike"]
+__all__ = [
+    "ImageOptions",
+    "resolve_pair",
+    "resolve_one",
+    "resolve_against",
+    "as_feature_set",
+    "validate_pair",
+    "check_set",
+    "pair_scale",
+    "FeaturesLike",
+]
 
 FeaturesLike = Union[np.ndarray, torch.Tensor, str, os.PathLike, FeatureSet]
 
@@ -185,8 +195,11 @@ def as_feature_set(value: FeaturesLike, name: str) -> FeatureSet:
     return FeatureSet(value, name)
 
 
-def validate_pair(real: FeatureSet, fake: FeatureSet, k_max: int) -> None:
-    """Check equal dimension, enough samples for ``k_max`` and finite values.
+def validate_pair(real: FeatureSet, fake: FeatureSet, k_max: int, real_largest: Optional[float] = None) -> None:
+    """Check equal dimension, enough samples for ``k_max`` and finite values; set the pair's scale.
+
+    ``real_largest``: the largest absolute value of ``real`` when it was checked before (a reference
+    manifold), so that it is not read again.
 
     Raises:
         ValueError: naming the argument and the values received.
@@ -195,14 +208,47 @@ def validate_pair(real: FeatureSet, fake: FeatureSet, k_max: int) -> None:
         raise ValueError(
             f"real and fake must have the same feature dimension, got real dim {real.dim} and fake dim {fake.dim}"
         )
-    largest = 0.0
-    for fs in (real, fake):
-        if fs.dim == 0:
-            raise ValueError(f"{fs.name}: expected at least one feature column, got shape {tuple(fs.data.shape)}")
-        if fs.n < k_max + 1:
-            raise ValueError(f"{fs.name}: k={k_max} needs at least {k_max + 1} samples, got {fs.n}")
-        largest = max(largest, _largest_finite(fs))
+    largest = check_set(real, k_max) if real_largest is None else real_largest
+    largest = max(largest, check_set(fake, k_max))
     real.scale = fake.scale = pair_scale(largest)
+
+
+def check_set(fs: FeatureSet, k_max: int) -> float:
+    """Check one set (a column, enough samples for ``k_max``, finite values); its largest absolute value."""
+    if fs.dim == 0:
+        raise ValueError(f"{fs.name}: expected at least one feature column, got shape {tuple(fs.data.shape)}")
+    if fs.n < k_max + 1:
+        raise ValueError(f"{fs.name}: k={k_max} needs at least {k_max + 1} samples, got {fs.n}")
+    return _largest_finite(fs)
+
+
+def resolve_one(
+    value: Any, name: str, k_max: int, images: ImageOptions, device: torch.device, progress: Optional[bool]
+) -> tuple[FeatureSet, float]:
+    """One input (features or images) as a checked set, scaled on its own, and its largest absolute value."""
+    opened = images.open(value, name)
+    fs = as_feature_set(images.features(opened, name, device, progress), name)
+    largest = check_set(fs, k_max)
+    fs.scale = pair_scale(largest)
+    return fs, largest
+
+
+def resolve_against(
+    real: FeatureSet,
+    real_largest: float,
+    fake: Any,
+    k_max: int,
+    images: ImageOptions,
+    device: torch.device,
+    progress: Optional[bool],
+) -> FeatureSet:
+    """``fake`` as a checked set paired with a ``real`` set checked before (only ``fake`` is read)."""
+    opened = images.open(fake, "fake")
+    opened = opened if is_image_input(opened) else as_feature_set(opened, "fake")
+    _check_dims_before_extraction([real, opened], images)
+    fake_fs = as_feature_set(images.features(opened, "fake", device, progress), "fake")
+    validate_pair(real, fake_fs, k_max, real_largest)
+    return fake_fs
 
 
 def pair_scale(largest: float) -> float:

@@ -27,6 +27,7 @@ from ..engine import (
     matmul_precision,
     resolve_device,
 )
+from ..neighbours import KnownRadii, RadiiState, SetGraph, k_occurrence
 from ..profiling import Profiler, progress_bar
 from ..validation import check_bool, check_choice, check_memory_budget
 
@@ -68,6 +69,8 @@ class RunContext:
     progress: Optional[bool]
     prof: Profiler = dataclasses.field(default_factory=Profiler)
     prepared: dict[str, Prepared] = dataclasses.field(default_factory=dict)
+    # Radii computed before this call (a reference manifold), per set name: no self pass for these sets.
+    known: dict[str, RadiiState] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, real: FeatureSet, fake: FeatureSet, options: EngineOptions, seed: int = 0) -> "RunContext":
@@ -102,6 +105,19 @@ class RunContext:
                 return estimator(self)
 
         return self.engine.run_shrinking(attempt)
+
+    def known_radii(self, name: str) -> Optional[KnownRadii]:
+        """The radii of set ``name`` restored from :attr:`known` (on this run's prepared set), if any."""
+        state = self.known.get(name)
+        return None if state is None else KnownRadii(self.engine, self.prepared[name], state)
+
+    def known_graph(self, name: str, k: int) -> Optional[SetGraph]:
+        """The exact k-NN graph of set ``name`` from :attr:`known` (every radius exact), if any."""
+        radii = self.known_radii(name)
+        if radii is None:
+            return None
+        occurrence = k_occurrence(radii.neighbours(k).cpu().numpy(), radii.p.n)
+        return SetGraph("exact", "reference manifold: the exact graph fitted once", {}, occurrence, full=radii)
 
     def stage(self, name: str) -> Any:
         """A timed stage of this run (wall time, peak memory)."""

@@ -8,6 +8,7 @@ Decisions equal a float64 brute force (``docs/exactness.md``).
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 from ..neighbours import Radii
 from ..result import KResult
@@ -38,8 +39,12 @@ def _values(m: MembershipResult, k: int, n_fake: int) -> KResult:
 
 def run_exact(ctx: RunContext, spec: ExactSpec) -> Outcome:
     """Exact values for every k of ``spec`` (run inside :meth:`RunContext.run`)."""
-    radii = {}
+    radii: dict[str, Radii] = {}
     for name, p in ctx.prepared.items():
+        if name in ctx.known:  # a reference manifold: its radii were computed once, before this call
+            with ctx.stage(f"{name}: radii from the reference manifold (no {name}↔{name} pass)"):
+                radii[name] = cast(Radii, ctx.known_radii(name))
+            continue
         with ctx.stage(f"{name}↔{name} distances + top-k → radii"), ctx.bar(p.n, f"radii {name}") as update:
             radii[name] = Radii(ctx.engine, p, max(spec.ks), progress=update)
     with ctx.stage("real↔fake distances + ratios"), ctx.bar(ctx.real.n, "real↔fake") as update:

@@ -120,7 +120,8 @@ def run_hubness(ctx: RunContext, spec: HubSpec) -> Outcome:
     """eP&R over the hubs of both sets, audited (run inside :meth:`RunContext.run`)."""
     request = GraphRequest(spec.backend, spec.radii, spec.k, ctx.seed, spec.backend_options)
     graphs = {
-        name: build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
+        name: ctx.known_graph(name, spec.k)
+        or build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
         for name, fs in ctx.sets.items()
     }
     hubs = {name: hub_positions(name, g.occurrence, spec.t).to(ctx.device) for name, g in graphs.items()}

@@ -214,11 +214,15 @@ def _query_search_cost(backend: str, n_q: int, n_r: int, dim: int, rates: Rates)
     return IVF_SLOWDOWN * rates.tile(n_q, n_r * p["query_nprobe"] / p["nlist"], dim)
 
 
-def exact_cost(n_real: int, n_fake: int, dim: int, rates: Rates) -> dict[str, float]:
-    """Predicted seconds of exact P&R (no density/coverage): self passes and the cross pass."""
+def exact_cost(
+    n_real: int, n_fake: int, dim: int, rates: Rates, known: frozenset[str] = frozenset()
+) -> dict[str, float]:
+    """Predicted seconds of exact P&R (no density/coverage): self passes (none for the sets whose radii
+    are ``known``, e.g. a reference manifold) and the cross pass."""
+    selves = sum(rates.tile(n, n, dim) for name, n in (("real", n_real), ("fake", n_fake)) if name not in known)
     return {
         "prepare": _prepare_cost(n_real + n_fake, dim, rates),
-        "radii": 0.75 * (rates.tile(n_real, n_real, dim) + rates.tile(n_fake, n_fake, dim)),
+        "radii": 0.75 * selves,
         "cross pass": rates.tile(n_real, n_fake, dim),
     }
 
@@ -229,11 +233,17 @@ def _prepare_cost(rows: int, dim: int, rates: Rates) -> float:
 
 
 def sampled_cost(
-    sets: dict[str, FeatureSet], k: int, size: SampleSize, confidence: float, rates: Rates
+    sets: dict[str, FeatureSet],
+    k: int,
+    size: SampleSize,
+    confidence: float,
+    rates: Rates,
+    known: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, str], dict[str, float]]:
-    """Predicted backends and seconds per stage of the sampled estimator."""
+    """Predicted backends and seconds per stage of the sampled estimator (a set whose radii are ``known``
+    brings its exact graph: no cost)."""
     dim = sets["real"].dim
-    graphs = {name: _graph_cost(fs.n, dim, k, rates) for name, fs in sets.items()}
+    graphs = {name: ("exact", 0.0) if name in known else _graph_cost(fs.n, dim, k, rates) for name, fs in sets.items()}
     cost = {
         "prepare": _prepare_cost(sets["real"].n + sets["fake"].n, dim, rates),
         "graphs": sum(c for _, c in graphs.values()),
@@ -251,25 +261,32 @@ def sampled_cost(
 
 
 def plan_sampled(
-    sets: dict[str, FeatureSet], k: int, backend: str, size: SampleSize, confidence: float, device: torch.device
+    sets: dict[str, FeatureSet],
+    k: int,
+    backend: str,
+    size: SampleSize,
+    confidence: float,
+    device: torch.device,
+    known: frozenset[str] = frozenset(),
 ) -> Choice:
-    """Exact or sampled for a ``method="sampled"`` call, from the predicted costs of both."""
+    """Exact or sampled for a ``method="sampled"`` call, from the predicted costs of both (``known``: the
+    sets whose exact radii were computed before the call, as by a reference manifold)."""
     n_r, n_f, dim = sets["real"].n, sets["fake"].n, sets["real"].dim
     if backend == "auto" and max(n_r, n_f) <= EXACT_GRAPH_UP_TO:
         # The sampled path would build its graphs by the same exact self passes: it cannot be cheaper, so no
         # measurement is spent on the decision (the prediction uses rates measured earlier, if any).
-        known = _cached_rates(device, dim)
-        predicted = {} if known is None else exact_cost(n_r, n_f, dim, known)
+        measured = _cached_rates(device, dim)
+        predicted = {} if measured is None else exact_cost(n_r, n_f, dim, measured, known)
         reason = f"both sets ≤ {EXACT_GRAPH_UP_TO:,}: sampling would run the same exact self passes, so exact"
         return Choice("exact", reason, {n: "exact" for n in sets}, predicted, {})
     rates = calibrate(device, dim)
-    exact = exact_cost(n_r, n_f, dim, rates)
-    backends, sampled = sampled_cost(sets, k, size, confidence, rates)
+    exact = exact_cost(n_r, n_f, dim, rates, known)
+    backends, sampled = sampled_cost(sets, k, size, confidence, rates, known)
     if backend != "auto":  # the user's backend: sampled, whatever the cost
         return Choice(
             "sampled",
             f"backend={backend!r} requested",
-            {n: backend for n in sets},
+            {n: "exact" if n in known else backend for n in sets},
             sampled,
             {"exact": sum(exact.values())},
         )

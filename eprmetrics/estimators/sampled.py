@@ -284,13 +284,16 @@ def run_sampled(ctx: RunContext, spec: SampledSpec) -> Outcome:
     """Sampled P&R with intervals, or the exact answer when the planner predicts it cheaper
     (run inside :meth:`RunContext.run`)."""
     with ctx.stage("plan (cost model, calibrated once per process)"):
-        choice = plan_sampled(ctx.sets, spec.k, spec.backend, spec.sample.size, spec.sample.confidence, ctx.device)
+        choice = plan_sampled(
+            ctx.sets, spec.k, spec.backend, spec.sample.size, spec.sample.confidence, ctx.device, frozenset(ctx.known)
+        )
     if choice.path == "exact":
         return _exact_instead(ctx, spec, choice)
     graphs = {}
     for name, fs in ctx.sets.items():
         request = GraphRequest(choice.backends[name], "sampled", spec.k, ctx.seed, spec.backend_options, choice.reason)
-        graphs[name] = build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
+        known = ctx.known_graph(name, spec.k)
+        graphs[name] = known or build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
     est = sample_both(ctx, graphs, spec.k, spec.sample)
     kr = KResult(k=spec.k, precision=est["precision"].estimate.value, recall=est["recall"].estimate.value)
     return Outcome(

@@ -6,7 +6,7 @@ Built on :mod:`eprmetrics.engine`; knows nothing of P&R estimators.
 from .ann import ANNBackend, available_backends, backend_names, get_backend, knn_graph, register_backend
 from .graph import GraphRequest, SetGraph, build_graph, hub_positions
 from .hubs import HubStats, hub_mask, hub_stats, k_occurrence
-from .radii import KNN, GivenRadii, Radii, exact_knn
+from .radii import KNN, GivenRadii, KnownRadii, Radii, RadiiState, exact_knn
 from .upper import UpperRadii
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "k_occurrence",
     "KNN",
     "GivenRadii",
+    "KnownRadii",
+    "RadiiState",
     "Radii",
     "exact_knn",
     "UpperRadii",

@@ -16,7 +16,7 @@ import torch
 
 from ..engine import Prepared, TileEngine, up32
 
-__all__ = ["KNN", "Radii", "GivenRadii", "exact_knn", "KNN_MARGIN"]
+__all__ = ["KNN", "Radii", "RadiiState", "KnownRadii", "GivenRadii", "exact_knn", "KNN_MARGIN"]
 
 # Extra fp32 candidates kept beyond k so that float64 refinement rarely needs a second look.
 KNN_MARGIN = 8
@@ -86,13 +86,20 @@ class Radii:
         self.n_redecided = 0
 
     def restrict(self, owner_pos: torch.Tensor) -> "Radii":
-        """The same radii for a subset of the owners (positions), e.g. the hubs of a set."""
-        sub = Radii.__new__(Radii)
+        """The same radii for a subset of the owners (positions), e.g. the hubs of a set; float64 values
+        already computed come along."""
+        sub = type(self).__new__(type(self))
         sub.engine, sub.ref, sub.k_max = self.engine, self.ref, self.k_max
         sub.p = self.engine.subset(self.p, owner_pos)
         sub.ids = self.ids[owner_pos]
         sub._set(self.vals[owner_pos], self.idx[owner_pos])
+        sub._d2, sub._index = self._d2[owner_pos], self._index[owner_pos]
         return sub
+
+    def state(self) -> "RadiiState":
+        """Everything this pass found, on the CPU, with every float64 radius computed (for reuse)."""
+        knn = self.knn()
+        return RadiiState(self.vals.cpu(), self.idx.cpu(), knn.sqdist.cpu(), knn.index.cpu())
 
     def neighbours(self, k: int) -> torch.Tensor:
         """Indices (into ``ref``) of each owner's k nearest others by fp32 distance."""
@@ -166,6 +173,50 @@ class Radii:
         keep = rank < k_max
         self._d2[rows[pos[keep]], rank[keep]] = dd[keep]
         self._index[rows[pos[keep]], rank[keep]] = found[keep]
+
+
+@dataclasses.dataclass
+class RadiiState:
+    """A finished :class:`Radii` pass of a whole set against itself, kept for reuse (on the CPU).
+
+    ``vals``/``idx``: the fp32 candidates (ascending) the pass kept; ``sqdist``/``index``: the exact
+    float64 k-NN of every point up to ``k_max`` (ties by index).
+    """
+
+    vals: torch.Tensor  # (n, K) float32
+    idx: torch.Tensor  # (n, K) int64
+    sqdist: torch.Tensor  # (n, k_max) float64
+    index: torch.Tensor  # (n, k_max) int64
+
+    @property
+    def k_max(self) -> int:
+        return int(self.sqdist.shape[1])
+
+    def scaled(self, factor: float) -> "RadiiState":
+        """The same radii for the set multiplied by ``sqrt(factor)`` (a power of 4: exact)."""
+        if factor == 1.0:
+            return self
+        return RadiiState(self.vals * factor, self.idx, self.sqdist * factor, self.index)
+
+
+class KnownRadii(Radii):
+    """Radii restored from a :class:`RadiiState`: every float64 radius is known, so brackets are exact.
+
+    Behaves as the :class:`Radii` pass that produced the state (same fp32 candidates, hence the same
+    neighbours and realism scores), without the pass; decisions against these balls equal a float64
+    brute force like any other (the cross-pass rounding bound is the engine's).
+    """
+
+    def __init__(self, engine: TileEngine, ref: Prepared, state: RadiiState) -> None:
+        dev = engine.device
+        self.engine, self.ref, self.k_max = engine, ref, state.k_max
+        self.p, self.ids = ref, torch.arange(ref.n, device=dev)
+        self._set(state.vals.to(dev), state.idx.to(dev))
+        self._d2, self._index = state.sqdist.to(dev), state.index.to(dev)
+
+    def bracket2(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self._d2[:, k - 1]
+        return v, v
 
 
 class GivenRadii:
