@@ -187,10 +187,33 @@ def _ivf_pca_cost(n: int, dim: int, k: int, rates: Rates) -> float:
     return build + search + rescore
 
 
+def _ivf_gemm_queries(n_q: int, n_r: int, dim: int, rates: Rates) -> float:
+    """ivf-gemm's search of foreign queries: each against its ``query_nprobe`` lists, in full dimension."""
+    p = get_backend("ivf-gemm")().resolve_params(n_r, dim)
+    return IVF_SLOWDOWN * rates.tile(n_q, n_r * p["query_nprobe"] / p["nlist"], dim)
+
+
+def _ivf_pca_queries(n_q: int, n_r: int, dim: int, rates: Rates) -> float:
+    """ivf-pca's search of foreign queries: the embedding, the list scans in ``dims + 1`` dimensions, and
+    ``rescore`` full-dimension pairs per query."""
+    p = get_backend("ivf-pca")().resolve_params(n_r, dim)
+    search = IVF_SLOWDOWN * rates.tile(n_q, n_r * p["query_nprobe"] / p["nlist"], p["dims"] + 1)
+    return rates.tile(n_q, p["dims"], dim) + search + n_q * p["rescore"] * dim * rates.per_f64_element
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphCost:
+    """One backend's cost model: its graph of a set ``(n, dim, k, rates)`` and its search of foreign
+    queries for the approximate membership ``(n_queries, n_reference, dim, rates)``."""
+
+    graph: Callable[[int, int, int, Rates], float]
+    queries: Callable[[int, int, int, Rates], float]
+
+
 # The graph backends the sampled path chooses from above EXACT_GRAPH_UP_TO, with their cost models.
-_GRAPH_COSTS: dict[str, Callable[[int, int, int, Rates], float]] = {
-    "ivf-gemm": _ivf_gemm_cost,
-    "ivf-pca": _ivf_pca_cost,
+_GRAPH_COSTS: dict[str, GraphCost] = {
+    "ivf-gemm": GraphCost(_ivf_gemm_cost, _ivf_gemm_queries),
+    "ivf-pca": GraphCost(_ivf_pca_cost, _ivf_pca_queries),
 }
 
 
@@ -199,19 +222,9 @@ def _graph_cost(n: int, dim: int, k: int, rates: Rates) -> tuple[str, float]:
     else the backend predicted cheapest."""
     if n <= EXACT_GRAPH_UP_TO:
         return "exact", 0.75 * rates.tile(n, n, dim)
-    costs = {name: fn(n, dim, k, rates) for name, fn in _GRAPH_COSTS.items()}
+    costs = {name: model.graph(n, dim, k, rates) for name, model in _GRAPH_COSTS.items()}
     best = min(costs, key=costs.__getitem__)
     return best, costs[best]
-
-
-def _query_search_cost(backend: str, n_q: int, n_r: int, dim: int, rates: Rates) -> float:
-    """The approximate membership: every query searched in the reference set's index."""
-    p = get_backend(backend)().resolve_params(n_r, dim)
-    if backend == "ivf-pca":
-        m = p["dims"] + 1
-        search = IVF_SLOWDOWN * rates.tile(n_q, n_r * p["query_nprobe"] / p["nlist"], m)
-        return rates.tile(n_q, p["dims"], dim) + search + n_q * p["rescore"] * dim * rates.per_f64_element
-    return IVF_SLOWDOWN * rates.tile(n_q, n_r * p["query_nprobe"] / p["nlist"], dim)
 
 
 def exact_cost(
@@ -253,7 +266,7 @@ def sampled_cost(
     for q, r in (("fake", "real"), ("real", "fake")):
         n_q, n_r = sets[q].n, sets[r].n
         if graphs[r][0] in _GRAPH_COSTS:
-            cost["approximate membership"] += _query_search_cost(graphs[r][0], n_q, n_r, dim, rates)
+            cost["approximate membership"] += _GRAPH_COSTS[graphs[r][0]].queries(n_q, n_r, dim, rates)
         s = _sample_size(size, confidence, n_q)
         rows = 0.0 if graphs[r][0] == "exact" else RADIUS_ROWS_PER_QUERY * s
         cost["sampled membership"] += rates.tile(s + rows, n_r, dim)
