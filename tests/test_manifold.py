@@ -176,3 +176,15 @@ def test_pr_curve_bad_arguments(rng):
         pr_curve(real, [real])
     with pytest.raises(ValueError, match="k: this manifold holds radii for k ≤ 3"):
         pr_curve(Manifold.fit(real, k=3), {1: real}, k=4)
+
+
+def test_fit_on_images_equals_features(rng):
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    real = torch.from_numpy(rng.integers(0, 256, size=(60, 3, 8, 8), dtype=np.uint8))
+    fake = torch.from_numpy(rng.integers(0, 256, size=(50, 3, 8, 8), dtype=np.uint8))
+    manifold = Manifold.fit(real, k=3, extractor=net, progress=False)
+    assert manifold.dim == 6 and manifold.n == 60
+    _same(compute_pr(manifold, fake, extractor=net), compute_pr(real, fake, extractor=net))
