@@ -14,7 +14,7 @@ $(VENV)/.base: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) -e ".[test,faiss,hnswlib,scann,bench,vision,torchmetrics,fidelity]"
+	$(PIP) -e ".[test,faiss,hnswlib,scann,bench,vision,torchmetrics,fidelity,dinov2,clip]"
 	touch $@
 
 demo: $(VENV)/.base

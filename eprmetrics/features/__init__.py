@@ -1,4 +1,4 @@
-"""Images → features: VGG-16 fc2 (default), Inception-v3 pool3, or any ``nn.Module``.
+"""Images → features: VGG-16 fc2 (default), Inception-v3 pool3, DINOv2, CLIP, or any ``nn.Module``.
 
 Example (a tiny custom module, so it runs offline):
     >>> import torch
@@ -24,7 +24,7 @@ from torch import nn
 from ..engine import resolve_device
 from ..profiling import tqdm_options
 from ..validation import check_int
-from . import inception, vgg16  # noqa: F401  (registration)
+from . import clip, dinov2, inception, vgg16  # noqa: F401  (registration)
 from .base import Extractor, check_extractor, extractor_names, get_extractor, register_extractor, weights_fingerprint
 from .cache import cache_path, load_cached, save_atomic
 from .images import IMAGE_EXTENSIONS, ImageSource, as_image_source, is_image_input
@@ -132,9 +132,14 @@ def extract_features(
             tensor/array N×3×H×W or N×H×W×3. Grayscale and RGBA become RGB.
         name: used in messages (``"real"``/``"fake"``).
         extractor: ``"vgg16"`` (fc2 after ReLU, 4096-d), ``"inception"`` (pool3,
-            2048-d) or an ``nn.Module`` receiving float [0, 1] N×3×H×W.
-        weights: a state-dict file for the extractor (offline use); default:
-            torchvision's IMAGENET1K_V1 weights via its cache/download.
+            2048-d), ``"dinov2"`` (ViT-L/14 CLS token, 1024-d; ``"dinov2-vits14"`` 384,
+            ``"dinov2-vitb14"`` 768, ``"dinov2-vitl14"`` 1024, ``"dinov2-vitg14"`` 1536; needs
+            ``eprmetrics[dinov2]``), ``"clip"`` (OpenAI CLIP ViT-B/32 image embedding, 512-d;
+            ``"clip-vitb32"`` 512, ``"clip-vitl14"`` 768; needs ``eprmetrics[clip]``) or an
+            ``nn.Module`` receiving float [0, 1] N×3×H×W.
+        weights: a state-dict file for the extractor (offline use); default: the network's
+            published weights via its library's cache/download (torchvision's IMAGENET1K_V1,
+            timm's DINOv2 ``lvd142m``, open_clip's ``openai``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         batch_size, num_workers: DataLoader settings.
         cache_dir: reuse/keep features keyed by the images' content, the extractor and its weights.

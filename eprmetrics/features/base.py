@@ -21,6 +21,7 @@ __all__ = [
     "imagenet_preprocess",
     "load_state_dict",
     "fit_state_dict",
+    "without_init",
     "weights_fingerprint",
     "check_extractor",
     "extractor_dim",
@@ -173,24 +174,49 @@ def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str,
 Net = TypeVar("Net", bound=nn.Module)
 
 
-def pretrained(name: str, build: Callable[[], Net], builder: str, tag: str = "IMAGENET1K_V1") -> Net:
-    """``build()`` — a torchvision constructor fetching its ``tag`` weights — with a failed download as one line.
+def _download_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (an OSError, HTTPException or RuntimeError) is a failed download, not a bug to show.
 
-    Without network torchvision ends in a ``urllib.error.URLError`` traceback; this says which
-    extractor, what failed and how to pass a local file instead (a ValueError: exit status 2 on
-    the command line).
+    A RuntimeError counts when it is a failed hash check (a truncated download) or was raised while
+    handling a network error (open_clip wraps the hub's error in one).
+    """
+    if not isinstance(exc, RuntimeError):
+        return True
+    return "hash" in str(exc) or isinstance(exc.__cause__ or exc.__context__, (OSError, http.client.HTTPException))
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The first error of the chain ``exc`` ends (``__cause__`` / ``__context__``): what the network said."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
+def pretrained(
+    name: str, build: Callable[[], Net], builder: str, tag: str = "IMAGENET1K_V1", source: Optional[str] = None
+) -> Net:
+    """``build()`` — a constructor fetching its ``tag`` weights — with a failed download as one line.
+
+    Without network torchvision ends in a ``urllib.error.URLError`` traceback (timm and open_clip in
+    the Hugging Face hub's errors); this says which extractor, what failed and how to pass a local
+    file instead (a ValueError: exit status 2 on the command line). ``source``: the call that builds
+    the network with its weights, to save its state dict from (default: the torchvision builder
+    ``builder`` with ``weights=tag``).
     """
     try:
         return build()
     except (OSError, http.client.HTTPException, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and "hash" not in str(exc):  # a truncated download fails its hash check
+        if not _download_failure(exc):
             raise
-        reason = getattr(exc, "reason", None) or exc  # URLError keeps the cause in .reason
+        reason = getattr(exc, "reason", None) or _innermost(exc)  # URLError keeps the cause in .reason
         reason_text = " ".join(str(reason).split()) or "no reason given"
+        source = source or f'torchvision.models.{builder}(weights="{tag}")'
         raise ValueError(
             f"{name}: cannot download the {tag} weights ({type(exc).__name__}: {reason_text}); on a machine "
             f"without network pass weights=PATH (--weights PATH on the command line), a state dict saved with "
-            f'torch.save(torchvision.models.{builder}(weights="{tag}").state_dict(), PATH)'
+            f"torch.save({source}.state_dict(), PATH)"
         ) from exc
 
 
@@ -210,9 +236,22 @@ def load_state_dict(path: Union[str, os.PathLike]) -> dict:
     return state
 
 
-def fit_state_dict(model: nn.Module, path: Union[str, os.PathLike], name: str) -> nn.Module:
-    """Load the state dict in ``path`` into ``model``; a ValueError naming the file when it does not fit."""
+def fit_state_dict(
+    model: nn.Module,
+    path: Union[str, os.PathLike],
+    name: str,
+    origin: Optional[str] = None,
+    adapt: Optional[Callable[[dict], dict]] = None,
+) -> nn.Module:
+    """Load the state dict in ``path`` into ``model``; a ValueError naming the file when it does not fit.
+
+    ``origin``: what the message says to save the state dict from (default: torchvision's ``name``);
+    ``adapt``: applied to the loaded state dict first (other key names, another input size).
+    """
     state = load_state_dict(path)
+    if adapt is not None:
+        state = adapt(state)
+    origin = origin or f"torchvision's {name}"
     try:
         model.load_state_dict(state)
     except RuntimeError:
@@ -225,9 +264,27 @@ def fit_state_dict(model: nn.Module, path: Union[str, os.PathLike], name: str) -
             detail = "same keys, but some tensors have other shapes"
         raise ValueError(
             f"weights: {os.fspath(path)!r} does not fit {name} ({detail}); expected keys like "
-            f"{sorted(expected)[:3]}: pass a state dict saved from torchvision's {name}"
+            f"{sorted(expected)[:3]}: pass a state dict saved from {origin}"
         ) from None
     return model
+
+
+def without_init(build: Callable[[], Net]) -> Net:
+    """``build()`` without its random initialisation, for a network a strict ``load_state_dict`` then fills.
+
+    Built on the meta device and given uninitialised CPU memory (random init of a ViT-L costs more
+    than loading its weights). Built as usual instead when that fails (a constructor reading its
+    tensors' values, as older timm releases do) or the network has buffers, which a state dict need
+    not hold. A tensor kept outside parameters and buffers would stay on the meta device and fail loudly.
+    """
+    try:
+        with torch.device("meta"):
+            net = build()
+    except (RuntimeError, NotImplementedError):  # e.g. Tensor.item() cannot be called on meta tensors
+        return build()
+    if any(True for _ in net.buffers()):
+        return build()
+    return net.to_empty(device="cpu")
 
 
 def weights_fingerprint(path: Optional[str], default: str) -> str:
