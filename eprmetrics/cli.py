@@ -21,6 +21,7 @@ from .engine import ERROR_BOUNDS, PRECISIONS
 from .estimators import FAST_METHODS, RADII_MODES
 from .features import extractor_names
 from .neighbours import backend_names
+from .plots import PLOT_HELP, plot_features_dir, plot_run
 from .validation import check_output_file
 
 __all__ = ["main"]
@@ -139,6 +140,7 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--cache-dir", help="reuse/keep extracted features here")
     run.add_argument("--save-features", metavar="DIR", help="write real.npy and fake.npy features to DIR")
     run.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
+    run.add_argument("--plot", metavar="DIR", help=PLOT_HELP)
     _add_common(run)
 
 
@@ -261,7 +263,7 @@ def _run_on(args: argparse.Namespace, rank: int) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         cache_dir=args.cache_dir,
-        save_features=args.save_features,
+        save_features=plot_features_dir(args.plot, args.save_features, "--plot"),  # the figures need image features
         on_error="skip" if args.skip_bad_images else "raise",
     )
     _check_combination(args)
@@ -289,6 +291,7 @@ def _run_on(args: argparse.Namespace, rank: int) -> int:
         )
     if args.json:
         res.to_json(args.json)
+    plot_run(args.plot, args.real, args.fake, res, common["save_features"], args.device)
     return 0
 
 
