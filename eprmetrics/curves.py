@@ -32,7 +32,7 @@ from .defaults import DEFAULTS
 from .manifold import Manifold
 from .result import Result
 
-__all__ = ["pr_curve", "PRCurve", "CURVE_METHODS"]
+__all__ = ["pr_curve", "PRCurve", "frontier", "CURVE_METHODS"]
 
 CURVE_METHODS = ("exact", "sampled", "hubness")
 # Options of Manifold.fit that a curve's calls share (device, precision, image extraction, ...).
@@ -65,15 +65,8 @@ class PRCurve(dict):
         return [r.recall for r in self.values()]
 
     def frontier(self) -> list[Hashable]:
-        """The labels on the precision–recall frontier (no other point has both higher precision and recall),
-        by decreasing precision."""
-        points = [(r.precision, r.recall, label) for label, r in self.items()]
-        keep = [
-            (p, rc, label)
-            for p, rc, label in points
-            if not any(p2 >= p and r2 >= rc and (p2, r2) != (p, rc) for p2, r2, _ in points)
-        ]
-        return [label for _, _, label in sorted(keep, key=lambda x: (-x[0], -x[1]))]
+        """The labels on the precision–recall frontier, in label order (see :func:`frontier`)."""
+        return frontier(self)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: one row per label (values, intervals where sampled, seconds) and the fit time."""
@@ -102,6 +95,15 @@ class PRCurve(dict):
                 rc += f" [{r.recall_ci[0]:.4f}, {r.recall_ci[1]:.4f}]"
             lines.append(f"| {label} | {p} | {rc} | {self.seconds[label]:.2f} |")
         return "\n".join(lines)
+
+
+def frontier(results: Mapping[Hashable, Result]) -> list[Hashable]:
+    """The labels whose result no other beats on both precision and recall (the precision–recall frontier),
+    in the mapping's order; of points with equal values, each is kept."""
+    points = [(label, r.precision, r.recall) for label, r in results.items()]
+    return [
+        label for label, p, r in points if not any(p2 >= p and r2 >= r and (p2, r2) != (p, r) for _, p2, r2 in points)
+    ]
 
 
 def pr_curve(

@@ -8,6 +8,7 @@ import os
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Optional, Union, cast
 
+from ..curves import frontier
 from ..result import Result
 from ..validation import fail
 from .figure import check_png_path, pyplot, save_figure, wrap
@@ -70,10 +71,7 @@ def _curve(curve: Any) -> list[tuple[Hashable, Result]]:
 
 def frontier_labels(curve: Mapping[Hashable, Result]) -> list[Hashable]:
     """The labels no other point beats on both precision and recall (the precision–recall frontier)."""
-    points = [(label, r.precision, r.recall) for label, r in _curve(curve)]
-    return [
-        label for label, p, r in points if not any(p2 >= p and r2 >= r and (p2, r2) != (p, r) for _, p2, r2 in points)
-    ]
+    return frontier(dict(_curve(curve)))
 
 
 def _label_text(label: Hashable) -> str:
