@@ -41,10 +41,11 @@ from .profiling import Profiler, Stage, progress_bar
 from .result import HubStatistics
 from .validation import check_k
 
-__all__ = ["Manifold", "MANIFOLD_VERSION"]
+__all__ = ["Manifold", "MANIFOLD_VERSION", "MANIFOLD_FILE"]
 
 MANIFOLD_VERSION = 1
-_META, _RADII, _FEATURES = "manifold.json", "radii.npz", "features.npy"
+MANIFOLD_FILE = "manifold.json"  # the file that makes a folder a manifold
+_META, _RADII, _FEATURES = MANIFOLD_FILE, "radii.npz", "features.npy"
 _FINGERPRINT_ROWS = 64
 
 

@@ -240,8 +240,8 @@ def test_cli_passes_its_device_to_init(monkeypatch):
         return dist_mod.World()
 
     monkeypatch.setattr(engine, "init", fake_init)
-    monkeypatch.setattr(cli, "_run_on", lambda args, rank: 0)
-    assert cli._run(argparse.Namespace(device="cpu")) == 0
+    monkeypatch.setattr(cli.commands, "_run_on", lambda args, rank: 0)
+    assert cli.commands._run(argparse.Namespace(device="cpu")) == 0
     assert seen == ["cpu"]
 
 

@@ -188,3 +188,28 @@ def test_fit_on_images_equals_features(rng):
     manifold = Manifold.fit(real, k=3, extractor=net, progress=False)
     assert manifold.dim == 6 and manifold.n == 60
     _same(compute_pr(manifold, fake, extractor=net), compute_pr(real, fake, extractor=net))
+
+
+def test_cli_fits_and_uses_a_manifold(rng, tmp_path, capsys):
+    from eprmetrics.cli import main
+
+    real, fake = _data(rng, "random")
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "fake.npy", fake)
+    out = str(tmp_path / "m")
+    assert main(["manifold", str(tmp_path / "real.npy"), out, "--k", "3,5", "--quiet", "--no-copy"]) == 0
+    assert "use it as REAL" in capsys.readouterr().out
+    assert (
+        main([out, str(tmp_path / "fake.npy"), "--exact", "--k", "5", "--quiet", "--json", str(tmp_path / "a.json")])
+        == 0
+    )
+    fresh = ["--exact", "--k", "5", "--quiet", "--json", str(tmp_path / "b.json")]
+    assert main([str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), *fresh]) == 0
+    a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
+    assert (a["precision"], a["recall"], a["density"]) == (b["precision"], b["recall"], b["density"])
+    capsys.readouterr()
+    assert main([out, str(tmp_path / "fake.npy"), "--exact", "--k", "7", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--k: this manifold holds radii for k ≤ 5" in err[0]
+    assert main(["manifold", str(tmp_path / "missing.npy"), out]) == 2
+    assert "missing.npy" in capsys.readouterr().err
