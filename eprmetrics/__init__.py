@@ -2,7 +2,8 @@
 
 The layers, lowest first (each imports only from those below it; ``docs/architecture.md``):
 ``defaults``/``validation``/``profiling`` → ``engine`` → ``features`` → ``neighbours`` →
-``inputs`` → ``report``/``result`` → ``estimators`` → ``manifold`` → ``api`` → ``demo``/``plots`` → ``cli``.
+``inputs`` → ``report``/``result`` → ``estimators`` → ``manifold`` → ``api`` → ``integrations``/``curves`` →
+``plots`` → ``demo`` → ``cli``.
 """
 
 from .api import compute_epr, compute_pr
