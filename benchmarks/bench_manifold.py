@@ -184,19 +184,22 @@ def main(argv: Optional[list[str]] = None) -> None:
         tag = f"{args.n // 1000}k_{args.dim}_{args.spectrum}"
         real, fakes = _synthetic(args.n, args.dim, args.spectrum, args.seed)
     runs = [_sweep(real, fakes, "exact", args.k)]
+    _write(tag, real, args.k, runs)  # kept even if the sampled sweep is stopped
     if args.method in ("sampled", "both"):
         runs.append(_sweep(real, fakes, "sampled", args.k))
         runs[1]["held"] = _held(runs[1], runs[0])
-    if args.method == "sampled":
-        runs[0]["note"] = "exact sweep run for the reference values"
+        _write(tag, real, args.k, runs)
+
+
+def _write(tag: str, real: np.ndarray, k: int, runs: list[dict[str, Any]]) -> None:
     info = machine()
-    payload = {"tag": tag, "n_real": len(real), "dim": real.shape[1], "k": args.k, "machine": info, "runs": runs}
+    payload = {"tag": tag, "n_real": len(real), "dim": real.shape[1], "k": k, "machine": info, "runs": runs}
     j, m = save(f"manifold_sweep_{tag}", payload, _markdown(tag, runs, info))
     png = _plot(f"{RESULTS}/manifold_sweep_{tag}.png", runs, tag)
     for run in runs:
         print(f"{run['method']}: independent {run['fresh_total_s']:.1f} s, manifold {run['manifold_total_s']:.1f} s "
               f"→ {run['speedup']:.2f}×")  # fmt: skip
-    print(j, m, png or "(no plot: matplotlib missing)")
+    print(j, m, png or "(no plot: matplotlib missing)", flush=True)
 
 
 if __name__ == "__main__":

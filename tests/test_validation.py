@@ -142,7 +142,7 @@ OPTION_ERRORS = [
         compute_pr,
         {"extractor": "resnet"},
         ValueError,
-        r"extractor: expected one of \('inception', (.*, )?'vgg16'\), got 'resnet'; or pass an nn.Module",
+        r"extractor: expected one of \(.*'inception', (.*, )?'vgg16'\), got 'resnet'; or pass an nn.Module",
     ),
     (
         compute_epr,
