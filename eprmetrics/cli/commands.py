@@ -138,26 +138,29 @@ def _run_on(args: argparse.Namespace, rank: int) -> int:
     return 0
 
 
+def _single_k(args: argparse.Namespace, job: str) -> int:
+    """The one k of the demo and bench jobs (the --json file checked too, before any work)."""
+    if len(args.k) != 1:
+        raise ValueError(f"--k: expected one value for the {job}, got {','.join(map(str, args.k))}; e.g. --k 3")
+    if args.json:
+        check_output_file(args.json, "--json")
+    return int(args.k[0])
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ..demo import demo
 
-    if len(args.k) != 1:
-        raise ValueError(f"--k: expected one value for the demo, got {','.join(map(str, args.k))}; e.g. --k 3")
-    if args.json:
-        check_output_file(args.json, "--json")
-    demo(args.n, args.dim, args.seed, args.k[0], _engine_opts(args), plot=args.plot or None, json_path=args.json)
+    k = _single_k(args, "demo")
+    demo(args.n, args.dim, args.seed, k, _engine_opts(args), plot=args.plot or None, json_path=args.json)
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
     from ..demo import bench, bench_data
 
-    if len(args.k) != 1:
-        raise ValueError(f"--k: expected one value for the bench, got {','.join(map(str, args.k))}; e.g. --k 3")
-    if args.json:
-        check_output_file(args.json, "--json")
+    k = _single_k(args, "bench")
     data = bench_data(args.real, args.fake, args.n, args.dim, args.seed)
-    bench(data, args.k[0], args.t, _engine_opts(args), json_path=args.json)
+    bench(data, k, args.t, _engine_opts(args), json_path=args.json)
     return 0
 
 
