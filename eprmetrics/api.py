@@ -143,8 +143,7 @@ def compute_pr(
     options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
     images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
     real_fs, fake_fs, known = _resolve(real, fake, max(spec.ks), images, options)
-    ctx = RunContext.build(real_fs, fake_fs, options)
-    ctx.known = known
+    ctx = RunContext.build(real_fs, fake_fs, options, known=known)
     return assemble(ctx, ctx.run(lambda c: run_exact(c, spec)))
 
 
@@ -263,8 +262,7 @@ def compute_epr(
     options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
     images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
     real_fs, fake_fs, known = _resolve(real, fake, k, images, options)
-    ctx = RunContext.build(real_fs, fake_fs, options, seed)
-    ctx.known = known
+    ctx = RunContext.build(real_fs, fake_fs, options, seed, known)
     if method == "sampled":
         smp = SampledSpec(k, backend, backend_options, sample)
         return assemble(ctx, ctx.run(lambda c: run_sampled(c, smp)))

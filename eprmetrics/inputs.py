@@ -29,7 +29,6 @@ __all__ = [
     "ImageOptions",
     "resolve_pair",
     "resolve_one",
-    "resolve_against",
     "as_feature_set",
     "validate_pair",
     "check_set",
@@ -94,9 +93,16 @@ class ImageOptions:
 
 
 def resolve_pair(
-    real: Any, fake: Any, k_max: int, images: ImageOptions, device: torch.device, progress: Optional[bool]
+    real: Any,
+    fake: Any,
+    k_max: int,
+    images: ImageOptions,
+    device: torch.device,
+    progress: Optional[bool],
+    real_largest: Optional[float] = None,
 ) -> tuple[FeatureSet, FeatureSet]:
-    """``real`` and ``fake`` as validated feature sets, whatever form they were given in.
+    """``real`` and ``fake`` as validated feature sets, whatever form they were given in
+    (``real_largest``: see :func:`validate_pair`; a ``real`` set checked before is not read again).
 
     Raises:
         ValueError, TypeError, FileNotFoundError: naming the input and what was expected.
@@ -109,7 +115,7 @@ def resolve_pair(
     real_fs, fake_fs = (
         as_feature_set(images.features(v, name, device, progress), name) for v, name in zip(opened, names)
     )
-    validate_pair(real_fs, fake_fs, k_max)
+    validate_pair(real_fs, fake_fs, k_max, real_largest)
     return real_fs, fake_fs
 
 
@@ -231,24 +237,6 @@ def resolve_one(
     largest = check_set(fs, k_max)
     fs.scale = pair_scale(largest)
     return fs, largest
-
-
-def resolve_against(
-    real: FeatureSet,
-    real_largest: float,
-    fake: Any,
-    k_max: int,
-    images: ImageOptions,
-    device: torch.device,
-    progress: Optional[bool],
-) -> FeatureSet:
-    """``fake`` as a checked set paired with a ``real`` set checked before (only ``fake`` is read)."""
-    opened = images.open(fake, "fake")
-    opened = opened if is_image_input(opened) else as_feature_set(opened, "fake")
-    _check_dims_before_extraction([real, opened], images)
-    fake_fs = as_feature_set(images.features(opened, "fake", device, progress), "fake")
-    validate_pair(real, fake_fs, k_max, real_largest)
-    return fake_fs
 
 
 def pair_scale(largest: float) -> float:

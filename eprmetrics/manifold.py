@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from .defaults import DEFAULTS
-from .engine import FeatureSet, TileEngine, default_memory_budget, matmul_precision
+from .engine import FeatureSet, matmul_precision
 from .estimators import EngineOptions
-from .inputs import ImageOptions, resolve_against, resolve_one
+from .inputs import ImageOptions, resolve_one, resolve_pair
 from .neighbours import Radii, RadiiState, hub_stats, k_occurrence
 from .profiling import Profiler, Stage, progress_bar
 from .result import HubStatistics
@@ -111,9 +111,7 @@ class Manifold:
         images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, None, on_error)
         dev = torch.device(options.device)
         fs, largest = resolve_one(real, "real", max(ks), images, dev, progress)
-        engine = TileEngine(
-            fs.dim, dev, memory_budget or default_memory_budget(dev), error_bound=error_bound, precision=precision
-        )
+        engine = options.engine(fs.dim)
 
         def attempt() -> tuple[RadiiState, Profiler]:
             prof = Profiler(dev)
@@ -179,8 +177,9 @@ class Manifold:
     ) -> tuple[FeatureSet, FeatureSet, dict[str, RadiiState]]:
         """The real and fake sets of one call, and the real radii at that call's scale (only ``fake`` is read)."""
         self.check_k(k_max)
-        real_fs = FeatureSet(self.features, "real")
-        fake_fs = resolve_against(real_fs, self._largest, fake, k_max, images, device, progress)
+        real_fs, fake_fs = resolve_pair(
+            FeatureSet(self.features, "real"), fake, k_max, images, device, progress, self._largest
+        )
         factor = (real_fs.scale / self._scale) ** 2  # both powers of two: the radii rescale exactly
         return real_fs, fake_fs, {"real": self._state.scaled(factor)}
 

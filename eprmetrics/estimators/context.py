@@ -56,6 +56,17 @@ class EngineOptions:
             check_bool(self.progress, "progress")
         object.__setattr__(self, "device", resolve_device(self.device))
 
+    def engine(self, dim: int) -> TileEngine:
+        """The tiled engine for ``dim``-dimensional sets: this device, its budget, bound and precision."""
+        dev = torch.device(self.device)
+        return TileEngine(
+            dim,
+            dev,
+            self.memory_budget or default_memory_budget(dev),
+            error_bound=self.error_bound,
+            precision=self.precision,
+        )
+
 
 @dataclasses.dataclass
 class RunContext:
@@ -73,17 +84,19 @@ class RunContext:
     known: dict[str, RadiiState] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def build(cls, real: FeatureSet, fake: FeatureSet, options: EngineOptions, seed: int = 0) -> "RunContext":
-        """A context for two validated sets: the engine sized for their dimension and the device's budget."""
-        dev = torch.device(options.device)
-        engine = TileEngine(
-            real.dim,
-            dev,
-            options.memory_budget or default_memory_budget(dev),
-            error_bound=options.error_bound,
-            precision=options.precision,
-        )
-        return cls(real, fake, engine, options.strict, seed, options.progress, Profiler(dev))
+    def build(
+        cls,
+        real: FeatureSet,
+        fake: FeatureSet,
+        options: EngineOptions,
+        seed: int = 0,
+        known: Optional[dict[str, RadiiState]] = None,
+    ) -> "RunContext":
+        """A context for two validated sets: the engine sized for their dimension and the device's budget
+        (``known``: radii computed before the call, see :attr:`known`)."""
+        engine = options.engine(real.dim)
+        prof = Profiler(engine.device)
+        return cls(real, fake, engine, options.strict, seed, options.progress, prof, known=known or {})
 
     @property
     def device(self) -> torch.device:
