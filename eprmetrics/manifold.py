@@ -34,9 +34,9 @@ import torch
 
 from .defaults import DEFAULTS
 from .engine import FeatureSet, matmul_precision
-from .estimators import EngineOptions
+from .estimators import EngineOptions, hub_statistics
 from .inputs import ImageOptions, resolve_one, resolve_pair
-from .neighbours import Radii, RadiiState, hub_stats, k_occurrence
+from .neighbours import Radii, RadiiState, SetGraph, k_occurrence
 from .profiling import Profiler, Stage, progress_bar
 from .result import HubStatistics
 from .validation import check_k
@@ -161,16 +161,8 @@ class Manifold:
 
     def hubs(self, t: int = DEFAULTS["t"], k: Optional[int] = None) -> HubStatistics:
         """Hub statistics of the real set at threshold ``t`` (the hub method's ``H(R)``), from the exact graph."""
-        occurrence = self.k_occurrence(k)
-        stats = hub_stats(occurrence, t)
-        return HubStatistics(
-            n_hubs=stats.n_hubs,
-            fraction=stats.fraction,
-            backend="exact",
-            reason="reference manifold: the exact graph",
-            params={},
-            max_k_occurrence=int(occurrence.max()),
-        )
+        graph = SetGraph("exact", "reference manifold: the exact graph", {}, self.k_occurrence(k))
+        return hub_statistics(graph, t)
 
     def pair_with(
         self, fake: Any, k_max: int, images: ImageOptions, device: torch.device, progress: Optional[bool]

@@ -7,7 +7,7 @@ Each takes a :class:`RunContext` and its own small spec and returns an
 from .context import EngineOptions, RunContext
 from .design import Estimate, StratifiedSample, hubness_bins
 from .exact import ExactSpec, run_exact
-from .hubness import RADII_MODES, AuditWarning, HubSpec, run_hubness
+from .hubness import RADII_MODES, AuditWarning, HubSpec, hub_statistics, run_hubness
 from .pipeline import Outcome, assemble
 from .sampled import SampledSpec, SampleRequest, run_sampled
 
@@ -23,6 +23,7 @@ __all__ = [
     "AuditWarning",
     "HubSpec",
     "run_hubness",
+    "hub_statistics",
     "Outcome",
     "assemble",
     "SampledSpec",

@@ -24,7 +24,7 @@ from .membership import exact_membership
 from .pipeline import Outcome, hit_rate
 from .sampled import SampleRequest, SideEstimate, graph_plan, sample_both, side_sampling
 
-__all__ = ["HubSpec", "run_hubness", "AuditWarning", "RADII_MODES"]
+__all__ = ["HubSpec", "run_hubness", "hub_statistics", "AuditWarning", "RADII_MODES"]
 
 RADII_MODES = ("exact", "ann")
 # Frames from the warning up to the user's call:
@@ -80,7 +80,8 @@ def _share_hub_radii(
             g.upper(ctx.engine, ctx.prepared[name], k).set_true(hubs[name], true2)
 
 
-def _statistics(g: SetGraph, t: int) -> HubStatistics:
+def hub_statistics(g: SetGraph, t: int) -> HubStatistics:
+    """The hubs ``N_k ≥ t`` of one set's graph, with the backend that found it and why."""
     stats = hub_stats(g.occurrence, t)
     return HubStatistics(
         n_hubs=stats.n_hubs,
@@ -160,6 +161,6 @@ def run_hubness(ctx: RunContext, spec: HubSpec) -> Outcome:
         plan=graph_plan("hubness", graphs),
         t=spec.t,
         radii="exact" if all_exact else spec.radii,
-        hubs={name: _statistics(g, spec.t) for name, g in graphs.items()},
+        hubs={name: hub_statistics(g, spec.t) for name, g in graphs.items()},
         audit=audit,
     )
