@@ -187,14 +187,27 @@ def test_result_reports_stages_and_json(rng, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["precision"] == res.precision
 
 
-@pytest.mark.parametrize("data", ["random", "lattice"])
+def copies(rng, n=150, dim=5):
+    """Two points with 40 and 30 copies (one written with −0.0 in places) among random points, shuffled."""
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x[:40] = 0.0
+    x[:40:3, ::2] = -0.0
+    x[40:70] = x[70]
+    return x[rng.permutation(n)]
+
+
+@pytest.mark.parametrize("data", ["random", "lattice", "copies"])
 def test_exact_knn_matches_bruteforce(rng, data):
     from eprmetrics.engine import TileEngine
     from eprmetrics.inputs import as_feature_set
     from eprmetrics.neighbours import exact_knn
     from tests.reference import sqdist
 
-    x = rng.normal(size=(150, 5)).astype(np.float32) if data == "random" else lattice(rng, 150, 3, high=3)
+    x = {
+        "random": lambda: rng.normal(size=(150, 5)).astype(np.float32),
+        "lattice": lambda: lattice(rng, 150, 3, high=3),
+    }
+    x = x.get(data, lambda: copies(rng))()
     engine = TileEngine(x.shape[1], torch.device("cpu"), budget_for_tile(40, x.shape[1]))
     fs = as_feature_set(x, "real")
     knn = exact_knn(engine, engine.prepare(fs, engine.center_of(fs)), 4)
@@ -203,3 +216,29 @@ def test_exact_knn_matches_bruteforce(rng, data):
     order = np.lexsort((np.broadcast_to(np.arange(150), d.shape), d), axis=1)[:, :4]
     np.testing.assert_allclose(knn.sqdist.numpy(), np.take_along_axis(d, order, 1), rtol=1e-14)
     np.testing.assert_array_equal(knn.index.numpy(), order)
+
+
+def test_most_of_a_set_one_point(rng):
+    """3,000 copies of one point among 50 others (a truncation ψ → 0): the copies' radius 0 is settled by their
+    values, not by a float64 pass over their 9 million pairs; neighbours (ties by index) and P&R as brute force."""
+    from eprmetrics.engine import TileEngine
+    from eprmetrics.inputs import as_feature_set
+    from eprmetrics.neighbours import exact_knn
+    from tests.reference import sqdist
+
+    x = np.concatenate([np.full((3000, 8), 0.5, np.float32), rng.normal(size=(50, 8)).astype(np.float32)])
+    x = x[rng.permutation(len(x))]
+    engine = TileEngine(8, torch.device("cpu"), budget_for_tile(512, 8))
+    fs = as_feature_set(x, "fake")
+    knn = exact_knn(engine, engine.prepare(fs, engine.center_of(fs)), 3)
+    assert knn.n_redecided <= 50
+    d = sqdist(x, x)
+    np.fill_diagonal(d, np.inf)
+    order = np.argsort(d, axis=1, kind="stable")[:, :3]  # stable: ties by index
+    np.testing.assert_array_equal(knn.index.numpy(), order)
+    np.testing.assert_allclose(knn.sqdist.numpy(), np.take_along_axis(d, order, 1), rtol=1e-14)
+    real = rng.normal(size=(400, 8)).astype(np.float32)
+    for strict in (False, True):
+        res = compute_pr(real, x, k=3, strict=strict, density_coverage=False)
+        want = brute_pr(real, x, k=3, strict=strict)
+        assert (res.precision, res.recall) == (want["precision"], want["recall"])

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..engine import Prepared, TileEngine, up32
+from ..engine import FeatureSet, Prepared, TileEngine, up32
 
 __all__ = ["KNN", "Radii", "RadiiState", "KnownRadii", "GivenRadii", "exact_knn", "KNN_MARGIN"]
 
@@ -84,6 +84,7 @@ class Radii:
         self._d2 = torch.full((p.n, self.k_max), math.nan, dtype=torch.float64, device=engine.device)
         self._index = torch.full((p.n, self.k_max), -1, dtype=torch.int64, device=engine.device)
         self.n_redecided = 0
+        self._keys: "torch.Tensor | bool | None" = None  # row_keys of ref, made when copies need them
 
     def restrict(self, owner_pos: torch.Tensor) -> "Radii":
         """The same radii for a subset of the owners (positions), e.g. the hubs of a set; float64 values
@@ -146,10 +147,47 @@ class Radii:
             return
         # A point outside the candidates has fp32 value ≥ the largest candidate's,
         # so its true value is ≥ that − δ: settled when that exceeds the k_max-th.
-        bad = rows[self.vals[rows, -1].double() - self.delta[rows] < d2[:, k_max - 1]]
+        unsettled = self.vals[rows, -1].double() - self.delta[rows] < d2[:, k_max - 1]
+        # Radius 0 (k_max copies among the candidates) is settled; only ties by index among all the copies
+        # remain, and copies are found by their values, not by a pass over every pair within 0 (n² pairs
+        # when most of a set is one point).
+        copies = unsettled & (d2[:, k_max - 1] == 0)
+        if copies.any():
+            at = copies.nonzero().flatten()
+            unsettled[at[self._nearest_copies(rows[at])]] = False
+        bad = rows[unsettled]
         if bad.numel():
             self.n_redecided += bad.numel()
             self._redo(bad, up32(self._d2[bad, -1] + self.delta[bad]))
+
+    def _nearest_copies(self, rows: torch.Tensor) -> torch.Tensor:
+        """Set the k-NN of owners ``rows`` (radius 0) to the ``k_max`` lowest-index other copies of each in ``ref``.
+
+        Returns which rows were set; a row with fewer verified copies is left to the pass over pairs, and so is
+        every row when ``ref`` holds values so small that distinct rows can be at float64 distance 0.
+        """
+        k_max, device, n = self.k_max, self.engine.device, self.ref.n
+        if self._keys is None:
+            self._keys = row_keys(self.ref.source, device)
+        keys = self._keys
+        if isinstance(keys, bool):
+            return torch.zeros(rows.numel(), dtype=torch.bool, device=device)
+        order = keys.argsort(stable=True)  # equal keys in ascending index
+        sorted_keys = keys[order]
+        own = self.ids[rows]
+        start = torch.searchsorted(sorted_keys, keys[own])
+        pos = (start[:, None] + torch.arange(k_max + 1, device=device)).clamp_(max=n - 1)
+        members = order[pos]
+        # k_max + 1 entries with the row's key (itself among them, or k_max others of lower index), equal in value.
+        ok = (start + k_max <= n - 1) & (sorted_keys[pos[:, -1]] == keys[own])
+        vals = self.ref.source.take(own, device)
+        for j in range(k_max + 1):
+            ok &= (self.ref.source.take(members[:, j], device) == vals).all(1)
+        others = members[ok] != own[ok, None]
+        others &= others.cumsum(1) <= k_max
+        self._index[rows[ok]] = members[ok][others].view(-1, k_max)
+        self._d2[rows[ok]] = 0.0
+        return ok
 
     def _redo(self, rows: torch.Tensor, thr: torch.Tensor) -> None:
         """Exact k-NN of owners ``rows`` among all ref points with fp32 distance ≤ ``thr``."""
@@ -173,6 +211,32 @@ class Radii:
         keep = rank < k_max
         self._d2[rows[pos[keep]], rank[keep]] = dd[keep]
         self._index[rows[pos[keep]], rank[keep]] = found[keep]
+
+
+_KEY_PRIME = 2_147_483_647  # 2^31 − 1: 32-bit halves times factors below it stay exact in int64
+
+
+def row_keys(source: FeatureSet, device: torch.device, chunk: int = 65536) -> "torch.Tensor | bool":
+    """An integer key per row from the bits of its float64 values (−0 as 0): rows with equal values have
+    equal keys (modular sums of integer products: exact, whatever the order of summation).
+
+    ``False`` when a nonzero value is below 2^-400: two distinct rows could then be at float64 distance 0
+    (their squared differences underflow), and equal values would not be the same thing as distance 0.
+    """
+    gen = torch.Generator().manual_seed(0x5EED)
+    factors = torch.randint(1, _KEY_PRIME, (2, source.dim), generator=gen, dtype=torch.int64).to(device)
+    keys = torch.empty(source.n, dtype=torch.int64, device=device)
+    for s in range(0, source.n, chunk):
+        rows = source.block(s, min(s + chunk, source.n), device, torch.float64) + 0.0
+        tiny = rows.abs()
+        if bool(((tiny > 0) & (tiny < 2.0**-400)).any()):
+            return False
+        bits = rows.view(torch.int64)
+        low, high = bits & 0xFFFFFFFF, (bits >> 32) & 0xFFFFFFFF
+        a = ((low * factors[0]) % _KEY_PRIME).sum(1) % _KEY_PRIME
+        b = ((high * factors[1]) % _KEY_PRIME).sum(1) % _KEY_PRIME
+        keys[s : s + chunk] = a * _KEY_PRIME + b
+    return keys
 
 
 @dataclasses.dataclass
