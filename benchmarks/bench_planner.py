@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from typing import Any
@@ -112,18 +113,33 @@ def _holds(exact: dict[str, Any], fast: dict[str, Any]) -> bool:
     return plo <= exact["precision"] <= phi and rlo <= exact["recall"] <= rhi
 
 
-def _row(kind: str, n: int, d: int, seed: int) -> dict[str, Any]:
+def _row(kind: str, n: int, d: int, seed: int, repeat: int) -> dict[str, Any]:
+    """``repeat`` alternating (exact, default) pairs of processes; the run of median wall time stands for each."""
     common = ["--kind", kind, "--n", str(n), "--dim", str(d), "--seed", str(seed)]
-    exact = run_worker("bench_planner", ["--method", "exact", *common])
-    fast = run_worker("bench_planner", ["--method", "default", *common])
-    row: dict[str, Any] = {"kind": kind, "n": n, "dim": d, "exact": exact, "default": fast}
-    if "error" not in exact and "error" not in fast:
+    exact_runs, fast_runs = [], []
+    for _ in range(repeat):
+        exact_runs.append(run_worker("bench_planner", ["--method", "exact", *common]))
+        fast_runs.append(run_worker("bench_planner", ["--method", "default", *common]))
+    row: dict[str, Any] = {"kind": kind, "n": n, "dim": d, "exact": exact_runs[0], "default": fast_runs[0]}
+    if all("error" not in r for r in exact_runs + fast_runs):
+        exact, fast = _median_run(exact_runs), _median_run(fast_runs)
+        walls = [r["wall"] for r in exact_runs]
         row.update(
+            exact=exact,
+            default=fast,
             ratio=fast["wall"] / exact["wall"],
-            holds=_holds(exact, fast),
-            prediction_ratio=fast["predicted_total"] / fast["seconds"],
+            holds=all(_holds(exact, f) for f in fast_runs),
+            prediction_ratio=statistics.median(f["predicted_total"] / f["seconds"] for f in fast_runs),
+            repeat=repeat,
+            exact_spread=max(walls) / min(walls),  # the noise of identical work, for reading the ratio
+            exact_runs=exact_runs,
+            default_runs=fast_runs,
         )
     return row
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
 
 
 def _markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
@@ -131,10 +147,13 @@ def _markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
         "# Default compute_epr() (planner) vs exact compute_pr",
         "",
         f"Machine: {info.get('cpu')} ({info.get('cpu_count')} cores), torch {info.get('torch')}, {info.get('date')}. "
-        "One fresh process per call; wall time of the call (data generation excluded).",
+        "One fresh process per call; wall time of the call (data generation excluded); with several runs,"
+        " exact and default alternate and the median of each is shown (exact's spread: its slowest run over"
+        " its fastest, the noise of identical work).",
         "",
-        "| data | n per set | d | exact | default | default / exact | path | holds exact | predicted / measured |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| data | n per set | d | runs | exact | default | default / exact | exact's spread | path | holds exact "
+        "| predicted / measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "ratio" not in r:
@@ -144,8 +163,9 @@ def _markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
             continue
         e, f = r["exact"], r["default"]
         lines.append(
-            f"| {r['kind']} | {r['n']:,} | {r['dim']} | {e['wall']:.2f} s | {f['wall']:.2f} s | {r['ratio']:.2f} | "
-            f"{f['path']} | {'yes' if r['holds'] else 'NO'} | {r['prediction_ratio']:.2f} |"
+            f"| {r['kind']} | {r['n']:,} | {r['dim']} | {r['repeat']} | {e['wall']:.2f} s | {f['wall']:.2f} s | "
+            f"{r['ratio']:.2f} | {r['exact_spread']:.2f} | {f['path']} | {'yes' if r['holds'] else 'NO'} | "
+            f"{r['prediction_ratio']:.2f} |"
         )
     ok = [r for r in rows if "ratio" in r]
     preds = [r["prediction_ratio"] for r in ok]
@@ -174,6 +194,10 @@ def main(argv: list[str]) -> None:
     p.add_argument("--kinds", nargs="+", default=["low", "long", "digits"], choices=("low", "long", "digits"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="planner")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each call for sets up to --repeat-up-to")
+    p.add_argument(
+        "--repeat-up-to", type=int, default=12000, help="larger sets are run once (their ratios are far from 1)"
+    )
     args = p.parse_args(argv)
     if args.worker:
         args.n = args.n[0] if isinstance(args.n, list) else args.n
@@ -181,7 +205,7 @@ def main(argv: list[str]) -> None:
         return
     info, rows = machine(), []
     for kind, n, d in _configs(args):
-        rows.append(_row(kind, n, d, args.seed))
+        rows.append(_row(kind, n, d, args.seed, args.repeat if n <= args.repeat_up_to else 1))
         r = rows[-1]
         print(
             f"{kind:>6} n={n:>6} d={d:>5}: "

@@ -76,13 +76,20 @@ class Rates:
         return 2.0 * rows * cols * dim / self.gemm_flops + rows * cols * self.per_element
 
 
-def _best_time(fn: "Callable[[], None]", repeat: int = 5) -> float:
-    """The fastest of ``repeat`` runs: a stall of the machine (another process, page faults) only slows some."""
-    best = math.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+def _best_times(
+    fns: "list[Callable[[], None]]", rounds: int = 5, seconds: float = 0.25, most: int = 200
+) -> list[float]:
+    """The fastest run of each of ``fns``, run in turn for at least ``rounds`` rounds and ``seconds``: a stall of
+    the machine (another process, a library's spinning threads, page faults) only slows some of them, and
+    taking turns spreads a stall over all the rates instead of one."""
+    best = [math.inf] * len(fns)
+    start, done = time.perf_counter(), 0
+    while done < most and (done < rounds or time.perf_counter() - start < seconds):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+        done += 1
     return best
 
 
@@ -122,10 +129,11 @@ def _measure(device: str, dim: int) -> Rates:
     for _ in range(2):  # warm-up: thread pools, kernels, first-touch page faults
         gemm()
         reduce()
+    t_gemm, t_reduce, t_f64 = _best_times([gemm, reduce, f64])
     return Rates(
-        gemm_flops=2.0 * t * t * dim / _best_time(gemm),
-        per_element=_best_time(reduce) / (t * t),
-        per_f64_element=_best_time(f64) / (4 * t * dim),
+        gemm_flops=2.0 * t * t * dim / t_gemm,
+        per_element=t_reduce / (t * t),
+        per_f64_element=t_f64 / (4 * t * dim),
     )
 
 
