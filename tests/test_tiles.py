@@ -92,3 +92,23 @@ def test_default_budget_and_tiles():
     assert eng.tile_for(eng.tile + 2) == eng.tile // 2 + 1
     with pytest.raises(ValueError, match="memory_budget: expected a positive number of bytes"):
         TileEngine(8, torch.device("cpu"), 0)
+
+
+def test_row_keys_equal_exactly_for_equal_values():
+    """Equal values (−0.0 as 0.0, float16 or float32 storage) give equal keys; distinct rows distinct ones; values
+    small enough for squared differences to underflow give no keys."""
+    from eprmetrics.engine.sets import row_keys
+    from eprmetrics.inputs import as_feature_set
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 7)).astype(np.float32)
+    x[10] = x[3]
+    x[20], x[21] = 0.0, -0.0
+    keys = row_keys(as_feature_set(x, "real"), torch.device("cpu"), elements=64)  # several blocks
+    assert keys[10] == keys[3] and keys[20] == keys[21]
+    assert len(set(keys.tolist())) == 500 - 2
+    half = row_keys(as_feature_set(x.astype(np.float16), "real"), torch.device("cpu"))
+    assert (half[10] == half[3]) and len(set(half.tolist())) == len(np.unique(x.astype(np.float16), axis=0))
+    tiny = x.astype(np.float64)
+    tiny[0, 0] = 1e-300
+    assert row_keys(as_feature_set(tiny, "real"), torch.device("cpu")) is None

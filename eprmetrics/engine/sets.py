@@ -166,11 +166,45 @@ class Prepared:
     center: torch.Tensor  # (d,) in the compute dtype of the source
     sqnorm: torch.Tensor  # (n,) float32, ‖x − centre‖² rounded once from float64
     norm: torch.Tensor  # (n,) float64, ‖x − centre‖ of the fp32 rows
+    _keys: "dict[str, Optional[torch.Tensor]]" = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n(self) -> int:
         return self.source.n
 
+    def row_keys(self, device: torch.device) -> Optional[torch.Tensor]:
+        """Exact integer keys of the rows' values (:func:`row_keys`), computed once per set and device."""
+        if str(device) not in self._keys:
+            self._keys[str(device)] = row_keys(self.source, device)
+        return self._keys[str(device)]
+
     @property
     def max_norm(self) -> float:
         return float(self.norm.max())
+
+
+_KEY_PRIME = 2_147_483_647  # 2^31 − 1: 32-bit halves times factors below it stay exact in int64
+
+
+def row_keys(source: FeatureSet, device: torch.device, elements: int = 1 << 22) -> Optional[torch.Tensor]:
+    """An integer key per row from the bits of its float64 values (−0 as 0): rows with equal values have
+    equal keys (modular sums of integer products: exact, whatever the order of summation).
+
+    None when a nonzero value is below 2^-400: two distinct rows could then be at float64 distance 0
+    (their squared differences underflow), and equal values would not be the same thing as distance 0.
+    """
+    gen = torch.Generator().manual_seed(0x5EED)
+    factors = torch.randint(1, _KEY_PRIME, (2, source.dim), generator=gen, dtype=torch.int64).to(device)
+    keys = torch.empty(source.n, dtype=torch.int64, device=device)
+    chunk = max(1, elements // source.dim)  # rows per block: a few 32 MiB temporaries
+    for s in range(0, source.n, chunk):
+        rows = source.block(s, min(s + chunk, source.n), device, torch.float64) + 0.0
+        tiny = rows.abs()
+        if bool(((tiny > 0) & (tiny < 2.0**-400)).any()):
+            return None
+        bits = rows.view(torch.int64)
+        low, high = bits & 0xFFFFFFFF, (bits >> 32) & 0xFFFFFFFF
+        a = ((low * factors[0]) % _KEY_PRIME).sum(1) % _KEY_PRIME
+        b = ((high * factors[1]) % _KEY_PRIME).sum(1) % _KEY_PRIME
+        keys[s : s + chunk] = a * _KEY_PRIME + b
+    return keys

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..engine import FeatureSet, Prepared, TileEngine, up32
+from ..engine import Prepared, TileEngine, up32
 
 __all__ = ["KNN", "Radii", "RadiiState", "KnownRadii", "GivenRadii", "exact_knn", "KNN_MARGIN"]
 
@@ -84,7 +84,6 @@ class Radii:
         self._d2 = torch.full((p.n, self.k_max), math.nan, dtype=torch.float64, device=engine.device)
         self._index = torch.full((p.n, self.k_max), -1, dtype=torch.int64, device=engine.device)
         self.n_redecided = 0
-        self._keys: "torch.Tensor | bool | None" = None  # row_keys of ref, made when copies need them
 
     def restrict(self, owner_pos: torch.Tensor) -> "Radii":
         """The same radii for a subset of the owners (positions), e.g. the hubs of a set; float64 values
@@ -167,10 +166,8 @@ class Radii:
         every row when ``ref`` holds values so small that distinct rows can be at float64 distance 0.
         """
         k_max, device, n = self.k_max, self.engine.device, self.ref.n
-        if self._keys is None:
-            self._keys = row_keys(self.ref.source, device)
-        keys = self._keys
-        if isinstance(keys, bool):
+        keys = self.ref.row_keys(device)
+        if keys is None:
             return torch.zeros(rows.numel(), dtype=torch.bool, device=device)
         order = keys.argsort(stable=True)  # equal keys in ascending index
         sorted_keys = keys[order]
@@ -211,32 +208,6 @@ class Radii:
         keep = rank < k_max
         self._d2[rows[pos[keep]], rank[keep]] = dd[keep]
         self._index[rows[pos[keep]], rank[keep]] = found[keep]
-
-
-_KEY_PRIME = 2_147_483_647  # 2^31 − 1: 32-bit halves times factors below it stay exact in int64
-
-
-def row_keys(source: FeatureSet, device: torch.device, chunk: int = 65536) -> "torch.Tensor | bool":
-    """An integer key per row from the bits of its float64 values (−0 as 0): rows with equal values have
-    equal keys (modular sums of integer products: exact, whatever the order of summation).
-
-    ``False`` when a nonzero value is below 2^-400: two distinct rows could then be at float64 distance 0
-    (their squared differences underflow), and equal values would not be the same thing as distance 0.
-    """
-    gen = torch.Generator().manual_seed(0x5EED)
-    factors = torch.randint(1, _KEY_PRIME, (2, source.dim), generator=gen, dtype=torch.int64).to(device)
-    keys = torch.empty(source.n, dtype=torch.int64, device=device)
-    for s in range(0, source.n, chunk):
-        rows = source.block(s, min(s + chunk, source.n), device, torch.float64) + 0.0
-        tiny = rows.abs()
-        if bool(((tiny > 0) & (tiny < 2.0**-400)).any()):
-            return False
-        bits = rows.view(torch.int64)
-        low, high = bits & 0xFFFFFFFF, (bits >> 32) & 0xFFFFFFFF
-        a = ((low * factors[0]) % _KEY_PRIME).sum(1) % _KEY_PRIME
-        b = ((high * factors[1]) % _KEY_PRIME).sum(1) % _KEY_PRIME
-        keys[s : s + chunk] = a * _KEY_PRIME + b
-    return keys
 
 
 @dataclasses.dataclass
