@@ -43,13 +43,15 @@ def test_everything_sampled_gives_exact_values_and_zero_width(backend, strict):
 @pytest.mark.parametrize("graph", ["true", "random", "partial"])
 def test_sampled_hits_equal_brute_force(rng, strict, graph, near):
     """Upper-bound radii from any graph of k distinct others (exact, random, or with -1 holes)
-    must give the float64 brute-force membership; lattices give exact ties and zero radii.
+    must give the float64 brute-force membership; lattices give exact ties and zero radii, and
+    sets that are half one point give radius 0 beyond the candidates and copies among the queries.
     Reference points said to be near each query (its nearest, or any, with -1 holes) only
     change how hits are found, never the decisions."""
     k = 3
     for real, fake in (
         (rng.normal(size=(400, 10)).astype(np.float32), rng.normal(size=(300, 10)).astype(np.float32)),
         (lattice(rng, 300, 5), lattice(rng, 250, 5)),
+        _mostly_one_point(rng, 400, 10),  # radius 0 for most, copies among the queries
     ):
         ref = brute_pr(real, fake, k=k, strict=strict)
         engine, rp, fp = _prepared(real, fake, budget=1 << 16)  # many tiles
@@ -73,6 +75,13 @@ def test_sampled_hits_equal_brute_force(rng, strict, graph, near):
                 nq = torch.from_numpy(rng.integers(-1, len(real), (fp.n, 4)))
             hits = sampled_hits(engine, fp, q, upper, strict, nq).numpy()
         np.testing.assert_array_equal(hits, ref["precision_hits"])
+
+
+def _mostly_one_point(rng, n, dim):
+    """Half of each set copies of one point (its truncation ψ → 0), the other half around it."""
+    real, fake = rng.normal(size=(n, dim)).astype(np.float32), rng.normal(size=(n - 100, dim)).astype(np.float32)
+    real[::2], fake[1::2] = 0.25, 0.25
+    return real, fake
 
 
 def _population(n=4000, seed=11):

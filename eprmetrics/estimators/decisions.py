@@ -19,7 +19,8 @@ from typing import Optional
 
 import torch
 
-from ..engine import Prepared, TileEngine, up32
+from ..engine import FeatureSubset, Prepared, TileEngine, up32
+from ..engine.sets import row_keys
 from ..neighbours import UpperRadii
 
 __all__ = ["sampled_hits", "CANDIDATES_PER_TILE"]
@@ -148,7 +149,44 @@ def sampled_hits(
     radii with an fp32 rounding margin, are confirmed by float64 distances, and
     decided against true radii. ``near`` (per query, indices of reference points
     found near it, ``-1`` padded) lets most hits be proven before that scan.
+    Copies among the queries (equal values: one decision) are decided once.
     """
+    first = _first_copies(engine, queries, q_index)
+    if first is not None:
+        reps, back = torch.unique(first, return_inverse=True)
+        sub = None if near is None else near[reps.to(near.device)]
+        return _hits(engine, queries, q_index[reps], radii, strict, sub)[back]
+    return _hits(engine, queries, q_index, radii, strict, near)
+
+
+def _first_copies(engine: TileEngine, queries: Prepared, q_index: torch.Tensor) -> Optional[torch.Tensor]:
+    """Per query, the position of the first query with the same values (itself if none); None without copies."""
+    if q_index.numel() < 2:
+        return None
+    keys = row_keys(FeatureSubset(queries.source, q_index), engine.device)
+    if keys is None:
+        return None
+    _, inv = torch.unique(keys, return_inverse=True)
+    if int(inv.max()) + 1 == q_index.numel():
+        return None
+    at = torch.arange(q_index.numel(), device=engine.device)
+    first = torch.full_like(at, q_index.numel()).scatter_reduce_(0, inv, at, "amin")[inv]
+    copy = (first != at).nonzero().flatten()
+    for s in range(0, copy.numel(), 4096):  # a key match is not an equality proof
+        c = copy[s : s + 4096]
+        same = queries.source.take(q_index[c], engine.device) == queries.source.take(q_index[first[c]], engine.device)
+        first[c[~same.all(1)]] = c[~same.all(1)]
+    return first
+
+
+def _hits(
+    engine: TileEngine,
+    queries: Prepared,
+    q_index: torch.Tensor,
+    radii: UpperRadii,
+    strict: bool,
+    near: Optional[torch.Tensor],
+) -> torch.Tensor:
     hits = torch.zeros(q_index.numel(), dtype=torch.bool, device=engine.device)
     per_tile = None if radii.is_exact else CANDIDATES_PER_TILE
     todo = torch.arange(q_index.numel(), device=engine.device)
