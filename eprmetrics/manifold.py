@@ -113,16 +113,12 @@ class Manifold:
         fs, largest = resolve_one(real, "real", max(ks), images, dev, progress)
         engine = options.engine(fs.dim)
 
-        def attempt() -> tuple[RadiiState, Profiler]:
-            prof = Profiler(dev)
-            with matmul_precision(engine.precision), torch.inference_mode():
-                with prof.stage("prepare (centre, norms)"):
-                    p = engine.prepare(fs, engine.center_of(fs))
-                with prof.stage("real↔real distances + top-k → radii"), progress_bar(progress, fs.n, "radii real") as b:
-                    state = Radii(engine, p, max(ks), progress=b.update if b else None).state()
-            return state, prof
-
-        state, prof = engine.run_shrinking(attempt)
+        prof = Profiler(dev)
+        with matmul_precision(engine.precision), torch.inference_mode():
+            with prof.stage("prepare (centre, norms)"):
+                p = engine.prepare(fs, engine.center_of(fs))
+            with prof.stage("real↔real distances + top-k → radii"), progress_bar(progress, fs.n, "radii real") as b:
+                state = Radii(engine, p, max(ks), progress=b.update if b else None).state()
         return cls(fs.data, state, ks, fs.scale, largest, prof.stages)
 
     @property

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from eprmetrics import compute_epr, compute_pr
 from eprmetrics.engine import device as device_mod
 from eprmetrics.engine import distributed as dist_mod
 from eprmetrics.engine.device import matmul_precision, resolve_device
 from eprmetrics.engine.tiles import TileEngine, budget_for_tile, sqdist_block
+from eprmetrics.synthetic import make_pair
 
 CPU = torch.device("cpu")
 NEW_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")  # torch >= 2.9: per-backend fp32 precision
@@ -99,7 +101,7 @@ def test_tiles_stay_below_2_31_elements_with_a_huge_budget():
 
 # -------------------------------------------------------------- 4. OOM retries
 class _Failing:
-    """``fn`` for run_shrinking: allocates a big tensor, then raises CUDA OOM on its first ``fails`` calls."""
+    """``fn`` for run_pass: allocates a big tensor, then raises CUDA OOM on its first ``fails`` calls."""
 
     def __init__(self, engine, fails):
         self.engine, self.fails, self.calls, self.tiles, self.refs = engine, fails, 0, [], []
@@ -125,8 +127,8 @@ def test_oom_retry_empties_the_cache_after_the_failed_attempt_is_released(monkey
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
-    with pytest.warns(RuntimeWarning, match="retrying with"):
-        assert eng.run_shrinking(fn) == "done"
+    with pytest.warns(RuntimeWarning, match="retrying this pass with"):
+        assert eng.run_pass(fn) == "done"
     assert len(alive_at_empty_cache) == 2
     assert alive_at_empty_cache == [[False], [False, False]]  # no failed attempt's tensor was alive
     assert fn.tiles[0] > fn.tiles[1] > fn.tiles[2]
@@ -138,7 +140,7 @@ def test_oom_retries_are_bounded_and_name_memory_budget(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match=r"memory_budget") as info:
-        eng.run_shrinking(fn)
+        eng.run_pass(fn)
     assert isinstance(info.value, torch.cuda.OutOfMemoryError)  # callers catching OOM still do
     assert "retries" in str(info.value)
     assert fn.calls <= 9  # one attempt and at most 8 retries
@@ -151,7 +153,93 @@ def test_oom_at_the_smallest_tile_is_not_retried(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     with pytest.raises(torch.cuda.OutOfMemoryError, match="memory_budget"):
-        eng.run_shrinking(fn)
+        eng.run_pass(fn)
+    assert fn.calls == 1
+
+
+class _OOMOnBigTiles:
+    """``TileEngine.sqdist`` that raises CUDA OOM (once per pass kind) for tiles over ``rows`` rows."""
+
+    def __init__(self, monkeypatch, rows):
+        self.rows, self.failed = rows, 0
+        real = TileEngine.sqdist
+
+        def sqdist(engine, a, a_sq, b, b_sq):
+            if a.shape[0] > self.rows:
+                self.failed += 1
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return real(engine, a, a_sq, b, b_sq)
+
+        monkeypatch.setattr(TileEngine, "sqdist", sqdist)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+
+
+@pytest.mark.parametrize("density_coverage", [False, True])
+def test_oom_in_a_pass_reruns_that_pass_alone_and_stays_exact(monkeypatch, density_coverage):
+    """Self passes, the ball pass (its tests and realism maxima reset) and the float64 re-check passes each
+    retry with smaller tiles; the values equal a float64 brute force, as without the errors."""
+    from tests.reference import brute_pr, lattice
+
+    rng = np.random.default_rng(0)
+    real, fake = lattice(rng, 700, 4), lattice(rng, 600, 4)  # ties: float64 re-checks run too
+    want = compute_pr(real, fake, density_coverage=density_coverage, realism=True, memory_budget=1 << 16)
+    oom = _OOMOnBigTiles(monkeypatch, rows=100)
+    with pytest.warns(RuntimeWarning, match="retrying this pass"):
+        got = compute_pr(
+            real, fake, density_coverage=density_coverage, realism=True, memory_budget=1 << 22, device="cpu"
+        )
+    assert oom.failed >= 3  # both self passes and the ball pass failed once at least
+    ref = brute_pr(real, fake, 3)
+    assert (got.precision, got.recall) == (ref["precision"], ref["recall"]) == (want.precision, want.recall)
+    if density_coverage:
+        assert (got.density, got.coverage) == (want.density, want.coverage)
+    np.testing.assert_array_equal(got.realism, want.realism)
+
+
+def test_oom_after_an_ann_build_does_not_build_again(monkeypatch):
+    """The sampled path: a tiled pass that runs out of memory is retried; the k-NN graphs are built once."""
+    from eprmetrics.neighbours.ann import ivf_gemm
+
+    builds = []
+    build = ivf_gemm.IVFGemm.build
+    monkeypatch.setattr(ivf_gemm.IVFGemm, "build", lambda self, *a, **kw: builds.append(1) or build(self, *a, **kw))
+    real, fake = make_pair(3000, 3000, dim=16, seed=1, defect="truncation", strength=0.2)
+    want = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=400, seed=0)
+    n_builds = len(builds)
+    oom = _OOMOnBigTiles(monkeypatch, rows=150)
+    with pytest.warns(RuntimeWarning, match="retrying this pass"):
+        got = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=400, seed=0, device="cpu")
+    assert oom.failed >= 1 and len(builds) == 2 * n_builds
+    assert (got.precision, got.recall, got.precision_ci) == (want.precision, want.recall, want.precision_ci)
+
+
+def test_an_automatic_budget_follows_the_free_memory_of_each_pass(monkeypatch):
+    """Without memory_budget, each pass on CUDA sizes its tiles from what mem_get_info reports free then;
+    a given memory_budget stays as given."""
+    free = iter([8 << 30, 1 << 30, 4 << 30])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (next(free), 80 << 30))
+    eng = TileEngine(64, CPU, memory_budget=1 << 20, auto_budget=True)
+    eng.device = torch.device("cuda:0")  # the logic only; nothing is allocated
+    tiles = []
+    for _ in range(3):
+        eng.run_pass(lambda: tiles.append(eng.tile))
+    assert tiles[0] > tiles[2] > tiles[1]
+    fixed = TileEngine(64, CPU, memory_budget=1 << 20)
+    fixed.device = torch.device("cuda:0")
+    fixed.run_pass(lambda: tiles.append(fixed.tile))
+    assert tiles[-1] == TileEngine(64, CPU, memory_budget=1 << 20).tile
+
+
+def test_no_oom_retry_across_ranks(monkeypatch):
+    """With several ranks a pass is not retried (the others would wait in its collectives): one clear error."""
+    from eprmetrics.engine import World
+
+    eng = TileEngine(16, CPU, memory_budget=1 << 30, world=World(0, 2))
+    fn = _Failing(eng, fails=1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="memory_budget"):
+        eng.run_pass(fn)
     assert fn.calls == 1
 
 

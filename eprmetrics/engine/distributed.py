@@ -102,6 +102,16 @@ class World:
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t
 
+    def min_int(self, value: int, device: torch.device) -> int:
+        """The smallest ``value`` over ranks (a tensor on ``device`` crosses: CUDA for NCCL)."""
+        if not self:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.int64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
+
     def merge_topk(self, vals: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Merge every rank's running top-K (n × K smallest values, with indices) into the global one."""
         if not self:

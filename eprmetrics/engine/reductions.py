@@ -49,6 +49,10 @@ class BallTest:
     pair_cap: int = 0
 
     def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every tile seen (a pass run again after an out-of-memory error starts from here)."""
         kind = torch.int32 if self.count else torch.bool
         dev = self.lo.device
         self.other_lo = torch.zeros(self.n_other, device=dev, dtype=kind)

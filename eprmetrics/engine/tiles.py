@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Optional, TypeVar
 
 import torch
 
+from .device import default_memory_budget
 from .distributed import World
 from .reductions import BallTest, merge_topk
 from .rounding import rounding_factor
@@ -89,6 +90,11 @@ class TileEngine:
         world: the ranks sharing every pass (default: the initialised torch.distributed group, if any).
         precision: GEMM precision, ``"fp32"``, ``"tf32"`` (CUDA only; fp32 elsewhere) or ``"bf16"``;
             the rounding bound widens accordingly, so decisions stay exact.
+        auto_budget: ``memory_budget`` is the device's default (not the caller's): on CUDA each pass
+            re-sizes its tiles from the memory free when it starts (:meth:`refresh_budget`).
+
+    Every pass runs through :meth:`run_pass`: a CUDA out-of-memory error re-runs that pass alone
+    with smaller tiles.
     """
 
     def __init__(
@@ -99,8 +105,10 @@ class TileEngine:
         error_bound: str = "probabilistic",
         world: Optional[World] = None,
         precision: str = "fp32",
+        auto_budget: bool = False,
     ) -> None:
         self.dim = dim
+        self.auto_budget = auto_budget  # memory_budget was not given: re-read free CUDA memory per pass
         self.device = device
         # TF32 is an NVIDIA tensor-core mode: on other devices the GEMMs stay fp32, and so does the bound.
         self.precision = "fp32" if precision == "tf32" and device.type != "cuda" else precision
@@ -118,15 +126,30 @@ class TileEngine:
         # Linear scans (mean, norms) and float64 pair checks need no big blocks.
         self.scan_rows = max(1, min(self.tile, _SCAN_ROWS))
 
-    def run_shrinking(self, fn: Callable[[], T]) -> T:
-        """``fn()``; on a CUDA out-of-memory error, release the failed attempt, empty the CUDA
-        cache, halve the tile side and run it again: at most ``_OOM_RETRIES`` times, and not
-        below the smallest tile. The error then raised names the ``memory_budget`` option."""
+    def refresh_budget(self) -> None:
+        """With an automatic budget on CUDA, size the tiles from the memory free now (the ANN indexes and
+        graphs built since the last pass hold some); every rank takes the smallest, so that all number
+        the tiles alike."""
+        if not self.auto_budget or self.device.type != "cuda":
+            return
+        self.set_budget(max(self.world.min_int(default_memory_budget(self.device), self.device), 1))
+
+    def run_pass(self, fn: Callable[[], T], restart: Optional[Callable[[], object]] = None) -> T:
+        """One tiled pass ``fn()``, its tiles sized from the budget now (:meth:`refresh_budget`).
+
+        On a CUDA out-of-memory error the failed attempt is released, the CUDA cache emptied, the tile
+        side halved and this pass alone run again (``restart()`` first resets what the pass accumulates
+        outside ``fn``): at most ``_OOM_RETRIES`` times, not below the smallest tile, and never across
+        several ranks (they could not agree on the retry). The error then raised names ``memory_budget``.
+        """
+        self.refresh_budget()
         for retry in range(_OOM_RETRIES + 1):
+            if retry and restart is not None:
+                restart()
             try:
                 return fn()
             except torch.cuda.OutOfMemoryError as exc:
-                if self.tile <= _MIN_TILE or retry == _OOM_RETRIES:
+                if self.tile <= _MIN_TILE or retry == _OOM_RETRIES or self.world:
                     raise torch.cuda.OutOfMemoryError(self._oom_message(retry, exc)) from exc
             # Out of the except block the error, its traceback and the failed attempt's frames
             # (and tensors) are dropped: only now can the cache give their memory back.
@@ -134,7 +157,7 @@ class TileEngine:
             self._release_cuda_memory()
             self.set_budget(max(min(self.memory_budget, budget_for_tile(old, self.dim)) // 4, 1))
             warnings.warn(
-                f"CUDA out of memory with {old}-row tiles: retrying with {self.tile}-row tiles "
+                f"CUDA out of memory with {old}-row tiles: retrying this pass with {self.tile}-row tiles "
                 f"(memory_budget={self.memory_budget} bytes)",
                 RuntimeWarning,
                 stacklevel=3,
@@ -226,6 +249,9 @@ class TileEngine:
 
     def exact_sqdist_pairs(self, a: Prepared, ia: torch.Tensor, b: Prepared, ib: torch.Tensor) -> torch.Tensor:
         """Float64 ``Σ (a − b)²`` from direct differences of the original values."""
+        return self.run_pass(lambda: self._exact_sqdist_pairs(a, ia, b, ib))
+
+    def _exact_sqdist_pairs(self, a: Prepared, ia: torch.Tensor, b: Prepared, ib: torch.Tensor) -> torch.Tensor:
         out = torch.empty(ia.numel(), dtype=torch.float64, device=self.device)
         chunk = max(min(self.memory_budget // (6 * 8 * self.dim), _SCAN_ROWS), 1)
         for s in range(0, ia.numel(), chunk):
@@ -242,6 +268,11 @@ class TileEngine:
         Uses symmetry: only tiles on and above the diagonal are computed, each
         reduced along its rows and along its columns.
         """
+        return self.run_pass(lambda: self._self_topk(p, K, progress))
+
+    def _self_topk(
+        self, p: Prepared, K: int, progress: Optional[Callable[[int], None]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, t = p.n, self.self_tile(p.n)
         vals = torch.full((n, K), math.inf, dtype=torch.float32, device=self.device)
         idx = torch.full((n, K), -1, dtype=torch.int64, device=self.device)
@@ -281,6 +312,16 @@ class TileEngine:
         ``exclude[i]`` is a column index row ``i`` must skip (itself, when the
         rows are a subset of the columns' set).
         """
+        return self.run_pass(lambda: self._rect_topk(rows, cols, K, exclude, progress))
+
+    def _rect_topk(
+        self,
+        rows: Prepared,
+        cols: Prepared,
+        K: int,
+        exclude: Optional[torch.Tensor],
+        progress: Optional[Callable[[int], None]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n = rows.n
         vals = torch.full((n, K), math.inf, dtype=torch.float32, device=self.device)
         idx = torch.full((n, K), -1, dtype=torch.int64, device=self.device)
@@ -315,17 +356,29 @@ class TileEngine:
         tests: list[BallTest],
         extra: Optional[Callable[[torch.Tensor, slice, slice], None]] = None,
         progress: Optional[Callable[[int], None]] = None,
+        restart: Optional[Callable[[], object]] = None,
     ) -> None:
         """One pass over all row×column tiles, feeding every tile to every test.
 
         With several ranks each takes its share of row blocks and the tests are
-        combined at the end (``extra``'s own state is the caller's to combine).
+        combined at the end (``extra``'s own state is the caller's to combine, and
+        ``restart()`` resets it when the pass is run again, see :meth:`run_pass`).
         """
-        for d, rs, cs in self._rect_tiles(rows, cols, progress):
+
+        def attempt() -> None:
+            for d, rs, cs in self._rect_tiles(rows, cols, progress):
+                for test in tests:
+                    test.update(d, rs, cs)
+                if extra is not None:
+                    extra(d, rs, cs)
+
+        def again() -> None:
             for test in tests:
-                test.update(d, rs, cs)
-            if extra is not None:
-                extra(d, rs, cs)
+                test.reset()
+            if restart is not None:
+                restart()
+
+        self.run_pass(attempt, again)
         for test in tests:
             test.combine(self.world)
 
@@ -335,13 +388,24 @@ class TileEngine:
         q_index: torch.Tensor,
         refs: Prepared,
         select: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor],
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield ``(query position, ref index, exact float64 d²)`` for selected pairs.
+        restart: Optional[Callable[[], object]] = None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(query position, ref index, exact float64 d²)`` of the selected pairs, per tile.
 
         ``select(dist, q_pos, ref_slice)`` gets an fp32 tile for the queries at
         positions ``q_pos`` of ``q_index`` against ``refs[ref_slice]`` and returns
-        a boolean mask of the pairs to re-decide in float64.
+        a boolean mask of the pairs to re-decide in float64 (``restart()`` resets what
+        ``select`` accumulates when the pass is run again, see :meth:`run_pass`).
         """
+        return self.run_pass(lambda: list(self._collect_pairs(queries, q_index, refs, select)), restart)
+
+    def _collect_pairs(
+        self,
+        queries: Prepared,
+        q_index: torch.Tensor,
+        refs: Prepared,
+        select: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor],
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         t, tc = self.tile_for(q_index.numel()), self.tile_for(refs.n)
         for s in range(0, q_index.numel(), t):
             q_pos = torch.arange(s, min(s + t, q_index.numel()), device=self.device)
@@ -354,4 +418,4 @@ class TileEngine:
                 del d
                 if qq.numel():
                     pos, ref = q_pos[qq], jj + j0
-                    yield pos, ref, self.exact_sqdist_pairs(queries, q_index[pos], refs, ref)
+                    yield pos, ref, self._exact_sqdist_pairs(queries, q_index[pos], refs, ref)

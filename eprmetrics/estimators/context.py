@@ -4,8 +4,8 @@ A :class:`RunContext` holds the two feature sets, the tiled engine (device,
 memory budget, rounding bound, GEMM precision, ranks), the convention
 (``strict``), the seed, the profiler and the progress switch. :meth:`RunContext.run`
 prepares both sets (shared centre, norms) and runs an estimator under the GEMM
-precision mode; on a CUDA out-of-memory error the engine shrinks its tiles and
-the estimator runs again with a fresh profiler.
+precision mode; on a CUDA out-of-memory error the engine re-runs the failed pass
+alone with smaller tiles (:meth:`~eprmetrics.engine.TileEngine.run_pass`).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class EngineOptions:
             self.memory_budget or default_memory_budget(dev),
             error_bound=self.error_bound,
             precision=self.precision,
+            auto_budget=self.memory_budget is None,
         )
 
 
@@ -109,15 +110,11 @@ class RunContext:
     def run(self, estimator: Callable[["RunContext"], T]) -> T:
         """``estimator(self)`` with both sets prepared, at the engine's GEMM precision, without autograd."""
 
-        def attempt() -> T:
-            self.prof = Profiler(self.device)
-            with matmul_precision(self.engine.precision), torch.inference_mode():
-                with self.prof.stage("prepare (centre, norms)"):
-                    center = self.engine.center_of(self.real)
-                    self.prepared = {name: self.engine.prepare(fs, center) for name, fs in self.sets.items()}
-                return estimator(self)
-
-        return self.engine.run_shrinking(attempt)
+        with matmul_precision(self.engine.precision), torch.inference_mode():
+            with self.prof.stage("prepare (centre, norms)"):
+                center = self.engine.center_of(self.real)
+                self.prepared = {name: self.engine.prepare(fs, center) for name, fs in self.sets.items()}
+            return estimator(self)
 
     def known_radii(self, name: str) -> Optional[KnownRadii]:
         """The radii of set ``name`` restored from :attr:`known` (on this run's prepared set), if any."""

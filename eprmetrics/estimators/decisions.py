@@ -58,7 +58,11 @@ def _candidates(
         kept[q_pos] += chosen.sum(1)
         return chosen | (cand & known[None, cs])
 
-    parts = list(engine.collect_pairs(queries, q_index, ref, select))
+    def restart() -> None:
+        seen.zero_()
+        kept.zero_()
+
+    parts = engine.collect_pairs(queries, q_index, ref, select, restart)
     if not parts:
         empty = torch.empty(0, dtype=torch.int64, device=engine.device)
         return empty, empty, empty.double(), seen > kept

@@ -28,8 +28,8 @@ __all__ = ["HubSpec", "run_hubness", "hub_statistics", "AuditWarning", "RADII_MO
 
 RADII_MODES = ("exact", "ann")
 # Frames from the warning up to the user's call:
-# _audit ← run_hubness ← lambda ← attempt ← run_shrinking ← RunContext.run ← compute_epr ← caller.
-_WARN_STACKLEVEL = 8
+# _audit ← run_hubness ← lambda ← RunContext.run ← compute_epr ← caller.
+_WARN_STACKLEVEL = 6
 
 
 class AuditWarning(UserWarning):

@@ -72,7 +72,7 @@ def ball_counts(
 
     # Counting certain pairs in this pass too keeps counts consistent: a pair's
     # fp32 value may differ by rounding between differently shaped tiles.
-    for pos, ref, d2 in engine.collect_pairs(queries, q_index, refs, select):
+    for pos, ref, d2 in engine.collect_pairs(queries, q_index, refs, select, restart=counts.zero_):
         radius2 = balls.radii.exact2(balls.k, ref if owner == "ref" else q_index[pos])
         counts.index_add_(0, pos, _inside(d2, radius2, strict).long())
     return counts
@@ -173,7 +173,14 @@ def exact_membership(
         for k, (br, bf) in balls.items()
     }
     best, extra = _realism_reducer(engine, real, fp.n, realism_k) if realism_k is not None else (None, None)
-    engine.ball_pass(rp, fp, [t for pair in tests.values() for t in pair], extra=extra, progress=progress)
+    engine.ball_pass(
+        rp,
+        fp,
+        [t for pair in tests.values() for t in pair],
+        extra=extra,
+        progress=progress,
+        restart=None if best is None else best.zero_,
+    )
     if best is not None:
         engine.world.max_(best)
 

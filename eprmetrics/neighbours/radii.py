@@ -195,7 +195,7 @@ class Radii:
             cols = torch.arange(cs.start, cs.stop, device=d.device)
             return mask & (cols[None, :] != row_ids[q_pos, None])
 
-        parts = list(self.engine.collect_pairs(self.p, rows, self.ref, select))
+        parts = self.engine.collect_pairs(self.p, rows, self.ref, select)
         pos = torch.cat([q for q, _, _ in parts])
         found = torch.cat([r for _, r, _ in parts])
         dd = torch.cat([v for _, _, v in parts])
