@@ -17,14 +17,12 @@ rows for the rare borderline cases.
 
 from __future__ import annotations
 
-import gc
 import math
-import warnings
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Callable, Iterator, Optional
 
 import torch
 
-from .device import default_memory_budget
+from .budget import SCAN_ROWS, TileBudget, budget_for_tile
 from .distributed import World
 from .reductions import BallTest, merge_topk
 from .rounding import rounding_factor
@@ -32,31 +30,8 @@ from .sets import FeatureSet, FeatureSubset, Prepared
 
 __all__ = ["budget_for_tile", "sqdist_block", "TileEngine"]
 
-T = TypeVar("T")
-
-# Bytes of workspace per tile element: the fp32 tile, two bool masks and the
-# reduction temporaries (top-K of a tile, broadcast thresholds).
-_BYTES_PER_ELEMENT = 12
-_BYTES_PER_BLOCK_ELEMENT = 24  # a row block and a column block, each fp32 plus a float64 staging copy
-_MIN_TILE = 32
-# No tile reaches 2^31 elements: CUDA's nonzero() refused such tensors before torch 2.6,
-# and 32-bit indexing kernels stay on their fast path (46340² < 2^31 ≤ 46341²).
-_MAX_TILE = math.isqrt(2**31 - 1)
-# CUDA out-of-memory retries: each halves the tile side, so 8 go from the largest tile to ~180
-# rows; an attempt that still fails is not short of tile memory.
-_OOM_RETRIES = 8
-# Below this many rows a GEMM tile loses efficiency (measured on 2 CPU cores:
-# 110 GFLOP/s at 1250 rows, 180–200 at ≥ 5000), so symmetric passes split a set
-# that fits one tile only when each half keeps at least this size.
-_EFFICIENT_TILE = 4096
-_SCAN_ROWS = 1024
 # Rows the shared centre is taken from at most (see TileEngine.center_of).
 CENTRE_ROWS = 1 << 18
-
-
-def budget_for_tile(tile: int, dim: int) -> int:
-    """The smallest ``memory_budget`` giving square tiles of ``tile`` rows for ``dim`` features."""
-    return _BYTES_PER_ELEMENT * tile * tile + _BYTES_PER_BLOCK_ELEMENT * dim * tile + 1
 
 
 def sqdist_block(
@@ -79,7 +54,7 @@ def sqdist_block(
     return d.clamp_min_(0.0)
 
 
-class TileEngine:
+class TileEngine(TileBudget):
     """Tiled squared-distance passes on one device within a memory budget.
 
     Args:
@@ -117,89 +92,9 @@ class TileEngine:
         self.world = World.current() if world is None else world  # ranks sharing every pass
         self.set_budget(memory_budget)
 
-    def set_budget(self, memory_budget: int) -> None:
-        """Tile sizes for a new workspace budget (bytes)."""
-        if memory_budget <= 0:
-            raise ValueError(f"memory_budget: expected a positive number of bytes, got {memory_budget}")
-        self.memory_budget = int(memory_budget)
-        self.tile = self._square_tile()
-        # Linear scans (mean, norms) and float64 pair checks need no big blocks.
-        self.scan_rows = max(1, min(self.tile, _SCAN_ROWS))
-
-    def refresh_budget(self) -> None:
-        """With an automatic budget on CUDA, size the tiles from the memory free now (the ANN indexes and
-        graphs built since the last pass hold some); every rank takes the smallest, so that all number
-        the tiles alike."""
-        if not self.auto_budget or self.device.type != "cuda":
-            return
-        self.set_budget(max(self.world.min_int(default_memory_budget(self.device), self.device), 1))
-
-    def run_pass(self, fn: Callable[[], T], restart: Optional[Callable[[], object]] = None) -> T:
-        """One tiled pass ``fn()``, its tiles sized from the budget now (:meth:`refresh_budget`).
-
-        On a CUDA out-of-memory error the failed attempt is released, the CUDA cache emptied, the tile
-        side halved and this pass alone run again (``restart()`` first resets what the pass accumulates
-        outside ``fn``): at most ``_OOM_RETRIES`` times, not below the smallest tile, and never across
-        several ranks (they could not agree on the retry). The error then raised names ``memory_budget``.
-        """
-        self.refresh_budget()
-        for retry in range(_OOM_RETRIES + 1):
-            if retry and restart is not None:
-                restart()
-            try:
-                return fn()
-            except torch.cuda.OutOfMemoryError as exc:
-                if self.tile <= _MIN_TILE or retry == _OOM_RETRIES or self.world:
-                    raise torch.cuda.OutOfMemoryError(self._oom_message(retry, exc)) from exc
-            # Out of the except block the error, its traceback and the failed attempt's frames
-            # (and tensors) are dropped: only now can the cache give their memory back.
-            old = self.tile
-            self._release_cuda_memory()
-            self.set_budget(max(min(self.memory_budget, budget_for_tile(old, self.dim)) // 4, 1))
-            warnings.warn(
-                f"CUDA out of memory with {old}-row tiles: retrying this pass with {self.tile}-row tiles "
-                f"(memory_budget={self.memory_budget} bytes)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        raise AssertionError("unreachable: the last retry returns or raises")
-
-    @staticmethod
-    def _release_cuda_memory() -> None:
-        if torch.cuda.is_available():
-            gc.collect()  # frames in reference cycles hold tensors too
-            torch.cuda.empty_cache()
-
-    def _oom_message(self, retries: int, exc: BaseException) -> str:
-        tried = f"after {retries} retries with smaller tiles" if retries else "with the smallest tiles"
-        return (
-            f"CUDA out of memory {tried} (last: {self.tile}-row tiles, memory_budget={self.memory_budget} "
-            f"bytes): the tiles are not what fills the device; free GPU memory, pass a smaller "
-            f"memory_budget or use device='cpu' ({exc})"
-        )
-
     def sqdist(self, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
         """One tile of squared distances at the engine's GEMM precision."""
         return sqdist_block(a, a_sq, b, b_sq, self.precision)
-
-    def _square_tile(self) -> int:
-        # t² tile elements plus two t×d blocks (fp32, and a float64 staging copy).
-        e, f = _BYTES_PER_ELEMENT, _BYTES_PER_BLOCK_ELEMENT * self.dim
-        t = (-f + math.sqrt(f * f + 4 * e * self.memory_budget)) / (2 * e)
-        return max(min(int(t), _MAX_TILE), _MIN_TILE)
-
-    def tile_for(self, n: int) -> int:
-        """Rows per block for ``n`` rows: the budget's tile, balanced so blocks are equal."""
-        return -(-n // -(-n // self.tile)) if n > 0 else self.tile
-
-    def self_tile(self, n: int) -> int:
-        """Block size of a symmetric pass. Only blocks on and above the diagonal are
-        computed, so a set that fits one tile is still split in two (3 of 4 blocks)
-        when the halves are large enough to keep GEMMs efficient."""
-        blocks = -(-n // self.tile)
-        if blocks == 1 and n >= 2 * _EFFICIENT_TILE:
-            blocks = 2
-        return -(-n // blocks)
 
     # ------------------------------------------------------------------ inputs
     def center_of(self, fs: FeatureSet) -> torch.Tensor:
@@ -253,7 +148,7 @@ class TileEngine:
 
     def _exact_sqdist_pairs(self, a: Prepared, ia: torch.Tensor, b: Prepared, ib: torch.Tensor) -> torch.Tensor:
         out = torch.empty(ia.numel(), dtype=torch.float64, device=self.device)
-        chunk = max(min(self.memory_budget // (6 * 8 * self.dim), _SCAN_ROWS), 1)
+        chunk = max(min(self.memory_budget // (6 * 8 * self.dim), SCAN_ROWS), 1)
         for s in range(0, ia.numel(), chunk):
             diff = a.source.take(ia[s : s + chunk], self.device) - b.source.take(ib[s : s + chunk], self.device)
             out[s : s + chunk] = diff.pow_(2).sum(1)
