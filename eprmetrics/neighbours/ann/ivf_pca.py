@@ -56,7 +56,16 @@ def _measured(q: torch.Tensor, ref: np.ndarray, cand: np.ndarray) -> torch.Tenso
     found = cand >= 0
     uniq, inverse = np.unique(np.where(found, cand, cand.max(initial=0)), return_inverse=True)
     refs = _rows(ref, uniq, q.device)
-    d2 = (q[:, None, :] - refs[torch.from_numpy(inverse.reshape(cand.shape)).to(q.device)]).pow_(2).sum(2)
+    inverse_t = torch.from_numpy(inverse.reshape(cand.shape)).to(q.device)
+    d2 = torch.empty(cand.shape[::-1], dtype=torch.float32, device=q.device)  # a row per candidate column
+    # One candidate column at a time, in two reused buffers: the (rows × candidates × d) difference tensor
+    # this replaces was a third of a d = 4096 run (fresh memory, page-faulted at every chunk).
+    picked, diff = torch.empty_like(q), torch.empty_like(q)
+    for j in range(cand.shape[1]):
+        torch.index_select(refs, 0, inverse_t[:, j], out=picked)
+        torch.sub(q, picked, out=diff)
+        torch.sum(diff.pow_(2), 1, out=d2[j])
+    d2 = d2.T
     d2[~torch.from_numpy(found).to(q.device)] = math.inf
     return d2
 
