@@ -65,7 +65,8 @@ FIXED_OVERHEAD_S = 0.01  # per call: stage bookkeeping, small allocations
 
 @dataclasses.dataclass(frozen=True)
 class Rates:
-    """Measured costs on one device: GEMM FLOP/s, seconds per reduced tile element, per float64 element."""
+    """Measured costs on one device: GEMM FLOP/s, seconds per reduced tile element, per element of a float64
+    difference of gathered rows."""
 
     gemm_flops: float
     per_element: float
@@ -98,7 +99,14 @@ _RATES: dict[tuple[str, int], Rates] = {}
 
 
 def _bucket(dim: int) -> int:
-    return 1 << max(6, min(9, math.ceil(math.log2(max(dim, 1)))))
+    return 1 << max(6, min(12, math.ceil(math.log2(max(dim, 1)))))
+
+
+# The gathered-pair rate is measured on rows gathered at random from an array this large (beyond a CPU's
+# caches, as a real set is), this many elements per gathered side: measured on one contiguous in-cache array
+# at d ≤ 512 instead, it under-predicted the d = 4096 runs 2-3x.
+_GATHER_SOURCE_BYTES = 1 << 25
+_GATHER_ELEMENTS = 1 << 21
 
 
 def _measure(device: str, dim: int) -> Rates:
@@ -120,10 +128,16 @@ def _measure(device: str, dim: int) -> Rates:
         (d < 0.5).sum(0)
         sync()
 
-    x64 = torch.randn(4 * t, dim, generator=g, device=dev, dtype=torch.float64)
+    src = torch.randn(max(1024, _GATHER_SOURCE_BYTES // (8 * dim)), dim, generator=g, device=dev, dtype=torch.float64)
+    pairs = max(64, _GATHER_ELEMENTS // dim)
+    ia, ib = torch.randint(0, src.shape[0], (2, pairs), generator=g, device=dev)
+    rows_a = torch.empty(pairs, dim, dtype=torch.float64, device=dev)
+    rows_b, sums = torch.empty_like(rows_a), torch.empty(pairs, dtype=torch.float64, device=dev)
 
-    def f64() -> None:
-        (x64 - x64.flip(0)).pow_(2).sum(1)
+    def f64() -> None:  # as the float64 re-checks and the rescoring of gathered candidates run, in reused buffers
+        torch.index_select(src, 0, ia, out=rows_a)
+        torch.index_select(src, 0, ib, out=rows_b)
+        torch.sum(rows_a.sub_(rows_b).pow_(2), 1, out=sums)
         sync()
 
     for _ in range(2):  # warm-up: thread pools, kernels, first-touch page faults
@@ -133,17 +147,26 @@ def _measure(device: str, dim: int) -> Rates:
     return Rates(
         gemm_flops=2.0 * t * t * dim / t_gemm,
         per_element=t_reduce / (t * t),
-        per_f64_element=t_f64 / (4 * t * dim),
+        per_f64_element=t_f64 / (pairs * dim),
     )
 
 
 def calibrate(device: torch.device, dim: int) -> Rates:
-    """This machine's rates for ``dim``-dimensional data (cached per device and dimension bucket; GEMMs of
-    more than 512 dimensions run at the 512-dimension rate, which keeps the measurement short)."""
+    """This machine's rates for ``dim``-dimensional data (cached per device and dimension bucket, a power of
+    two from 64 to 4096; wider data is measured at 4096)."""
     key = (str(device), _bucket(dim))
     if key not in _RATES:
         _RATES[key] = _measure(*key)
     return _RATES[key]
+
+
+def _calibration_seconds(device: torch.device, dim: int) -> float:
+    """Seconds :func:`calibrate` takes now: its measurement if this process has none yet, else nothing."""
+    if _cached_rates(device, dim) is not None:
+        return 0.0
+    start = time.perf_counter()
+    calibrate(device, dim)
+    return time.perf_counter() - start
 
 
 def _cached_rates(device: torch.device, dim: int) -> Optional[Rates]:
@@ -300,9 +323,11 @@ def plan_sampled(
         predicted = {} if measured is None else exact_cost(n_r, n_f, dim, measured, known)
         reason = f"both sets ≤ {EXACT_GRAPH_UP_TO:,}: sampling would run the same exact self passes, so exact"
         return Choice("exact", reason, {n: "exact" for n in sets}, predicted, {})
+    planning = {"plan": _calibration_seconds(device, dim)}  # the measurement, part of this call's cost
     rates = calibrate(device, dim)
-    exact = exact_cost(n_r, n_f, dim, rates, known)
+    exact = {**planning, **exact_cost(n_r, n_f, dim, rates, known)}
     backends, sampled = sampled_cost(sets, k, size, confidence, rates, known)
+    sampled = {**planning, **sampled}
     if backend != "auto":  # the user's backend: sampled, whatever the cost
         return Choice(
             "sampled",
@@ -311,7 +336,8 @@ def plan_sampled(
             sampled,
             {"exact": sum(exact.values())},
         )
-    t_exact, t_sampled = sum(exact.values()), sum(sampled.values())
+    # The measurement is spent either way: the choice compares the rest.
+    t_exact, t_sampled = sum(exact.values()) - planning["plan"], sum(sampled.values()) - planning["plan"]
     if t_sampled <= SAMPLED_MARGIN * t_exact:
         reason = f"sampled predicted {t_sampled:.3g} s vs exact {t_exact:.3g} s"
         return Choice("sampled", reason, backends, sampled, {"exact": t_exact})
@@ -331,6 +357,7 @@ _STAGE_GROUPS = (
     ("distances + top-k → radii", "radii"),
     ("real↔fake", "cross pass"),
     ("prepare", "prepare"),
+    ("plan (", "plan"),
 )
 
 
