@@ -61,6 +61,9 @@ RADIUS_ROWS_PER_QUERY = 0.4
 IVF_SLOWDOWN = 3.0
 LIST_OVERHEAD_S = 0.002  # Python and gather work per inverted list of ivf-gemm, per pass
 FIXED_OVERHEAD_S = 0.01  # per call: stage bookkeeping, small allocations
+# Per exact pass beyond its tiles: the candidates' sort and rounding bounds, thread wake-ups, small tiles below
+# the GEMM's full rate (benchmarks/bench_planner.py, digits: 0.01-0.03 s a pass on this 2-core CPU).
+PASS_OVERHEAD_S = 0.015
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,11 +266,11 @@ def exact_cost(
 ) -> dict[str, float]:
     """Predicted seconds of exact P&R (no density/coverage): self passes (none for the sets whose radii
     are ``known``, e.g. a reference manifold) and the cross pass."""
-    selves = sum(rates.tile(n, n, dim) for name, n in (("real", n_real), ("fake", n_fake)) if name not in known)
+    passes = [n for name, n in (("real", n_real), ("fake", n_fake)) if name not in known]
     return {
         "prepare": _prepare_cost(n_real + n_fake, dim, rates),
-        "radii": 0.75 * selves,
-        "cross pass": rates.tile(n_real, n_fake, dim),
+        "radii": sum(0.75 * rates.tile(n, n, dim) + PASS_OVERHEAD_S for n in passes),
+        "cross pass": rates.tile(n_real, n_fake, dim) + PASS_OVERHEAD_S,
     }
 
 
