@@ -213,7 +213,7 @@ def compute_epr(
             the exact values with zero-width intervals.
         confidence: level of the intervals.
         audit: hubness method: queries per set of the sampled audit (``True``: the
-            default 1,000), or ``False`` to skip it.
+            default 800), or ``False`` to skip it.
         seed: seeds index training and sampling.
         strict, device, memory_budget, error_bound, precision, progress: as for :func:`~eprmetrics.compute_pr`.
         backend_options: parameters for the backend (e.g. ``{"efSearch": 256}``).

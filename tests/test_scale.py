@@ -46,11 +46,11 @@ def test_cuda_out_of_memory_retries_with_smaller_tiles(rng, monkeypatch):
         return original(self, a, a_sq, b, b_sq)
 
     monkeypatch.setattr(TileEngine, "sqdist", tight)
-    with pytest.warns(RuntimeWarning, match="retrying with"):
+    with pytest.warns(RuntimeWarning, match="retrying this pass with"):
         got = compute_pr(real, fake, realism=True, memory_budget=1 << 24)
     assert _values(got) == _values(expected) and got.tile <= 100
     np.testing.assert_array_equal(got.realism, expected.realism)
-    with pytest.warns(RuntimeWarning, match="retrying with"):
+    with pytest.warns(RuntimeWarning, match="retrying this pass with"):
         e = compute_epr(real, fake, method="hubness", backend="exact", t=1, memory_budget=1 << 24)
     assert e.tile <= 100
 
