@@ -18,14 +18,14 @@ import torch
 from .device import default_memory_budget
 from .distributed import World
 
-__all__ = ["budget_for_tile", "TileBudget"]
+__all__ = ["budget_for_tile", "budget_tile", "TileBudget"]
 
 T = TypeVar("T")
 
 # Bytes of workspace per tile element: the fp32 tile, two bool masks and the
 # reduction temporaries (top-K of a tile, broadcast thresholds).
-_BYTES_PER_ELEMENT = 12
-_BYTES_PER_BLOCK_ELEMENT = 24  # a row block and a column block, each fp32 plus a float64 staging copy
+BYTES_PER_ELEMENT = 12
+BYTES_PER_BLOCK_ELEMENT = 24  # a row block and a column block, each fp32 plus a float64 staging copy
 _MIN_TILE = 32
 # No tile reaches 2^31 elements: CUDA's nonzero() refused such tensors before torch 2.6,
 # and 32-bit indexing kernels stay on their fast path (46340² < 2^31 ≤ 46341²).
@@ -36,13 +36,21 @@ _OOM_RETRIES = 8
 # Below this many rows a GEMM tile loses efficiency (measured on 2 CPU cores:
 # 110 GFLOP/s at 1250 rows, 180–200 at ≥ 5000), so symmetric passes split a set
 # that fits one tile only when each half keeps at least this size.
-_EFFICIENT_TILE = 4096
+EFFICIENT_TILE = 4096
 SCAN_ROWS = 1024  # rows per block of the linear scans (mean, norms, float64 pair checks)
+
+
+def budget_tile(memory_budget: int, dim: int) -> int:
+    """The square tile side a budget gives: t² tile elements plus two t×d blocks (fp32, and a float64 staging
+    copy) within ``memory_budget`` bytes, between the smallest and the largest tile."""
+    e, f = BYTES_PER_ELEMENT, BYTES_PER_BLOCK_ELEMENT * dim
+    t = (-f + math.sqrt(f * f + 4 * e * memory_budget)) / (2 * e)
+    return max(min(int(t), _MAX_TILE), _MIN_TILE)
 
 
 def budget_for_tile(tile: int, dim: int) -> int:
     """The smallest ``memory_budget`` giving square tiles of ``tile`` rows for ``dim`` features."""
-    return _BYTES_PER_ELEMENT * tile * tile + _BYTES_PER_BLOCK_ELEMENT * dim * tile + 1
+    return BYTES_PER_ELEMENT * tile * tile + BYTES_PER_BLOCK_ELEMENT * dim * tile + 1
 
 
 class TileBudget:
@@ -115,10 +123,7 @@ class TileBudget:
         )
 
     def _square_tile(self) -> int:
-        # t² tile elements plus two t×d blocks (fp32, and a float64 staging copy).
-        e, f = _BYTES_PER_ELEMENT, _BYTES_PER_BLOCK_ELEMENT * self.dim
-        t = (-f + math.sqrt(f * f + 4 * e * self.memory_budget)) / (2 * e)
-        return max(min(int(t), _MAX_TILE), _MIN_TILE)
+        return budget_tile(self.memory_budget, self.dim)
 
     def tile_for(self, n: int) -> int:
         """Rows per block for ``n`` rows: the budget's tile, balanced so blocks are equal."""
@@ -129,6 +134,6 @@ class TileBudget:
         computed, so a set that fits one tile is still split in two (3 of 4 blocks)
         when the halves are large enough to keep GEMMs efficient."""
         blocks = -(-n // self.tile)
-        if blocks == 1 and n >= 2 * _EFFICIENT_TILE:
+        if blocks == 1 and n >= 2 * EFFICIENT_TILE:
             blocks = 2
         return -(-n // blocks)
