@@ -8,13 +8,13 @@ ball-test accumulators, and on the sampled path the two k-NN graphs, their upper
 ANN index (lists and, for ``ivf-pca``, its embedding). ``benchmarks/bench_memory.py`` compares
 :func:`predicted_peak` with the measured peak resident set on the CPU.
 
-Not yet a model to rely on (``benchmarks/results/memory.md``, 20k × 512/2048, 256 MiB and 1 GiB budgets):
-predicted / measured 0.61–0.68 for ``compute_pr`` at 256 MiB, 2.2–2.5 at 1 GiB, 1.1–7.4 on the sampled
-path. Two causes, measured: the workspace is charged at the budget's tile, while the passes run balanced
-tiles (``tile_for``, ``self_tile``) and the sampled path's query blocks are much smaller; and the ball
-pass's resident set grows with glibc's heap — tile temporaries below its 32 MiB mmap threshold stay
-resident after they are freed (a 64 MiB budget, 1,819-row tiles, peaked at 232 MiB). The self passes
-stay within the budget model (97 MiB at 4,000-row tiles, 256 MiB budget).
+Not yet a model to rely on. Measured (``benchmarks/results/memory.md``, 20k × 512/2048, both spectra,
+256 MiB and 1 GiB budgets, CPU): predicted / measured 0.63–2.81 on the sampled path (4 of 8 within
+±25%: 0.75–1.17), 0.65–2.25 for ``compute_pr`` (1 of 8 within ±25%). The ball pass's resident
+set depends on glibc's heap: tile temporaries below its 32 MiB mmap threshold stay resident after they
+are freed, and the same call peaked at 0.17 GiB in one run and 0.40 GiB in another; a 64 MiB budget
+(1,819-row tiles) peaked at 232 MiB. The self passes stay within the budget model (97 MiB at 4,000-row
+tiles, 256 MiB budget).
 """
 
 from __future__ import annotations
