@@ -18,7 +18,7 @@ import torch
 from .device import default_memory_budget
 from .distributed import World
 
-__all__ = ["budget_for_tile", "budget_tile", "TileBudget"]
+__all__ = ["budget_for_tile", "budget_tile", "tile_workspace", "balanced_block", "self_block", "TileBudget"]
 
 T = TypeVar("T")
 
@@ -48,9 +48,29 @@ def budget_tile(memory_budget: int, dim: int) -> int:
     return max(min(int(t), _MAX_TILE), _MIN_TILE)
 
 
+def tile_workspace(rows: int, cols: int, dim: int) -> int:
+    """The budget model's bytes for one ``rows × cols`` tile and the two row blocks it is made from."""
+    return BYTES_PER_ELEMENT * rows * cols + BYTES_PER_BLOCK_ELEMENT // 2 * dim * (rows + cols)
+
+
 def budget_for_tile(tile: int, dim: int) -> int:
     """The smallest ``memory_budget`` giving square tiles of ``tile`` rows for ``dim`` features."""
-    return BYTES_PER_ELEMENT * tile * tile + BYTES_PER_BLOCK_ELEMENT * dim * tile + 1
+    return tile_workspace(tile, tile, dim) + 1
+
+
+def balanced_block(n: int, tile: int) -> int:
+    """Rows per block for ``n`` rows with ``tile``-row tiles, balanced so that the blocks are equal."""
+    return -(-n // -(-n // tile)) if n > 0 else tile
+
+
+def self_block(n: int, tile: int) -> int:
+    """Block size of a symmetric pass over ``n`` rows. Only blocks on and above the diagonal are
+    computed, so a set that fits one tile is still split in two (3 of 4 blocks) when the halves are
+    large enough to keep GEMMs efficient."""
+    blocks = -(-n // tile)
+    if blocks == 1 and n >= 2 * EFFICIENT_TILE:
+        blocks = 2
+    return -(-n // blocks)
 
 
 class TileBudget:
@@ -127,13 +147,8 @@ class TileBudget:
 
     def tile_for(self, n: int) -> int:
         """Rows per block for ``n`` rows: the budget's tile, balanced so blocks are equal."""
-        return -(-n // -(-n // self.tile)) if n > 0 else self.tile
+        return balanced_block(n, self.tile)
 
     def self_tile(self, n: int) -> int:
-        """Block size of a symmetric pass. Only blocks on and above the diagonal are
-        computed, so a set that fits one tile is still split in two (3 of 4 blocks)
-        when the halves are large enough to keep GEMMs efficient."""
-        blocks = -(-n // self.tile)
-        if blocks == 1 and n >= 2 * EFFICIENT_TILE:
-            blocks = 2
-        return -(-n // blocks)
+        """Block size of a symmetric pass (:func:`self_block`)."""
+        return self_block(n, self.tile)

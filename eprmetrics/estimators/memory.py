@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..engine.budget import BYTES_PER_BLOCK_ELEMENT, BYTES_PER_ELEMENT, EFFICIENT_TILE, budget_tile
+from ..engine.budget import balanced_block, budget_tile, self_block, tile_workspace
 from ..neighbours.radii import KNN_MARGIN
 
 __all__ = ["per_point_bytes", "predicted_peak"]
@@ -48,24 +48,6 @@ def per_point_bytes(k_max: int, path: str, backend: Optional[str] = None, n_ks: 
     return kept
 
 
-def _blocks(n: int, tile: int) -> int:
-    """Rows per block of a pass over ``n`` rows with ``tile``-row tiles (``TileBudget.tile_for``)."""
-    return -(-n // -(-n // tile)) if n > 0 else tile
-
-
-def _self_block(n: int, tile: int) -> int:
-    """Rows per block of a symmetric pass (``TileBudget.self_tile``: one tile is split in two when large)."""
-    blocks = -(-n // tile)
-    if blocks == 1 and n >= 2 * EFFICIENT_TILE:
-        blocks = 2
-    return -(-n // blocks)
-
-
-def _workspace(rows: int, cols: int, dim: int) -> float:
-    """The budget model's bytes for one ``rows × cols`` tile and its two row blocks."""
-    return BYTES_PER_ELEMENT * rows * cols + BYTES_PER_BLOCK_ELEMENT / 2 * dim * (rows + cols)
-
-
 def predicted_peak(result: Any, memory_budget: int) -> dict[str, float]:
     """Predicted peak bytes of a finished call above its inputs, by part; ``total`` is their sum.
 
@@ -81,15 +63,15 @@ def predicted_peak(result: Any, memory_budget: int) -> dict[str, float]:
     tile = result.tile or budget_tile(memory_budget, dim)
     kept = per_point_bytes(max(ks), path, result.backend, len(ks)) * (n_r + n_f)
     if path == "exact":
-        selves = [_workspace(_self_block(n, tile), _self_block(n, tile), dim) for n in (n_r, n_f)]
-        workspace = max(*selves, _workspace(_blocks(n_r, tile), _blocks(n_f, tile), dim))
+        selves = [tile_workspace(self_block(n, tile), self_block(n, tile), dim) for n in (n_r, n_f)]
+        workspace = float(max(*selves, tile_workspace(balanced_block(n_r, tile), balanced_block(n_f, tile), dim)))
     else:
         sides = {"precision": (n_f, n_r), "recall": (n_r, n_f)}
         workspace = 0.0
         for side, (n_q, n_ref) in sides.items():
             sampling = (result.sampling or {}).get(side)
             q = n_q if sampling is None else min(sampling.sample_size, n_q)
-            workspace = max(workspace, _workspace(_blocks(q, tile), _blocks(n_ref, tile), dim))
+            workspace = max(workspace, float(tile_workspace(balanced_block(q, tile), balanced_block(n_ref, tile), dim)))
     parts = {"workspace": workspace, "kept per point": kept}
     parts["total"] = workspace + kept
     parts["pairs at most"] = 16.0 * (memory_budget // 64) if path == "exact" else 0.0
