@@ -166,16 +166,20 @@ class Prepared:
     center: torch.Tensor  # (d,) in the compute dtype of the source
     sqnorm: torch.Tensor  # (n,) float32, ‖x − centre‖² rounded once from float64
     norm: torch.Tensor  # (n,) float64, ‖x − centre‖ of the fp32 rows
-    _keys: "dict[str, Optional[torch.Tensor]]" = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    _keys: "dict[str, Optional[tuple[torch.Tensor, torch.Tensor]]]" = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def n(self) -> int:
         return self.source.n
 
-    def row_keys(self, device: torch.device) -> Optional[torch.Tensor]:
-        """Exact integer keys of the rows' values (:func:`row_keys`), computed once per set and device."""
+    def row_keys(self, device: torch.device) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Exact integer keys of the rows' values (:func:`row_keys`) and the row order that sorts them (equal
+        keys in ascending index), computed once per set and device; None where :func:`row_keys` gives none."""
         if str(device) not in self._keys:
-            self._keys[str(device)] = row_keys(self.source, device)
+            keys = row_keys(self.source, device)
+            self._keys[str(device)] = None if keys is None else (keys, keys.argsort(stable=True))
         return self._keys[str(device)]
 
     @property

@@ -179,7 +179,8 @@ def _first_copies(engine: TileEngine, queries: Prepared, q_index: torch.Tensor) 
     for s in range(0, copy.numel(), 4096):  # a key match is not an equality proof
         c = copy[s : s + 4096]
         same = queries.source.take(q_index[c], engine.device) == queries.source.take(q_index[first[c]], engine.device)
-        first[c[~same.all(1)]] = c[~same.all(1)]
+        differ = c[~same.all(1)]
+        first[differ] = differ
     return first
 
 

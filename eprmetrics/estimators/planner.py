@@ -163,15 +163,6 @@ def calibrate(device: torch.device, dim: int) -> Rates:
     return _RATES[key]
 
 
-def _calibration_seconds(device: torch.device, dim: int) -> float:
-    """Seconds :func:`calibrate` takes now: its measurement if this process has none yet, else nothing."""
-    if _cached_rates(device, dim) is not None:
-        return 0.0
-    start = time.perf_counter()
-    calibrate(device, dim)
-    return time.perf_counter() - start
-
-
 def _cached_rates(device: torch.device, dim: int) -> Optional[Rates]:
     """Rates measured earlier in this process, if any (no measurement)."""
     return _RATES.get((str(device), _bucket(dim)))
@@ -326,8 +317,9 @@ def plan_sampled(
         predicted = {} if measured is None else exact_cost(n_r, n_f, dim, measured, known)
         reason = f"both sets ≤ {EXACT_GRAPH_UP_TO:,}: sampling would run the same exact self passes, so exact"
         return Choice("exact", reason, {n: "exact" for n in sets}, predicted, {})
-    planning = {"plan": _calibration_seconds(device, dim)}  # the measurement, part of this call's cost
+    start = time.perf_counter()
     rates = calibrate(device, dim)
+    planning = {"plan": time.perf_counter() - start}  # the measurement (none when cached), part of this call's cost
     exact = {**planning, **exact_cost(n_r, n_f, dim, rates, known)}
     backends, sampled = sampled_cost(sets, k, size, confidence, rates, known)
     sampled = {**planning, **sampled}

@@ -166,10 +166,10 @@ class Radii:
         every row when ``ref`` holds values so small that distinct rows can be at float64 distance 0.
         """
         k_max, device, n = self.k_max, self.engine.device, self.ref.n
-        keys = self.ref.row_keys(device)
-        if keys is None:
+        keyed = self.ref.row_keys(device)
+        if keyed is None:
             return torch.zeros(rows.numel(), dtype=torch.bool, device=device)
-        order = keys.argsort(stable=True)  # equal keys in ascending index
+        keys, order = keyed  # order: equal keys in ascending index
         sorted_keys = keys[order]
         own = self.ids[rows]
         start = torch.searchsorted(sorted_keys, keys[own])
