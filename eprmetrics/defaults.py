@@ -61,3 +61,6 @@ HOST_BUDGET_FRACTION = 0.125
 HOST_BUDGET_CAP = 1 << 30
 # Fraction of free CUDA memory a tiled pass may use when no budget is given.
 CUDA_BUDGET_FRACTION = 0.5
+# Both sets are uploaded to the GPU once, before the first pass, when they take at most this fraction
+# of its free memory (the rest: ANN indexes and the tiles, sized per pass from what is left).
+RESIDENT_FRACTION = 0.4

@@ -17,6 +17,8 @@ from typing import Any, Optional, Union, cast
 import numpy as np
 import torch
 
+from .transfer import storage_dtype, to_device
+
 __all__ = ["FeatureSet", "FeatureSubset", "Prepared", "read_rows"]
 
 
@@ -78,9 +80,38 @@ class FeatureSet:
         self.scale = scale
 
     def _scaled(self, rows: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Rows moved to ``device`` in their stored dtype, then converted (and scaled) there."""
+        rows = to_device(rows, device)
         if self.scale == 1.0:
-            return rows.to(device=device, dtype=dtype)
-        return (rows.to(device=device, dtype=torch.float64) * self.scale).to(dtype)
+            return rows.to(dtype)
+        return (rows.to(torch.float64) * self.scale).to(dtype)
+
+    def is_on(self, device: torch.device) -> bool:
+        """Are the rows a tensor on ``device`` already (nothing to copy per block)?"""
+        return isinstance(self.data, torch.Tensor) and self.data.device == device
+
+    def on_device(self, device: torch.device, chunk_bytes: int = 1 << 26) -> "FeatureSet":
+        """This set with all its rows in one tensor on ``device``, in their stored dtype (float16 stays
+        float16, integers become float64), uploaded in blocks of ``chunk_bytes`` through pinned memory;
+        itself when the rows are there already. Values, name and scale are unchanged."""
+        if self.is_on(device):
+            return self
+        dtype = storage_dtype(self.data)
+        out = torch.empty((self.n, self.dim), dtype=dtype, device=device)
+        step = max(1, chunk_bytes // max(1, self.dim * dtype.itemsize))
+        for s in range(0, self.n, step):
+            out[s : s + step].copy_(to_device(self._rows(s, s + step), device))
+        return FeatureSet(out, self.name, self.scale)
+
+    def _rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` as a tensor where they are (host or device), unscaled."""
+        if isinstance(self.data, np.ndarray):
+            # torch refuses read-only memory: memmaps are read into a buffer, other arrays borrowed.
+            block = read_rows(self.data, start, stop)
+            if block.dtype.kind in "iub":  # integers (a memmap stays one): exact in float64, block by block
+                block = block.astype(np.float64)
+            return torch.from_numpy(np.ascontiguousarray(block))
+        return self.data[start:stop]
 
     @property
     def n(self) -> int:
@@ -97,15 +128,7 @@ class FeatureSet:
 
     def block(self, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Rows ``start:stop`` as a tensor of ``dtype`` on ``device``."""
-        if isinstance(self.data, np.ndarray):
-            # torch refuses read-only memory: memmaps are read into a buffer, other arrays borrowed.
-            block = read_rows(self.data, start, stop)
-            if block.dtype.kind in "iub":  # integers (a memmap stays one): exact in float64, block by block
-                block = block.astype(np.float64)
-            rows = torch.from_numpy(np.ascontiguousarray(block))
-        else:
-            rows = self.data[start:stop]
-        return self._scaled(rows, device, dtype)
+        return self._scaled(self._rows(start, stop), device, dtype)
 
     def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Rows at ``index`` (1-D int64) as ``dtype`` on ``device``."""
@@ -156,6 +179,12 @@ class FeatureSubset(FeatureSet):
 
     def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         return self.base.take(self.index[index.to(self.index.device)], device, dtype)
+
+    def is_on(self, device: torch.device) -> bool:
+        return self.base.is_on(device)
+
+    def on_device(self, device: torch.device, chunk_bytes: int = 1 << 26) -> "FeatureSet":
+        return FeatureSubset(self.base.on_device(device, chunk_bytes), self.index)
 
 
 @dataclasses.dataclass

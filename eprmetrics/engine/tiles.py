@@ -27,6 +27,7 @@ from .distributed import World
 from .reductions import BallTest, merge_topk
 from .rounding import rounding_factor
 from .sets import FeatureSet, FeatureSubset, Prepared
+from .transfer import fits_on_device, prefetched, stored_bytes
 
 __all__ = ["budget_for_tile", "sqdist_block", "TileEngine"]
 
@@ -69,7 +70,8 @@ class TileEngine(TileBudget):
             re-sizes its tiles from the memory free when it starts (:meth:`refresh_budget`).
 
     Every pass runs through :meth:`run_pass`: a CUDA out-of-memory error re-runs that pass alone
-    with smaller tiles.
+    with smaller tiles. On CUDA, sets that fit are uploaded once (:meth:`resident`); column blocks of
+    sets that stay in host memory are read one ahead of the tile that uses them (``prefetch``).
     """
 
     def __init__(
@@ -90,6 +92,9 @@ class TileEngine(TileBudget):
         self.c = rounding_factor(dim, error_bound, self.precision)
         self.error_bound = error_bound
         self.world = World.current() if world is None else world  # ranks sharing every pass
+        # Read a host set's next column block in a background thread while a tile is computed: on CUDA,
+        # where the tile runs on the device meanwhile (on a CPU the thread would take a core from the GEMM).
+        self.prefetch = device.type == "cuda"
         self.set_budget(memory_budget)
 
     def sqdist(self, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
@@ -97,6 +102,23 @@ class TileEngine(TileBudget):
         return sqdist_block(a, a_sq, b, b_sq, self.precision)
 
     # ------------------------------------------------------------------ inputs
+    def resident(self, sets: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
+        """``sets`` uploaded to the device once, when together they fit there (:func:`.transfer.fits_on_device`:
+        CUDA only, a fixed ``memory_budget`` set aside); as they are otherwise."""
+        away = [fs for fs in sets.values() if not fs.is_on(self.device)]
+        reserve = 0 if self.auto_budget else self.memory_budget
+        if not away or not fits_on_device(sum(stored_bytes(fs.data) for fs in away), self.device, reserve):
+            return sets
+        return {name: fs.on_device(self.device) for name, fs in sets.items()}
+
+    def _ahead(self, p: Prepared) -> bool:
+        """Prefetch ``p``'s column blocks? (CUDA, and the rows are not on the device already.)"""
+        return self.prefetch and not p.source.is_on(self.device)
+
+    def _column_blocks(self, p: Prepared, starts: list[int], tile: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(start, rows)`` of the column blocks of ``p`` starting at ``starts`` (``tile`` rows each)."""
+        return prefetched(lambda j0: self.rows(p, j0, min(j0 + tile, p.n)), starts, self._ahead(p))
+
     def center_of(self, fs: FeatureSet) -> torch.Tensor:
         """Float64 mean of ``fs`` (computed in blocks); above :data:`CENTRE_ROWS` rows, the mean of that
         many rows in evenly spaced blocks. The centre only conditions the fp32 arithmetic (every bound
@@ -175,14 +197,17 @@ class TileEngine(TileBudget):
         tile_no = -1
         for i0 in range(0, n, t):
             rs = slice(i0, min(i0 + t, n))
-            a = None
+            mine = []  # this rank's tiles of the row block: (i0, j0) for j0 ≥ i0, numbered in order
             for j0 in range(i0, n, t):
                 tile_no += 1
-                if not self.world.mine(tile_no):
-                    continue
+                if self.world.mine(tile_no):
+                    mine.append(j0)
+            a = self.rows(p, rs.start, rs.stop) if mine else None
+            others = self._column_blocks(p, [j0 for j0 in mine if j0 != i0], t)
+            for j0 in mine:
+                assert a is not None
                 cs = slice(j0, min(j0 + t, n))
-                a = self.rows(p, rs.start, rs.stop) if a is None else a
-                b = a if j0 == i0 else self.rows(p, cs.start, cs.stop)
+                b = a if j0 == i0 else next(others)[1]
                 d = self.sqdist(a, p.sqnorm[rs], b, p.sqnorm[cs])
                 if j0 == i0:
                     d.fill_diagonal_(math.inf)
@@ -238,9 +263,9 @@ class TileEngine(TileBudget):
             if not self.world.mine(i0 // tr):
                 continue
             a = self.rows(rows, rs.start, rs.stop)
-            for j0 in range(0, cols.n, tc):
+            for j0, b in self._column_blocks(cols, list(range(0, cols.n, tc)), tc):
                 cs = slice(j0, min(j0 + tc, cols.n))
-                yield self.sqdist(a, rows.sqnorm[rs], self.rows(cols, cs.start, cs.stop), cols.sqnorm[cs]), rs, cs
+                yield self.sqdist(a, rows.sqnorm[rs], b, cols.sqnorm[cs]), rs, cs
             if progress:
                 progress(rs.stop - rs.start)
 
@@ -306,9 +331,9 @@ class TileEngine(TileBudget):
             q_pos = torch.arange(s, min(s + t, q_index.numel()), device=self.device)
             qi = q_index[q_pos]
             a = self.rows_at(queries, qi)
-            for j0 in range(0, refs.n, tc):
+            for j0, b in self._column_blocks(refs, list(range(0, refs.n, tc)), tc):
                 cs = slice(j0, min(j0 + tc, refs.n))
-                d = self.sqdist(a, queries.sqnorm[qi], self.rows(refs, cs.start, cs.stop), refs.sqnorm[cs])
+                d = self.sqdist(a, queries.sqnorm[qi], b, refs.sqnorm[cs])
                 qq, jj = select(d, q_pos, cs).nonzero(as_tuple=True)
                 del d
                 if qq.numel():

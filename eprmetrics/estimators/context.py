@@ -3,7 +3,7 @@
 A :class:`RunContext` holds the two feature sets, the tiled engine (device,
 memory budget, rounding bound, GEMM precision, ranks), the convention
 (``strict``), the seed, the profiler and the progress switch. :meth:`RunContext.run`
-prepares both sets (shared centre, norms) and runs an estimator under the GEMM
+prepares both sets (on CUDA uploaded once when they fit; shared centre, norms) and runs an estimator under the GEMM
 precision mode; on a CUDA out-of-memory error the engine re-runs the failed pass
 alone with smaller tiles (:meth:`~eprmetrics.engine.TileEngine.run_pass`).
 """
@@ -112,8 +112,9 @@ class RunContext:
 
         with matmul_precision(self.engine.precision), torch.inference_mode():
             with self.prof.stage("prepare (centre, norms)"):
-                center = self.engine.center_of(self.real)
-                self.prepared = {name: self.engine.prepare(fs, center) for name, fs in self.sets.items()}
+                sources = self.engine.resident(self.sets)  # on CUDA, uploaded once when they fit
+                center = self.engine.center_of(sources["real"])
+                self.prepared = {name: self.engine.prepare(fs, center) for name, fs in sources.items()}
             return estimator(self)
 
     def known_radii(self, name: str) -> Optional[KnownRadii]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .faiss_backend import faiss_gpu_available
-
 __all__ = ["resolve_backend", "EXACT_UP_TO", "SMALL"]
 
 # Measured with benchmarks/bench_epr.py on 2 CPU cores (README, "eP&R speed"):
@@ -18,6 +16,9 @@ __all__ = ["resolve_backend", "EXACT_UP_TO", "SMALL"]
 # * ANN radii: ivf-gemm (≈ 10% of a GEMM pass, recall@3 ≈ 0.995) from a few
 #   thousand points on; faiss HNSW and IVF were 1.7–3× slower than the exact
 #   pass at 20k × 4096 on this machine.
+# * on CUDA too: faiss's GPU IVF-Flat scans each probed list query by query (about 3.7 PB
+#   read for a 1.5M self-search), while ivf-gemm's list-against-probes GEMMs run on tensor
+#   cores (bf16 scans, fp32 rescoring, see ivf_gemm); GPU faiss stays available by name.
 EXACT_UP_TO = 20_000
 SMALL = 5_000
 
@@ -32,8 +33,6 @@ def resolve_backend(backend: str, n: int, dim: int, device: torch.device, radii:
 
         get_backend(backend).check_available()
         return backend, "requested"
-    if device.type == "cuda" and faiss_gpu_available() and radii != "exact" and n > SMALL:
-        return "faiss-ivf", "CUDA with GPU faiss, ANN radii"
     # The sampled estimator needs only upper-bound radii, like ANN radii.
     limit = EXACT_UP_TO if radii == "exact" else SMALL
     if n <= limit:
