@@ -39,7 +39,15 @@ __all__ = [
 FeaturesLike = Union[np.ndarray, torch.Tensor, str, os.PathLike, FeatureSet]
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
-_CHECK_ROWS = 16384  # rows per block when scanning for NaN/Inf
+# Values per block when scanning for NaN/Inf (16 MiB of fp32): the scan's |x| temporary is the size of a
+# block, and 16,384-row blocks made it 0.5 GiB at d = 4096 — more than the tiles of a 256 MiB budget.
+_CHECK_ELEMENTS = 1 << 22
+
+
+def _check_rows(dim: int) -> int:
+    return max(256, _CHECK_ELEMENTS // max(dim, 1))
+
+
 # Largest absolute values that need no rescaling: fp32 squares of (sums of) such values stay normal.
 SAFE_RANGE = (2.0**-20, 2.0**20)
 
@@ -253,11 +261,12 @@ def pair_scale(largest: float) -> float:
 def _largest_finite(fs: FeatureSet) -> float:
     """Largest absolute value of ``fs`` (ValueError naming the first row with NaN or Inf)."""
     largest = 0.0
-    for start in range(0, fs.n, _CHECK_ROWS):
-        rows = fs.data[start : start + _CHECK_ROWS]
+    step = _check_rows(fs.dim)
+    for start in range(0, fs.n, step):
+        rows = fs.data[start : start + step]
         if isinstance(fs.data, np.ndarray) and fs.data.dtype.kind == "f":
             # torch's kernels use every core, numpy's float16 ones one; a memmap is read by position.
-            rows = torch.from_numpy(np.ascontiguousarray(read_rows(fs.data, start, start + _CHECK_ROWS)))
+            rows = torch.from_numpy(np.ascontiguousarray(read_rows(fs.data, start, start + step)))
         if isinstance(rows, torch.Tensor):
             # One reduction per row: NaN and ±Inf propagate through |x| and max.
             wide = rows.float() if rows.dtype in (torch.float16, torch.bfloat16) else rows  # fp64 stays fp64

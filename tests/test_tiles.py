@@ -112,3 +112,76 @@ def test_row_keys_equal_exactly_for_equal_values():
     tiny = x.astype(np.float64)
     tiny[0, 0] = 1e-300
     assert row_keys(as_feature_set(tiny, "real"), torch.device("cpu")) is None
+
+
+# ------------------------------------------------------------ reusable workspace
+def test_scratch_reuses_grows_and_releases():
+    from eprmetrics.engine.scratch import Scratch
+
+    s, cpu = Scratch(), torch.device("cpu")
+    a = s.get("tile", (10, 20), torch.float32, cpu)
+    b = s.get("tile", (5, 30), torch.float32, cpu)  # smaller: the same memory
+    assert b.data_ptr() == a.data_ptr() and b.shape == (5, 30)
+    c = s.get("tile", (30, 30), torch.float32, cpu)  # larger: a new buffer
+    assert c.shape == (30, 30) and s.nbytes == 30 * 30 * 4
+    assert s.get("mask", (30, 30), torch.bool, cpu).dtype == torch.bool and s.nbytes == 30 * 30 * 5
+    assert s.get("tile", (2, 2), torch.float64, cpu).dtype == torch.float64  # another dtype: replaced
+    s.clear()
+    assert s.nbytes == 0
+
+
+@pytest.mark.parametrize("kind", ["float32", "float16-memmap", "int", "float64-scaled", "tensor", "subset"])
+def test_take_into_scratch_equals_take(tmp_path, rng, kind):
+    from eprmetrics.engine import FeatureSet, FeatureSubset
+    from eprmetrics.engine.scratch import Scratch
+
+    x = rng.normal(size=(200, 7))
+    if kind == "float16-memmap":
+        np.save(tmp_path / "x.npy", x.astype(np.float16))
+        fs = FeatureSet(np.load(tmp_path / "x.npy", mmap_mode="r"), "real")
+    elif kind == "int":
+        fs = FeatureSet((x * 100).astype(np.int32), "real")
+    elif kind == "float64-scaled":
+        fs = FeatureSet(x * 1e30, "real", scale=2.0**-100)
+    elif kind == "tensor":
+        fs = FeatureSet(torch.from_numpy(x.astype(np.float32)), "real")
+    else:
+        fs = FeatureSubset(FeatureSet(x.astype(np.float32), "real"), torch.arange(0, 200, 3))
+    index = torch.from_numpy(rng.integers(0, fs.n, size=50))
+    scratch, cpu = Scratch(), torch.device("cpu")
+    for dtype in (torch.float64, torch.float32):
+        want = fs.take(index, cpu, dtype)
+        got = fs.take(index, cpu, dtype, scratch=scratch, name="t")
+        assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_a_call_keeps_its_workspace_between_passes_and_gives_it_back(monkeypatch, rng):
+    """The passes share one tile buffer (no fresh tile per tile or per pass); the call releases it at the end."""
+    from eprmetrics.engine.scratch import Scratch
+
+    engines, made = [], []
+    get = Scratch.get
+
+    def spy(self, name, shape, dtype, device):
+        before = self._buffers.get(name)
+        out = get(self, name, shape, dtype, device)
+        if name == "tile" and (before is None or out.data_ptr() != before.data_ptr()):
+            made.append(shape)
+        return out
+
+    init = TileEngine.__init__
+    monkeypatch.setattr(TileEngine, "__init__", lambda self, *a, **k: engines.append(self) or init(self, *a, **k))
+    monkeypatch.setattr(Scratch, "get", spy)
+    real, fake = lattice(rng, 900, 4), lattice(rng, 800, 4)
+    got = compute_pr(real, fake, memory_budget=budget_for_tile(300, 4))
+    ref = brute_pr(real, fake, 3)
+    assert (got.precision, got.recall) == (ref["precision"], ref["recall"])
+    assert 1 <= len(made) <= 3  # at most a larger tile per pass kind, never one per tile
+    assert engines and all(e.scratch.nbytes == 0 for e in engines)
+
+
+def test_the_finite_check_reads_bounded_blocks():
+    from eprmetrics.inputs import _CHECK_ELEMENTS, _check_rows
+
+    assert _check_rows(4096) * 4096 <= _CHECK_ELEMENTS and _check_rows(8) * 8 <= _CHECK_ELEMENTS
+    assert _check_rows(1 << 20) == 256  # very wide rows: still a few hundred per block

@@ -17,6 +17,7 @@ import torch
 
 from .device import default_memory_budget
 from .distributed import World
+from .scratch import Scratch
 
 __all__ = ["budget_for_tile", "budget_tile", "tile_workspace", "balanced_block", "self_block", "TileBudget"]
 
@@ -80,6 +81,10 @@ class TileBudget:
     device: torch.device
     world: World
     auto_budget: bool
+    # The passes' reusable workspace: kept from pass to pass (the next pass's tiles and blocks fit the same
+    # buffers; freed between passes, they came back fragmented and the heap grew), dropped by release()
+    # and before an out-of-memory retry.
+    scratch: Scratch
 
     def set_budget(self, memory_budget: int) -> None:
         """Tile sizes for a new workspace budget (bytes)."""
@@ -118,6 +123,7 @@ class TileBudget:
             # Out of the except block the error, its traceback and the failed attempt's frames
             # (and tensors) are dropped: only now can the cache give their memory back.
             old = self.tile
+            self.scratch.clear()
             self._release_cuda_memory()
             self.set_budget(max(min(self.memory_budget, budget_for_tile(old, self.dim)) // 4, 1))
             warnings.warn(
@@ -127,6 +133,10 @@ class TileBudget:
                 stacklevel=3,
             )
         raise AssertionError("unreachable: the last retry returns or raises")
+
+    def release(self) -> None:
+        """Give the passes' workspace back (the end of a call)."""
+        self.scratch.clear()
 
     @staticmethod
     def _release_cuda_memory() -> None:

@@ -79,14 +79,20 @@ class BallTest:
         pairs = world.gather_pairs(self.pairs)
         self._pairs = None if pairs is None else [pairs]
 
-    def update(self, dist: torch.Tensor, rows: slice, cols: slice) -> None:
+    def update(
+        self, dist: torch.Tensor, rows: slice, cols: slice, masks: Optional[tuple[torch.Tensor, ...]] = None
+    ) -> None:
+        """Feed one tile; ``masks``: two bool tensors shaped like it to work in (reused across tests and tiles)."""
         if self.owner == "row":
             own, other, other_dim, owner_dim = rows, cols, 0, 1
             lo, hi = self.lo[rows, None], self.hi[rows, None]
         else:
             own, other, other_dim, owner_dim = cols, rows, 1, 0
             lo, hi = self.lo[None, cols], self.hi[None, cols]
-        lo_mask, hi_mask = dist < lo, dist <= hi
+        if masks is None:
+            lo_mask, hi_mask = dist < lo, dist <= hi
+        else:
+            lo_mask, hi_mask = torch.lt(dist, lo, out=masks[0]), torch.le(dist, hi, out=masks[1])
         for mask, other_acc, owner_acc in (
             (lo_mask, self.other_lo, self.owner_lo),
             (hi_mask, self.other_hi, self.owner_hi),

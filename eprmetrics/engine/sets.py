@@ -17,6 +17,7 @@ from typing import Any, Optional, Union, cast
 import numpy as np
 import torch
 
+from .scratch import Scratch
 from .transfer import storage_dtype, to_device
 
 __all__ = ["FeatureSet", "FeatureSubset", "Prepared", "read_rows"]
@@ -130,14 +131,42 @@ class FeatureSet:
         """Rows ``start:stop`` as a tensor of ``dtype`` on ``device``."""
         return self._scaled(self._rows(start, stop), device, dtype)
 
-    def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """Rows at ``index`` (1-D int64) as ``dtype`` on ``device``."""
+    def take(
+        self,
+        index: torch.Tensor,
+        device: torch.device,
+        dtype: torch.dtype = torch.float64,
+        scratch: Optional[Scratch] = None,
+        name: str = "take",
+    ) -> torch.Tensor:
+        """Rows at ``index`` (1-D int64) as ``dtype`` on ``device``; with ``scratch``, gathered and converted in
+        its buffers ``name`` (valid until they are asked for again): no fresh temporaries per call."""
+        if scratch is not None and (self.scale == 1.0 or dtype == torch.float64):
+            return self._take_into(index, device, dtype, scratch, name)
         if isinstance(self.data, np.ndarray):
             picked = np.asarray(self.data[index.cpu().numpy()])
             rows = torch.from_numpy(picked.astype(np.float64) if picked.dtype.kind in "iub" else picked)
         else:
             rows = self.data[index.to(self.data.device)]
         return self._scaled(rows, device, dtype)
+
+    def _take_into(
+        self, index: torch.Tensor, device: torch.device, dtype: torch.dtype, scratch: Scratch, name: str
+    ) -> torch.Tensor:
+        shape = (int(index.numel()), self.dim)
+        data = self.data
+        if isinstance(data, np.ndarray):
+            stored = scratch.get(f"{name}:stored", shape, storage_dtype(data), torch.device("cpu"))
+            idx = index.cpu().numpy()
+            if data.dtype.kind in "iub":  # integers: converted to float64 on the way in
+                stored.numpy()[...] = data[idx]
+            else:  # mode="clip": numpy's default "raise" would gather into a temporary first
+                np.take(data, idx, axis=0, out=stored.numpy(), mode="clip")
+        else:
+            stored = scratch.get(f"{name}:stored", shape, data.dtype, data.device)
+            torch.index_select(data, 0, index.to(data.device), out=stored)
+        out = scratch.get(name, shape, dtype, device).copy_(to_device(stored, device))
+        return out if self.scale == 1.0 else out.mul_(self.scale)
 
     def numpy_rows(self, keep_float16: bool = False, chunk: int = 65536) -> np.ndarray:
         """All rows as a C-contiguous float32 numpy array (scaled), for libraries that need one.
@@ -177,8 +206,15 @@ class FeatureSubset(FeatureSet):
     def block(self, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return self.base.take(self.index[start:stop], device, dtype)
 
-    def take(self, index: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        return self.base.take(self.index[index.to(self.index.device)], device, dtype)
+    def take(
+        self,
+        index: torch.Tensor,
+        device: torch.device,
+        dtype: torch.dtype = torch.float64,
+        scratch: Optional[Scratch] = None,
+        name: str = "take",
+    ) -> torch.Tensor:
+        return self.base.take(self.index[index.to(self.index.device)], device, dtype, scratch, name)
 
     def is_on(self, device: torch.device) -> bool:
         return self.base.is_on(device)

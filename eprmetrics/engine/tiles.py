@@ -26,6 +26,7 @@ from .budget import SCAN_ROWS, TileBudget, budget_for_tile
 from .distributed import World
 from .reductions import BallTest, merge_topk
 from .rounding import rounding_factor
+from .scratch import Scratch
 from .sets import FeatureSet, FeatureSubset, Prepared
 from .transfer import fits_on_device, prefetched, stored_bytes
 
@@ -36,9 +37,15 @@ CENTRE_ROWS = 1 << 18
 
 
 def sqdist_block(
-    a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor, precision: str = "fp32"
+    a: torch.Tensor,
+    a_sq: torch.Tensor,
+    b: torch.Tensor,
+    b_sq: torch.Tensor,
+    precision: str = "fp32",
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """``‖a‖² − 2a·b + ‖b‖²`` for two row blocks with their squared norms: one GEMM, clamped at 0.
+    """``‖a‖² − 2a·b + ‖b‖²`` for two row blocks with their squared norms: one GEMM, clamped at 0
+    (written into ``out``, an fp32 ``len(a) × len(b)`` tensor, when given: fp32 GEMMs only).
 
     ``precision="bf16"`` runs the GEMM on bf16 copies of the blocks, accumulated and
     returned in fp32 where the device has such a kernel (CUDA; the CPU's bf16 GEMM
@@ -49,6 +56,8 @@ def sqdist_block(
         a16, b16 = a.bfloat16(), b.bfloat16()
         ab = a16 @ b16.T if a.device.type == "cpu" else torch.mm(a16, b16.T, out_dtype=torch.float32)
         d = ab.float().mul_(-2.0).add_(b_sq[None, :])
+    elif out is not None:
+        d = torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0, out=out)
     else:
         d = torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0)
     d += a_sq[:, None]
@@ -95,11 +104,14 @@ class TileEngine(TileBudget):
         # Read a host set's next column block in a background thread while a tile is computed: on CUDA,
         # where the tile runs on the device meanwhile (on a CPU the thread would take a core from the GEMM).
         self.prefetch = device.type == "cuda"
+        self.scratch = Scratch()
         self.set_budget(memory_budget)
 
     def sqdist(self, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
-        """One tile of squared distances at the engine's GEMM precision."""
-        return sqdist_block(a, a_sq, b, b_sq, self.precision)
+        """One tile of squared distances at the engine's GEMM precision, in the pass's tile buffer: valid
+        until the next tile is made."""
+        out = self.scratch.get("tile", (a.shape[0], b.shape[0]), torch.float32, self.device)
+        return sqdist_block(a, a_sq, b, b_sq, self.precision, out=out)
 
     # ------------------------------------------------------------------ inputs
     def resident(self, sets: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
@@ -116,8 +128,15 @@ class TileEngine(TileBudget):
         return self.prefetch and not p.source.is_on(self.device)
 
     def _column_blocks(self, p: Prepared, starts: list[int], tile: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(start, rows)`` of the column blocks of ``p`` starting at ``starts`` (``tile`` rows each)."""
-        return prefetched(lambda j0: self.rows(p, j0, min(j0 + tile, p.n)), starts, self._ahead(p))
+        """``(start, rows)`` of the column blocks of ``p`` starting at ``starts`` (``tile`` rows each), in the
+        pass's column buffer (two, taken in turn, when the next block is read ahead)."""
+        ahead = self._ahead(p)
+
+        def fetch(i: int) -> tuple[int, torch.Tensor]:
+            j0 = starts[i]
+            return j0, self.rows(p, j0, min(j0 + tile, p.n), into=f"cols{i % 2 if ahead else 0}")
+
+        return (block for _, block in prefetched(fetch, list(range(len(starts))), ahead))
 
     def center_of(self, fs: FeatureSet) -> torch.Tensor:
         """Float64 mean of ``fs`` (computed in blocks); above :data:`CENTRE_ROWS` rows, the mean of that
@@ -130,12 +149,23 @@ class TileEngine(TileBudget):
         if fs.n > CENTRE_ROWS:
             blocks = CENTRE_ROWS // step
             starts = range(0, (fs.n // step) * step, ((fs.n // step) // blocks) * step)[:blocks]
-        rows = 0
-        for start in starts:
-            block = fs.block(start, start + step, self.device, dtype)
-            total += block.sum(0, dtype=torch.float64)
-            rows += block.shape[0]
-        return total / rows
+
+        def scan() -> torch.Tensor:
+            rows = 0
+            for start in starts:
+                block = self._wide(fs.block(start, start + step, self.device, dtype))
+                total.add_(block.sum(0))
+                rows += block.shape[0]
+            return total / rows
+
+        return self.run_pass(scan, restart=total.zero_)
+
+    def _wide(self, block: torch.Tensor) -> torch.Tensor:
+        """``block`` as float64 in the pass's buffer (equal to reducing with ``dtype=torch.float64``, whose
+        own float64 copy of every block would be a fresh temporary)."""
+        if block.dtype == torch.float64:
+            return block
+        return self.scratch.get("wide", tuple(block.shape), torch.float64, self.device).copy_(block)
 
     def prepare(self, fs: FeatureSet, center64: torch.Tensor) -> Prepared:
         # Centre float64 inputs in float64 so that the only rounding is the final cast.
@@ -144,17 +174,28 @@ class TileEngine(TileBudget):
         # Written into one preallocated tensor: small per-block results kept in a list between the large
         # block temporaries pin glibc's heap (measured: +16 MiB of resident memory per 1024 × 4096 block).
         norm = torch.empty(fs.n, dtype=torch.float64, device=self.device)
-        for start in range(0, fs.n, self.scan_rows):
-            rows = (fs.block(start, start + self.scan_rows, self.device, dtype) - center).float()
-            norm[start : start + rows.shape[0]] = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64)
+        p = Prepared(fs, center, norm, norm)
+
+        def scan() -> None:
+            for start in range(0, fs.n, self.scan_rows):
+                rows = self.rows(p, start, min(start + self.scan_rows, fs.n), into="rows")
+                norm[start : start + rows.shape[0]] = torch.linalg.vector_norm(self._wide(rows), dim=1)
+
+        self.run_pass(scan)
         return Prepared(fs, center, norm.pow(2).float(), norm)
 
     def subset(self, p: Prepared, index: torch.Tensor) -> Prepared:
         """The rows ``index`` of ``p`` as a prepared set of their own (no copy of the features)."""
         return Prepared(FeatureSubset(p.source, index), p.center, p.sqnorm[index], p.norm[index])
 
-    def rows(self, p: Prepared, start: int, stop: int) -> torch.Tensor:
-        return (p.source.block(start, stop, self.device, p.center.dtype) - p.center).float()
+    def rows(self, p: Prepared, start: int, stop: int, into: Optional[str] = None) -> torch.Tensor:
+        """Rows ``start:stop`` of ``p``, centred, fp32 (rounded once); in the pass's buffer ``into`` when given
+        (valid until that buffer is asked for again)."""
+        block = p.source.block(start, stop, self.device, p.center.dtype)
+        if into is None:
+            return (block - p.center).float()
+        out = self.scratch.get(into, (block.shape[0], block.shape[1]), torch.float32, self.device)
+        return torch.sub(block, p.center, out=out)  # computed in the block's dtype, rounded to fp32 on store
 
     def rows_at(self, p: Prepared, index: torch.Tensor) -> torch.Tensor:
         return (p.source.take(index, self.device, p.center.dtype) - p.center).float()
@@ -172,8 +213,9 @@ class TileEngine(TileBudget):
         out = torch.empty(ia.numel(), dtype=torch.float64, device=self.device)
         chunk = max(min(self.memory_budget // (6 * 8 * self.dim), SCAN_ROWS), 1)
         for s in range(0, ia.numel(), chunk):
-            diff = a.source.take(ia[s : s + chunk], self.device) - b.source.take(ib[s : s + chunk], self.device)
-            out[s : s + chunk] = diff.pow_(2).sum(1)
+            rows_a = a.source.take(ia[s : s + chunk], self.device, scratch=self.scratch, name="pairs a")
+            rows_b = b.source.take(ib[s : s + chunk], self.device, scratch=self.scratch, name="pairs b")
+            out[s : s + chunk] = rows_a.sub_(rows_b).pow_(2).sum(1)
         return out
 
     # ---------------------------------------------------------------- passes
@@ -202,7 +244,7 @@ class TileEngine(TileBudget):
                 tile_no += 1
                 if self.world.mine(tile_no):
                     mine.append(j0)
-            a = self.rows(p, rs.start, rs.stop) if mine else None
+            a = self.rows(p, rs.start, rs.stop, into="rows") if mine else None
             others = self._column_blocks(p, [j0 for j0 in mine if j0 != i0], t)
             for j0 in mine:
                 assert a is not None
@@ -262,7 +304,7 @@ class TileEngine(TileBudget):
             rs = slice(i0, min(i0 + tr, rows.n))
             if not self.world.mine(i0 // tr):
                 continue
-            a = self.rows(rows, rs.start, rs.stop)
+            a = self.rows(rows, rs.start, rs.stop, into="rows")
             for j0, b in self._column_blocks(cols, list(range(0, cols.n, tc)), tc):
                 cs = slice(j0, min(j0 + tc, cols.n))
                 yield self.sqdist(a, rows.sqnorm[rs], b, cols.sqnorm[cs]), rs, cs
@@ -278,7 +320,8 @@ class TileEngine(TileBudget):
         progress: Optional[Callable[[int], None]] = None,
         restart: Optional[Callable[[], object]] = None,
     ) -> None:
-        """One pass over all row×column tiles, feeding every tile to every test.
+        """One pass over all row×column tiles, feeding every tile to every test, then to ``extra`` (which may
+        overwrite the tile: it is the last to see it).
 
         With several ranks each takes its share of row blocks and the tests are
         combined at the end (``extra``'s own state is the caller's to combine, and
@@ -287,8 +330,9 @@ class TileEngine(TileBudget):
 
         def attempt() -> None:
             for d, rs, cs in self._rect_tiles(rows, cols, progress):
+                masks = tuple(self.scratch.get(f"mask{i}", tuple(d.shape), torch.bool, self.device) for i in (0, 1))
                 for test in tests:
-                    test.update(d, rs, cs)
+                    test.update(d, rs, cs, masks)
                 if extra is not None:
                     extra(d, rs, cs)
 

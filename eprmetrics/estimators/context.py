@@ -111,11 +111,14 @@ class RunContext:
         """``estimator(self)`` with both sets prepared, at the engine's GEMM precision, without autograd."""
 
         with matmul_precision(self.engine.precision), torch.inference_mode():
-            with self.prof.stage("prepare (centre, norms)"):
-                sources = self.engine.resident(self.sets)  # on CUDA, uploaded once when they fit
-                center = self.engine.center_of(sources["real"])
-                self.prepared = {name: self.engine.prepare(fs, center) for name, fs in sources.items()}
-            return estimator(self)
+            try:
+                with self.prof.stage("prepare (centre, norms)"):
+                    sources = self.engine.resident(self.sets)  # on CUDA, uploaded once when they fit
+                    center = self.engine.center_of(sources["real"])
+                    self.prepared = {name: self.engine.prepare(fs, center) for name, fs in sources.items()}
+                return estimator(self)
+            finally:
+                self.engine.release()
 
     def known_radii(self, name: str) -> Optional[KnownRadii]:
         """The radii of set ``name`` restored from :attr:`known` (on this run's prepared set), if any."""

@@ -131,8 +131,9 @@ def _realism_reducer(
     best = torch.zeros(n_fake, dtype=torch.float32, device=engine.device)
 
     def reduce(d: torch.Tensor, rs: slice, cs: slice) -> None:
-        # A fake on a real centre has ratio r²/0 = inf; 0/0 (unselected ball) counts as 0.
-        ratio = (r2_sel[rs, None] / d).nan_to_num_(nan=0.0, posinf=math.inf).amax(0)
+        # A fake on a real centre has ratio r²/0 = inf; 0/0 (unselected ball) counts as 0. The tile is
+        # overwritten (the ball pass's last reader of it): no tile-sized temporary.
+        ratio = torch.div(r2_sel[rs, None], d, out=d).nan_to_num_(nan=0.0, posinf=math.inf).amax(0)
         torch.maximum(best[cs], ratio, out=best[cs])
 
     return best, reduce
