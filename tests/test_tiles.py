@@ -185,3 +185,13 @@ def test_the_finite_check_reads_bounded_blocks():
 
     assert _check_rows(4096) * 4096 <= _CHECK_ELEMENTS and _check_rows(8) * 8 <= _CHECK_ELEMENTS
     assert _check_rows(1 << 20) == 256  # very wide rows: still a few hundred per block
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (3000, 700), (700, 3000)])
+def test_count_true_equals_sum(rng, shape):
+    from eprmetrics.engine.reductions import count_true
+
+    mask = torch.from_numpy(rng.random(shape) < 0.3)
+    for dim in (0, 1):
+        got = count_true(mask, dim)
+        assert got.dtype == torch.int32 and torch.equal(got, mask.sum(dim, dtype=torch.int32))

@@ -15,7 +15,31 @@ import torch
 if TYPE_CHECKING:
     from .distributed import World
 
-__all__ = ["merge_topk", "BallTest"]
+__all__ = ["merge_topk", "BallTest", "count_true"]
+
+# Elements of a boolean tile counted per call on a CPU (see count_true).
+_COUNT_ELEMENTS = 1 << 20
+
+
+def count_true(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """``mask.sum(dim, dtype=torch.int32)`` of a 2-D boolean tile, without a widened copy of it.
+
+    On a CPU, torch widens the whole boolean input before reducing it (measured: a 6000² mask summed
+    with ``dtype=int32`` took 137 MiB, 274 MiB as int64 — 4 and 8 times the mask); here a CPU counts a
+    few rows at a time. CUDA reductions convert in registers: one call there.
+    """
+    if mask.device.type != "cpu" or mask.numel() <= _COUNT_ELEMENTS:
+        return mask.sum(dim, dtype=torch.int32)
+    step = max(1, _COUNT_ELEMENTS // max(1, mask.shape[1]))
+    if dim == 0:
+        out = torch.zeros(mask.shape[1], dtype=torch.int32, device=mask.device)
+        for s in range(0, mask.shape[0], step):
+            out += mask[s : s + step].sum(0, dtype=torch.int32)
+        return out
+    out = torch.empty(mask.shape[0], dtype=torch.int32, device=mask.device)
+    for s in range(0, mask.shape[0], step):
+        torch.sum(mask[s : s + step], 1, dtype=torch.int32, out=out[s : s + step])
+    return out
 
 
 def merge_topk(vals: torch.Tensor, idx: torch.Tensor, rows: slice, d: torch.Tensor, col0: int, K: int) -> None:
@@ -98,7 +122,7 @@ class BallTest:
             (hi_mask, self.other_hi, self.owner_hi),
         ):
             if self.count:
-                other_acc[other] += mask.sum(other_dim, dtype=torch.int32)
+                other_acc[other] += count_true(mask, other_dim)
             else:
                 other_acc[other] |= mask.any(other_dim)
             if self.owner_any:

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from ..engine import FeatureSubset, Prepared, TileEngine, up32
+from ..engine.reductions import count_true
 from ..engine.sets import row_keys
 from ..neighbours import UpperRadii
 
@@ -51,11 +52,11 @@ def _candidates(
         if per_tile is None or d.shape[1] <= per_tile:
             return cand
         unknown = cand & ~known[None, cs]
-        seen[q_pos] += unknown.sum(1)
+        seen[q_pos] += count_true(unknown, 1)
         depth = torch.where(unknown, d / h.clamp_min(torch.finfo(torch.float32).tiny), math.inf)
         j = depth.topk(per_tile, dim=1, largest=False).indices
         chosen = torch.zeros_like(cand).scatter_(1, j, True) & unknown
-        kept[q_pos] += chosen.sum(1)
+        kept[q_pos] += count_true(chosen, 1)
         return chosen | (cand & known[None, cs])
 
     def restart() -> None:

@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from ..engine import Prepared, TileEngine, down32, up32
-from ..engine.reductions import BallTest
+from ..engine.reductions import BallTest, count_true
 from ..neighbours import GivenRadii, Radii
 
 __all__ = ["Balls", "ball_counts", "MembershipResult", "exact_membership"]
@@ -67,7 +67,7 @@ def ball_counts(
         else:
             qi = q_index[q_pos]
             lo_b, hi_b = lo[qi, None], hi[qi, None]
-        counts[q_pos] += (d < lo_b).sum(1)
+        counts[q_pos] += count_true(d < lo_b, 1)
         return (d >= lo_b) & (d <= hi_b)
 
     # Counting certain pairs in this pass too keeps counts consistent: a pair's

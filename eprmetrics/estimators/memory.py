@@ -1,30 +1,35 @@
-"""The memory model of a call: the tiles' workspace plus what the call keeps per point.
+"""The memory model of a call: the passes' workspace, the ANN indexes, and what the call keeps per point.
 
-The workspace of a tiled pass is bounded by the engine's budget model
-(:func:`~eprmetrics.engine.budget_for_tile`: bytes per tile element and per row-block element, an
-upper bound of what the passes allocate at once); what a call keeps between passes grows with the
-number of points: norms, the fp32 candidates and float64 radii of every set, the ball brackets and
-ball-test accumulators, and on the sampled path the two k-NN graphs, their upper-bound radii and the
-ANN index (lists and, for ``ivf-pca``, its embedding). ``benchmarks/bench_memory.py`` compares
+The tiled passes allocate their large tensors in one reusable workspace per call
+(:class:`~eprmetrics.engine.scratch.Scratch`): a buffer per role, as large as the largest pass needs
+it, kept from pass to pass. The model adds, role by role, the largest size each role reaches with the
+tile shapes the passes use (:mod:`eprmetrics.engine.budget`); then the transient temporaries of the
+largest pass; the ANN indexes and graphs of the sampled path; and what the call keeps per point (norms,
+candidates, radii, ball brackets and accumulators). ``benchmarks/bench_memory.py`` compares
 :func:`predicted_peak` with the measured peak resident set on the CPU.
 
-Not yet a model to rely on. Measured (``benchmarks/results/memory.md``, 20k × 512/2048, both spectra,
-256 MiB and 1 GiB budgets, CPU): predicted / measured 0.63–2.81 on the sampled path (4 of 8 within
-±25%: 0.75–1.17), 0.65–2.25 for ``compute_pr`` (1 of 8 within ±25%). The ball pass's resident
-set depends on glibc's heap: tile temporaries below its 32 MiB mmap threshold stay resident after they
-are freed, and the same call peaked at 0.17 GiB in one run and 0.40 GiB in another; a 64 MiB budget
-(1,819-row tiles) peaked at 232 MiB. The self passes stay within the budget model (97 MiB at 4,000-row
-tiles, 256 MiB budget).
+The budget model (:data:`~eprmetrics.engine.budget.BYTES_PER_ELEMENT` per tile element, two row blocks)
+sizes the tiles and stays an upper bound of any single pass's workspace; this model is the finer
+account of a whole call.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..engine.budget import balanced_block, budget_tile, self_block, tile_workspace
+from ..engine.budget import SCAN_ROWS, balanced_block, budget_tile, self_block
+from ..neighbours.ann.ivf_gemm import load_rows
 from ..neighbours.radii import KNN_MARGIN
 
-__all__ = ["per_point_bytes", "predicted_peak"]
+__all__ = ["per_point_bytes", "exact_workspace", "sampled_workspace", "index_bytes", "predicted_peak"]
+
+FP32, FP64, MASK = 4, 8, 1
+# Transient bytes per tile element in the passes that re-decide candidates (collect_pairs): the select
+# functions' boolean tiles and, for the sampled queries' capped candidates, a depth tile (fp32) and its
+# where() result.
+SELECT_BYTES = 12
+EMBEDDING_DIMS = 65  # ivf-pca: 64 principal directions and the residual norm
+PCA_ROWS = 16384  # ivf-pca: rows its principal directions are fitted on (its default ``pca_rows``)
 
 
 def per_point_bytes(k_max: int, path: str, backend: Optional[str] = None, n_ks: int = 1) -> float:
@@ -35,44 +40,119 @@ def per_point_bytes(k_max: int, path: str, backend: Optional[str] = None, n_ks: 
       and its float64 k-NN (``k_max`` distances and indices) — also on the sampled path, for sets that
       get an exact graph, and for the true-radius rows it computes (a bound: every row);
     * per k, the ball brackets (two fp32) and the ball-test accumulators (two int32, two bool);
-    * the sampled path: the graph (k int64 indices), float64 upper and true radii, and the index
-      (``ivf-pca``: a 65-dimensional fp32 embedding and list ids; ``ivf-gemm``: list ids).
+    * the sampled path: the graph (k int64 indices and fp32 distances), float64 upper and true radii.
     """
     K = k_max + KNN_MARGIN
     radii = 12 * K + 16 + 16 * k_max
     kept = 12.0 + radii + n_ks * (8 + 10)
     if path != "exact":
-        kept += 8 * k_max + 16 + 8
-        if backend == "ivf-pca":
-            kept += 4 * 65
+        kept += 12 * k_max + 16
     return kept
 
 
-def predicted_peak(result: Any, memory_budget: int) -> dict[str, float]:
+def _recheck_rows(memory_budget: int, dim: int) -> int:
+    """Pairs per chunk of the float64 re-checks (as :meth:`TileEngine.exact_sqdist_pairs` sizes them)."""
+    return max(min(memory_budget // (6 * 8 * dim), SCAN_ROWS), 1)
+
+
+def _common_roles(dim: int, tile: int, memory_budget: int, itemsize: int) -> dict[str, float]:
+    """Roles every path fills: the scans' fp32 rows and float64 widening, the re-checks' gathered pairs."""
+    scan = min(tile, SCAN_ROWS)
+    pairs = _recheck_rows(memory_budget, dim)
+    return {"rows": FP32 * dim * scan, "wide": FP64 * dim * scan, "pairs": 2 * pairs * dim * (FP64 + itemsize)}
+
+
+def exact_workspace(n_r: int, n_f: int, dim: int, tile: int, memory_budget: int, itemsize: int = 4) -> dict[str, float]:
+    """Workspace of exact P&R by role: both self passes (split self tiles) and the real↔fake ball pass
+    (balanced blocks, two boolean masks), with the re-checks' gathers; ``itemsize``: bytes per stored value."""
+    s_r, s_f = self_block(n_r, tile), self_block(n_f, tile)
+    b_r, b_f = balanced_block(n_r, tile), balanced_block(n_f, tile)
+    roles = _common_roles(dim, tile, memory_budget, itemsize)
+    roles["tile"] = FP32 * max(s_r * s_r, s_f * s_f, b_r * b_f)
+    roles["rows"] = max(roles["rows"], FP32 * dim * max(s_r, s_f, b_r))
+    roles["cols"] = FP32 * dim * max(s_r, s_f, b_f)
+    roles["masks"] = 2 * MASK * b_r * b_f
+    return roles
+
+
+def sampled_workspace(
+    sides: dict[str, tuple[int, int]], dim: int, tile: int, memory_budget: int, itemsize: int = 4
+) -> dict[str, float]:
+    """Workspace of the sampled path by role. ``sides``: per side, (sampled queries, reference points).
+
+    The sampled queries' pass compares blocks of them with whole reference blocks (``collect_pairs``: a
+    gathered query block, the transient selections); the true-radius rows compare at most a tile of
+    owners with the reference set."""
+    roles = _common_roles(dim, tile, memory_budget, itemsize)
+    tiles, cols, queries, select = 0, 0, 0, 0
+    for q, n_ref in sides.values():
+        b_q, b_ref = balanced_block(q, tile), balanced_block(n_ref, tile)
+        owners = min(tile, n_ref)
+        tiles = max(tiles, b_q * b_ref, owners * b_ref)
+        cols = max(cols, b_ref)
+        queries = max(queries, b_q)
+        select = max(select, b_q * b_ref)
+    roles["tile"] = FP32 * tiles
+    roles["rows"] = max(roles["rows"], FP32 * dim * min(tile, max(n for _, n in sides.values())))
+    roles["cols"] = FP32 * dim * cols
+    roles["query block"] = FP32 * dim * queries
+    roles["selections"] = SELECT_BYTES * select
+    return roles
+
+
+def index_bytes(backend: Optional[str], n: int, dim: int, k: int, itemsize: int = 4) -> float:
+    """Bytes an ANN index and its k-NN graph keep for a set of ``n`` points (the sampled path keeps both sets'
+    indexes to search the other set's points): ``ivf-gemm`` the rows sorted by list (fp16 stays fp16) and
+    their norms; ``ivf-pca`` its embedding; both the list order and position (int64) and the graph."""
+    graph = n * (k + 1) * (FP32 + 8)
+    if backend == "ivf-gemm":
+        return n * (dim * max(itemsize, 2) + FP32 + 16) + graph
+    if backend == "ivf-pca":
+        return n * (EMBEDDING_DIMS * FP32 + FP32 + 16) + graph
+    return float(graph)
+
+
+def ann_transient(backend: Optional[str], n: int, dim: int) -> float:
+    """The largest temporaries of an index build or query search: a block of rows read as fp32 and, for
+    ``ivf-pca``, its centred copy (the embedding itself is small), or its principal-direction fit's sample
+    of rows."""
+    rows = min(n, load_rows(dim)) * dim * FP32
+    if backend == "ivf-pca":
+        return max(2.0 * rows, min(n, PCA_ROWS) * dim * FP32)
+    return float(rows) if backend == "ivf-gemm" else 0.0
+
+
+def predicted_peak(result: Any, memory_budget: int, itemsize: int = 4) -> dict[str, float]:
     """Predicted peak bytes of a finished call above its inputs, by part; ``total`` is their sum.
 
-    ``result``: a :class:`~eprmetrics.Result` (sizes, k, path, backend and the tile side it ran with);
-    ``memory_budget``: the budget it ran under. The workspace is that of the largest pass the path runs,
-    with the tile shapes the passes use (balanced blocks; on the sampled path, blocks of sampled queries
-    against a whole set). ``pairs at most`` is not in the total: the ambiguous pairs a counting ball test
-    keeps (16 bytes each) are few, but may reach ``memory_budget // 64``.
+    ``result``: a :class:`~eprmetrics.Result` (sizes, k, path, backends, sample sizes and the tile side it
+    ran with); ``memory_budget``: the budget it ran under; ``itemsize``: bytes per stored input value.
+    ``pairs at most`` is not in the total: the ambiguous pairs a counting ball test keeps (16 bytes each)
+    are few, but may reach ``memory_budget // 64``.
     """
     ks = sorted(result.per_k) if result.per_k else [result.k]
     path = result.plan.path if result.plan is not None else "exact"
     n_r, n_f, dim = result.n_real, result.n_fake, result.dim
     tile = result.tile or budget_tile(memory_budget, dim)
-    kept = per_point_bytes(max(ks), path, result.backend, len(ks)) * (n_r + n_f)
+    parts: dict[str, float] = {"kept per point": per_point_bytes(max(ks), path, result.backend, len(ks)) * (n_r + n_f)}
+    transient = 0.0
     if path == "exact":
-        selves = [tile_workspace(self_block(n, tile), self_block(n, tile), dim) for n in (n_r, n_f)]
-        workspace = float(max(*selves, tile_workspace(balanced_block(n_r, tile), balanced_block(n_f, tile), dim)))
+        roles = exact_workspace(n_r, n_f, dim, tile, memory_budget, itemsize)
     else:
-        sides = {"precision": (n_f, n_r), "recall": (n_r, n_f)}
-        workspace = 0.0
-        for side, (n_q, n_ref) in sides.items():
+        sizes = {"precision": (n_f, n_r), "recall": (n_r, n_f)}
+        sides = {}
+        for side, (n_q, n_ref) in sizes.items():
             sampling = (result.sampling or {}).get(side)
-            q = n_q if sampling is None else min(sampling.sample_size, n_q)
-            workspace = max(workspace, float(tile_workspace(balanced_block(q, tile), balanced_block(n_ref, tile), dim)))
-    parts = {"workspace": workspace, "kept per point": kept}
-    parts["total"] = workspace + kept
+            sides[side] = (n_q if sampling is None else min(sampling.sample_size, n_q), n_ref)
+        roles = sampled_workspace(sides, dim, tile, memory_budget, itemsize)
+        backends = result.plan.backends if result.plan is not None else {}
+        named = [(backends.get(name, result.backend), n) for name, n in (("real", n_r), ("fake", n_f))]
+        parts["ANN indexes and graphs"] = sum(index_bytes(b, n, dim, max(ks), itemsize) for b, n in named)
+        # The workspace, once filled by the first side's passes, stays through the second side's index search:
+        # the larger of the index temporaries and the selections comes on top of it.
+        transient = max(max(ann_transient(b, n, dim) for b, n in named), roles.pop("selections"))
+    parts.update({f"workspace: {role}": float(v) for role, v in roles.items()})
+    parts["transient (index search or selections)"] = transient
+    parts["total"] = sum(parts.values())
     parts["pairs at most"] = 16.0 * (memory_budget // 64) if path == "exact" else 0.0
     return parts

@@ -35,10 +35,14 @@ from .base import ANNBackend, register_backend
 __all__ = ["IVFGemm"]
 
 _LOAD_ROWS = 65536  # rows read from the input (a memmap) at a time, at most
-_LOAD_ELEMENTS = 1 << 26  # ... and at most this many values (256 MiB of fp32 per block at any width)
+# ... and at most this many values: 64 MiB of fp32 per block at any width (a block, and for ivf-pca its
+# centred copy, are the largest temporaries of an index build or query search; 256 MiB blocks made the
+# sampled path's peak at 20k × 2048), still long sequential reads of a memmap.
+_LOAD_ELEMENTS = 1 << 24
 
 
-def _load_rows(dim: int) -> int:
+def load_rows(dim: int) -> int:
+    """Rows of ``dim`` values read and transformed together when an index is built or queries are embedded."""
     return max(1024, min(_LOAD_ROWS, _LOAD_ELEMENTS // max(dim, 1)))
 
 
@@ -155,8 +159,9 @@ class IVFGemm(ANNBackend):
         for _ in range(p["kmeans_iters"]):
             self._move_centers(centers, sample, self._nearest(sample, s_sq, centers, 1)[:, 0])
         x_sq = torch.empty(n, device=device)
-        for s in range(0, n, _LOAD_ROWS):
-            x_sq[s : s + _LOAD_ROWS] = X[s : s + _LOAD_ROWS].float().pow(2).sum(1)
+        step = load_rows(X.shape[1])
+        for s in range(0, n, step):
+            x_sq[s : s + step] = X[s : s + step].float().pow(2).sum(1)
         assign = self._nearest(X, x_sq, centers, 1)[:, 0]
         order = torch.argsort(assign, stable=True)
         self.order = order  # position in the permuted data → original index
@@ -293,7 +298,7 @@ class IVFGemm(ANNBackend):
         """``fn`` (default :meth:`_queries`) of every row block of ``x``, read by position, in one tensor."""
         fn = fn or self._queries
         out: Optional[torch.Tensor] = None
-        step = _load_rows(x.shape[1])
+        step = load_rows(x.shape[1])
         for s in range(0, x.shape[0], step):
             block = fn(read_rows(x, s, s + step), device)
             if out is None:

@@ -113,7 +113,7 @@ class IVFPCA(IVFGemm):
         if m >= d:
             self.basis: Optional[torch.Tensor] = None  # nothing to leave out: the full space, ρ = 0
             return
-        a = sample - self.mean
+        a = sample.sub_(self.mean)  # centred in place: the sample is the fit's one large temporary
         g = torch.Generator(device=device).manual_seed(int(seed))
         q = torch.randn(d, min(d, m + 16), generator=g, device=device)
         for _ in range(3):  # power iterations sharpen the leading directions
