@@ -357,8 +357,8 @@ class TileEngine(TileBudget):
         """``(query position, ref index, exact float64 d²)`` of the selected pairs, per tile.
 
         ``select(dist, q_pos, ref_slice)`` gets an fp32 tile for the queries at
-        positions ``q_pos`` of ``q_index`` against ``refs[ref_slice]`` and returns
-        a boolean mask of the pairs to re-decide in float64 (``restart()`` resets what
+        positions ``q_pos`` of ``q_index`` against ``refs[ref_slice]`` (its last reader: it may
+        overwrite it) and returns a boolean mask of the pairs to re-decide in float64 (``restart()`` resets what
         ``select`` accumulates when the pass is run again, see :meth:`run_pass`).
         """
         return self.run_pass(lambda: list(self._collect_pairs(queries, q_index, refs, select)), restart)

@@ -25,9 +25,8 @@ __all__ = ["per_point_bytes", "exact_workspace", "sampled_workspace", "index_byt
 
 FP32, FP64, MASK = 4, 8, 1
 # Transient bytes per tile element in the passes that re-decide candidates (collect_pairs): the select
-# functions' boolean tiles and, for the sampled queries' capped candidates, a depth tile (fp32) and its
-# where() result.
-SELECT_BYTES = 12
+# functions' boolean tiles (the sampled queries' capped candidates: seven, their depth in the tile itself).
+SELECT_BYTES = 7
 EMBEDDING_DIMS = 65  # ivf-pca: 64 principal directions and the residual norm
 PCA_ROWS = 16384  # ivf-pca: rows its principal directions are fitted on (its default ``pca_rows``)
 
