@@ -66,6 +66,10 @@ def _worker(args: argparse.Namespace) -> None:
         "tile": res.tile,
         "backend": res.backend,
         "seconds": res.seconds,
+        "sampling": {
+            side: {"sample_size": v.sample_size, "true_radii_computed": v.true_radii_computed}
+            for side, v in (res.sampling or {}).items()
+        },
     }
     print(json.dumps(out))
 

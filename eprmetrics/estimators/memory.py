@@ -75,24 +75,27 @@ def exact_workspace(n_r: int, n_f: int, dim: int, tile: int, memory_budget: int,
 
 
 def sampled_workspace(
-    sides: dict[str, tuple[int, int]], dim: int, tile: int, memory_budget: int, itemsize: int = 4
+    sides: dict[str, tuple[int, int, int]], dim: int, tile: int, memory_budget: int, itemsize: int = 4
 ) -> dict[str, float]:
-    """Workspace of the sampled path by role. ``sides``: per side, (sampled queries, reference points).
+    """Workspace of the sampled path by role. ``sides``: per side, (sampled queries, reference points, true
+    radii computed).
 
     The sampled queries' pass compares blocks of them with whole reference blocks (``collect_pairs``: a
-    gathered query block, the transient selections); the true-radius rows compare at most a tile of
-    owners with the reference set."""
+    gathered query block, the transient selections); the true-radius rows compare blocks of owners (at
+    most a tile, at most the radii computed) with the reference set."""
     roles = _common_roles(dim, tile, memory_budget, itemsize)
     tiles, cols, queries, select = 0, 0, 0, 0
-    for q, n_ref in sides.values():
+    for q, n_ref, n_true in sides.values():
         b_q, b_ref = balanced_block(q, tile), balanced_block(n_ref, tile)
-        owners = min(tile, n_ref)
+        owners = balanced_block(min(n_true, n_ref), tile) if n_true else 0
         tiles = max(tiles, b_q * b_ref, owners * b_ref)
         cols = max(cols, b_ref)
         queries = max(queries, b_q)
         select = max(select, b_q * b_ref)
     roles["tile"] = FP32 * tiles
-    roles["rows"] = max(roles["rows"], FP32 * dim * min(tile, max(n for _, n in sides.values())))
+    roles["rows"] = max(
+        roles["rows"], FP32 * dim * max(balanced_block(min(t, n), tile) if t else 0 for _, n, t in sides.values())
+    )
     roles["cols"] = FP32 * dim * cols
     roles["query block"] = FP32 * dim * queries
     roles["selections"] = SELECT_BYTES * select
@@ -142,7 +145,10 @@ def predicted_peak(result: Any, memory_budget: int, itemsize: int = 4) -> dict[s
         sides = {}
         for side, (n_q, n_ref) in sizes.items():
             sampling = (result.sampling or {}).get(side)
-            sides[side] = (n_q if sampling is None else min(sampling.sample_size, n_q), n_ref)
+            if sampling is None:
+                sides[side] = (n_q, n_ref, n_ref)
+            else:
+                sides[side] = (min(sampling.sample_size, n_q), n_ref, sampling.true_radii_computed)
         roles = sampled_workspace(sides, dim, tile, memory_budget, itemsize)
         backends = result.plan.backends if result.plan is not None else {}
         named = [(backends.get(name, result.backend), n) for name, n in (("real", n_r), ("fake", n_f))]
