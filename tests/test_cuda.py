@@ -124,3 +124,35 @@ def test_cuda_faiss_gpu_index_is_seeded(rng):
     backend.used_params = backend.resolve_params(*x.shape)
     backend.build(x, seed=77, device=torch.device("cuda"))
     assert backend.on_gpu and backend.index.cp.seed == 77
+
+
+# Issue 15, items 8-9: the data path and ivf-gemm on a real device.
+@pytest.mark.parametrize("resident", [True, False])
+def test_cuda_resident_and_streamed_memmaps_equal_cpu(rng, tmp_path, monkeypatch, resident):
+    from eprmetrics.engine import tiles
+
+    monkeypatch.setattr(tiles, "fits_on_device", lambda nbytes, device, reserve=0: resident)
+    for name, n in (("real", 900), ("fake", 800)):
+        np.save(tmp_path / f"{name}.npy", (lattice(rng, n, 6) / 4).astype(np.float16))
+    real, fake = (np.load(tmp_path / f"{name}.npy", mmap_mode="r") for name in ("real", "fake"))
+    budget = 1 << 18  # many tiles: streamed blocks are read ahead in a thread
+    cpu = compute_pr(real, fake, k=(3, 5), memory_budget=budget, device="cpu", realism=True)
+    gpu = compute_pr(real, fake, k=(3, 5), memory_budget=budget, device="cuda", realism=True)
+    assert gpu.per_k == cpu.per_k
+    np.testing.assert_array_equal(gpu.realism, cpu.realism)
+
+
+def test_cuda_ivf_gemm_scans_in_bf16_and_keeps_the_sampled_estimate(rng):
+    from eprmetrics.synthetic import make_pair
+
+    real, fake = (x.numpy() for x in make_pair(6000, 6000, dim=64, seed=3, defect="truncation", strength=0.3))
+    kw = dict(method="sampled", backend="ivf-gemm", sample_size=500, seed=1, device="cuda")
+    auto = compute_epr(real, fake, **kw)
+    fp32 = compute_epr(real, fake, backend_options={"scan_precision": "fp32"}, **kw)
+    assert (auto.precision, auto.recall, auto.precision_ci) == (fp32.precision, fp32.recall, fp32.precision_ci)
+
+
+def test_cuda_auto_backend_is_ivf_gemm(rng):
+    from eprmetrics.neighbours.ann import resolve_backend
+
+    assert resolve_backend("auto", 100_000, 512, torch.device("cuda"), "sampled")[0] == "ivf-gemm"

@@ -192,6 +192,9 @@ def test_auto_prefers_ivf_gemm_on_cuda_even_with_gpu_faiss(monkeypatch):
 
 def test_scan_precision_resolves_per_device():
     assert scan_dtype("auto", CUDA) == torch.bfloat16 and scan_dtype("auto", CPU) is None
+    stats: dict = {}
+    knn_graph(np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32), 3, backend="ivf-gemm", stats=stats)
+    assert stats["params"]["scan_precision"] == "fp32"  # what "auto" resolved to on this CPU
     assert scan_dtype("fp32", CUDA) is None and scan_dtype("bf16", CPU) == torch.bfloat16
     with pytest.raises(ValueError, match="scan_precision"):
         knn_graph(np.zeros((100, 4), np.float32), 3, backend="ivf-gemm", options={"scan_precision": "fp8"})

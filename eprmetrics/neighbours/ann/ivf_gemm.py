@@ -137,6 +137,8 @@ class IVFGemm(ANNBackend):
 
     def build(self, x: np.ndarray, *, seed: int, device: torch.device) -> None:
         self._scan_dtype = scan_dtype(self.used_params.get("scan_precision", "auto"), device)
+        if "scan_precision" in self.used_params:  # report what "auto" resolved to
+            self.used_params["scan_precision"] = "fp32" if self._scan_dtype is None else "bf16"
         self._index(self._load(x, device), seed)
 
     def _load(self, x: np.ndarray, device: torch.device) -> torch.Tensor:
