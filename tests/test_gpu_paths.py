@@ -260,3 +260,20 @@ def test_the_list_loop_reads_nothing_back_from_the_device(monkeypatch, method):
             getattr(impl, method)(x, 4)
         reads.append(count["n"])
     assert reads[0] == reads[1] <= 8
+
+
+def test_prefetching_after_a_pass_on_device_rows(rng):
+    """A call whose sets are partly on the device (a CUDA tensor and a host array, as a user may pass them):
+    the prefetch thread then writes into buffers the caller's thread made under inference mode, and must
+    run in that mode too (torch refuses in-place updates of inference tensors outside it)."""
+    from eprmetrics.engine import budget_for_tile
+
+    eng = TileEngine(8, CPU, budget_for_tile(100, 8))
+    eng.prefetch = True
+    x = rng.normal(size=(500, 8)).astype(np.float32)
+    with torch.inference_mode():
+        c = eng.center_of(FeatureSet(x, "real"))
+        on_device = eng.prepare(FeatureSet(torch.from_numpy(x.copy()), "real"), c)  # read in this thread
+        on_host = eng.prepare(FeatureSet(x, "fake"), c)  # read ahead in the prefetch thread
+        a, b = eng.self_topk(on_device, 3), eng.self_topk(on_host, 3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

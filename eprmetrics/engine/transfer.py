@@ -75,10 +75,16 @@ def prefetched(fetch: Callable[[int], T], keys: Sequence[int], ahead: bool) -> I
         for key in keys:
             yield key, fetch(key)
         return
+    inference = torch.is_inference_mode_enabled()  # thread-local: the worker takes the caller's mode
+
+    def run(key: int) -> T:
+        with torch.inference_mode(inference):
+            return fetch(key)
+
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="eprmetrics-prefetch") as pool:
-        pending = pool.submit(fetch, keys[0])
+        pending = pool.submit(run, keys[0])
         for i, key in enumerate(keys):
             current = pending.result()
             if i + 1 < len(keys):
-                pending = pool.submit(fetch, keys[i + 1])
+                pending = pool.submit(run, keys[i + 1])
             yield key, current
