@@ -277,3 +277,23 @@ def test_prefetching_after_a_pass_on_device_rows(rng):
         on_host = eng.prepare(FeatureSet(x, "fake"), c)  # read ahead in the prefetch thread
         a, b = eng.self_topk(on_device, 3), eng.self_topk(on_host, 3)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_the_prefetch_thread_uses_the_callers_gpu(monkeypatch):
+    """The current CUDA device is per thread: the worker is put on the device the pass runs on."""
+    entered = []
+
+    class Device:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append((threading.current_thread().name, self.device))
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    gpu3 = torch.device("cuda", 3)
+    assert [v for _, v in transfer.prefetched(lambda k: k, [0, 1, 2], ahead=True, device=gpu3)] == [0, 1, 2]
+    assert len(entered) == 3 and all(t.startswith("eprmetrics-prefetch") and d == gpu3 for t, d in entered)

@@ -136,7 +136,7 @@ class TileEngine(TileBudget):
             j0 = starts[i]
             return j0, self.rows(p, j0, min(j0 + tile, p.n), into=f"cols{i % 2 if ahead else 0}")
 
-        return (block for _, block in prefetched(fetch, list(range(len(starts))), ahead))
+        return (block for _, block in prefetched(fetch, list(range(len(starts))), ahead, self.device))
 
     def center_of(self, fs: FeatureSet) -> torch.Tensor:
         """Float64 mean of ``fs`` (computed in blocks); above :data:`CENTRE_ROWS` rows, the mean of that

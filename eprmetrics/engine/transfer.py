@@ -14,7 +14,8 @@ Three rules, the same code on every device (on a CPU each is a no-op or a plain 
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Callable, Iterator, Sequence, TypeVar, Union
+from contextlib import nullcontext
+from typing import Callable, Iterator, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 import torch
@@ -67,10 +68,14 @@ def to_device(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
     return rows.to(device)
 
 
-def prefetched(fetch: Callable[[int], T], keys: Sequence[int], ahead: bool) -> Iterator[tuple[int, T]]:
+def prefetched(
+    fetch: Callable[[int], T], keys: Sequence[int], ahead: bool, device: Optional[torch.device] = None
+) -> Iterator[tuple[int, T]]:
     """``(key, fetch(key))`` for every key in order. With ``ahead``, ``fetch`` of the next key runs in a
     background thread while the caller works on the current one (reading a memmap and copying to the
-    device release the GIL), so the device does not wait for the disk between tiles."""
+    device release the GIL), so the device does not wait for the disk between tiles. The thread takes the
+    caller's inference mode and, on CUDA, ``device`` as its current device (both are per thread: a thread
+    on the default GPU 0 would open a context there for its pinned copies)."""
     if not ahead or len(keys) < 2:
         for key in keys:
             yield key, fetch(key)
@@ -78,7 +83,8 @@ def prefetched(fetch: Callable[[int], T], keys: Sequence[int], ahead: bool) -> I
     inference = torch.is_inference_mode_enabled()  # thread-local: the worker takes the caller's mode
 
     def run(key: int) -> T:
-        with torch.inference_mode(inference):
+        on_device = torch.cuda.device(device) if device is not None and device.type == "cuda" else nullcontext()
+        with torch.inference_mode(inference), on_device:
             return fetch(key)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="eprmetrics-prefetch") as pool:
