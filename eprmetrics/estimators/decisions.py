@@ -212,6 +212,10 @@ def _hits(
         # Every candidate of a query still outside has had its true radius computed: with the
         # bounds tightened to those, a new pass over the queries that had more candidates than
         # were kept sees only balls not tried yet (huge-radius outliers cannot flood a pass).
+        # Each further round keeps twice as many: a query inside hundreds of loose bounds (sets of
+        # near-duplicates, whose graph bounds are poor) needs O(log) passes, not hundreds, at the
+        # cost of at most twice the true radii it needed.
         radii.tighten()
         todo = todo[more & ~sub]
+        per_tile = None if per_tile is None else 2 * per_tile
     return hits

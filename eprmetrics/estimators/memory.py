@@ -119,21 +119,22 @@ def index_bytes(backend: Optional[str], n: int, dim: int, k: int, itemsize: int 
     return float(graph)
 
 
-def ann_transient(backend: Optional[str], n: int, dim: int) -> float:
-    """The largest temporaries of an index build or query search: a block of rows read as fp32 and, for
-    ``ivf-pca``, its centred copy (the embedding itself is small), or its principal-direction fit's sample
-    of rows."""
+def ann_transient(backend: Optional[str], n: int, dim: int, copied: bool = False) -> float:
+    """The largest temporaries of an index build or query search: ``ivf-pca``'s centred fp32 copy of a block
+    of rows, or its principal-direction fit's sample of rows; ``ivf-gemm`` keeps its rows in the index.
+    ``copied``: rows are read into a new buffer first (a memmap, or values not stored as fp32), one more block."""
     rows = min(n, load_rows(dim)) * dim * FP32
     if backend == "ivf-pca":
-        return max(2.0 * rows, min(n, PCA_ROWS) * dim * FP32)
-    return float(rows) if backend == "ivf-gemm" else 0.0
+        return max((2.0 if copied else 1.0) * rows, min(n, PCA_ROWS) * dim * FP32)
+    return float(rows) if backend == "ivf-gemm" and copied else 0.0
 
 
-def predicted_peak(result: Any, memory_budget: int, itemsize: int = 4) -> dict[str, float]:
+def predicted_peak(result: Any, memory_budget: int, itemsize: int = 4, memmap: bool = False) -> dict[str, float]:
     """Predicted peak bytes of a finished call above its inputs, by part; ``total`` is their sum.
 
     ``result``: a :class:`~eprmetrics.Result` (sizes, k, path, backends, sample sizes and the tile side it
-    ran with); ``memory_budget``: the budget it ran under; ``itemsize``: bytes per stored input value.
+    ran with); ``memory_budget``: the budget it ran under; ``itemsize``: bytes per stored input value;
+    ``memmap``: the inputs were memory maps (blocks are read into buffers, not viewed).
     ``pairs at most`` is not in the total: the ambiguous pairs a counting ball test keeps (16 bytes each)
     are few, but may reach ``memory_budget // 64``.
     """
@@ -160,7 +161,8 @@ def predicted_peak(result: Any, memory_budget: int, itemsize: int = 4) -> dict[s
         parts["ANN indexes and graphs"] = sum(index_bytes(b, n, dim, max(ks), itemsize) for b, n in named)
         # The workspace, once filled by the first side's passes, stays through the second side's index search:
         # the larger of the index temporaries and the selections comes on top of it.
-        transient = max(max(ann_transient(b, n, dim) for b, n in named), roles.pop("selections"))
+        copied = memmap or itemsize != FP32
+        transient = max(max(ann_transient(b, n, dim, copied) for b, n in named), roles.pop("selections"))
     parts.update({f"workspace: {role}": float(v) for role, v in roles.items()})
     parts["transient (index search or selections)"] = transient
     parts["total"] = sum(parts.values())

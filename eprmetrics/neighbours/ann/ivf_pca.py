@@ -127,7 +127,8 @@ class IVFPCA(IVFGemm):
         if self.basis is None:
             return torch.cat([c, torch.zeros(c.shape[0], 1, device=c.device)], 1)
         y = c @ self.basis
-        rho = (c.pow(2).sum(1) - y.pow(2).sum(1)).clamp_min_(0).sqrt_()
+        # ‖c‖² by a norm (no squared copy of the block: the embedding's one large temporary is ``c``)
+        rho = (torch.linalg.vector_norm(c, dim=1).pow_(2) - y.pow(2).sum(1)).clamp_min_(0).sqrt_()
         return torch.cat([y, rho[:, None]], 1)
 
     def _queries(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
