@@ -12,10 +12,11 @@ The budget model (:data:`~eprmetrics.engine.budget.BYTES_PER_ELEMENT` per tile e
 sizes the tiles and stays an upper bound of any single pass's workspace; this model is the finer
 account of a whole call.
 
-Measured (``benchmarks/results/memory.md`` and ``memory_sampled.md``; CPU, 20k points per set,
-d = 512 and 2048, both spectra, 256 MiB and 1 GiB budgets, two fresh processes each, the heap trimmed
-before the base): predicted / measured peak RSS 0.87–0.94 for ``compute_pr`` and 0.76–1.16 on the
-sampled path, 16 of 16 within ±25%; the two runs of a configuration differed by at most 12%.
+Measured (``benchmarks/results/memory.md``, ``memory_50k.md``, ``memory_sampled.md``; CPU, both
+spectra, 256 MiB and 1 GiB budgets, the heap trimmed before the base): predicted / measured peak RSS
+0.83–0.94 for ``compute_pr`` (20k × 512/2048 and 50k × 512, 12 calls; two runs of a configuration
+differed by ≤ 2%) and 0.77–1.05 on the sampled path (20k and 50k × 512/2048, 16 calls): 28 of 28
+within ±25%.
 """
 
 from __future__ import annotations
