@@ -141,32 +141,32 @@ class FeatureSet:
     ) -> torch.Tensor:
         """Rows at ``index`` (1-D int64) as ``dtype`` on ``device``; with ``scratch``, gathered and converted in
         its buffers ``name`` (valid until they are asked for again): no fresh temporaries per call."""
-        if scratch is not None and (self.scale == 1.0 or dtype == torch.float64):
-            return self._take_into(index, device, dtype, scratch, name)
-        if isinstance(self.data, np.ndarray):
-            picked = np.asarray(self.data[index.cpu().numpy()])
-            rows = torch.from_numpy(picked.astype(np.float64) if picked.dtype.kind in "iub" else picked)
-        else:
-            rows = self.data[index.to(self.data.device)]
-        return self._scaled(rows, device, dtype)
+        rows = self._gathered(index, scratch, name)
+        if scratch is None or (self.scale != 1.0 and dtype != torch.float64):
+            return self._scaled(rows, device, dtype)
+        out = scratch.get(name, tuple(rows.shape), dtype, device).copy_(to_device(rows, device))
+        return out if self.scale == 1.0 else out.mul_(self.scale)
 
-    def _take_into(
-        self, index: torch.Tensor, device: torch.device, dtype: torch.dtype, scratch: Scratch, name: str
-    ) -> torch.Tensor:
-        shape = (int(index.numel()), self.dim)
+    def _gathered(self, index: torch.Tensor, scratch: Optional[Scratch], name: str) -> torch.Tensor:
+        """Rows at ``index`` where they are stored (host or device), unscaled, integers as float64; in the
+        buffer ``name:stored`` of ``scratch`` when given."""
         data = self.data
+        shape = (int(index.numel()), self.dim)
         if isinstance(data, np.ndarray):
-            stored = scratch.get(f"{name}:stored", shape, storage_dtype(data), torch.device("cpu"))
             idx = index.cpu().numpy()
+            if scratch is None:
+                picked = np.asarray(data[idx])
+                return torch.from_numpy(picked.astype(np.float64) if picked.dtype.kind in "iub" else picked)
+            stored = scratch.get(f"{name}:stored", shape, storage_dtype(data), torch.device("cpu"))
             if data.dtype.kind in "iub":  # integers: converted to float64 on the way in
                 stored.numpy()[...] = data[idx]
             else:  # mode="clip": numpy's default "raise" would gather into a temporary first
                 np.take(data, idx, axis=0, out=stored.numpy(), mode="clip")
-        else:
-            stored = scratch.get(f"{name}:stored", shape, data.dtype, data.device)
-            torch.index_select(data, 0, index.to(data.device), out=stored)
-        out = scratch.get(name, shape, dtype, device).copy_(to_device(stored, device))
-        return out if self.scale == 1.0 else out.mul_(self.scale)
+            return stored
+        if scratch is None:
+            return data[index.to(data.device)]
+        out = scratch.get(f"{name}:stored", shape, data.dtype, data.device)
+        return torch.index_select(data, 0, index.to(data.device), out=out)
 
     def numpy_rows(self, keep_float16: bool = False, chunk: int = 65536) -> np.ndarray:
         """All rows as a C-contiguous float32 numpy array (scaled), for libraries that need one.

@@ -45,7 +45,7 @@ def sqdist_block(
     out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``‖a‖² − 2a·b + ‖b‖²`` for two row blocks with their squared norms: one GEMM, clamped at 0
-    (written into ``out``, an fp32 ``len(a) × len(b)`` tensor, when given: fp32 GEMMs only).
+    (written into ``out``, an fp32 ``len(a) × len(b)`` tensor, when given).
 
     ``precision="bf16"`` runs the GEMM on bf16 copies of the blocks, accumulated and
     returned in fp32 where the device has such a kernel (CUDA; the CPU's bf16 GEMM
@@ -55,11 +55,9 @@ def sqdist_block(
     if precision == "bf16":
         a16, b16 = a.bfloat16(), b.bfloat16()
         ab = a16 @ b16.T if a.device.type == "cpu" else torch.mm(a16, b16.T, out_dtype=torch.float32)
-        d = ab.float().mul_(-2.0).add_(b_sq[None, :])
-    elif out is not None:
-        d = torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0, out=out)
+        d = (ab.float() if out is None else out.copy_(ab)).mul_(-2.0).add_(b_sq[None, :])
     else:
-        d = torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0)
+        d = torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0, out=out)
     d += a_sq[:, None]
     return d.clamp_min_(0.0)
 

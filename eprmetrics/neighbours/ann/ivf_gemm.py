@@ -59,16 +59,6 @@ def scan_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16 if precision == "bf16" else None
 
 
-def mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b.T`` of two reduced-precision blocks with an fp32 result (accumulated in fp32 on CUDA)."""
-    if a.device.type == "cuda":
-        try:
-            return torch.mm(a, b.T, out_dtype=torch.float32)
-        except TypeError:  # a torch without out_dtype: the product is rounded to the inputs' dtype once
-            pass
-    return (a @ b.T).float()
-
-
 def as_rows(rows: np.ndarray, device: torch.device, dtype: Optional[torch.dtype] = torch.float32) -> torch.Tensor:
     """A block of rows read from the input as a tensor on ``device``, widened by torch (not numpy);
     ``dtype=None`` keeps float16 as float16."""
@@ -263,10 +253,8 @@ class IVFGemm(ANNBackend):
         assert self._scan_dtype is not None
         centre = self.centers[c]
         qr, br = q - centre, block.float() - centre
-        qr_sq, br_sq = qr.pow(2).sum(1), br.pow(2).sum(1)
-        ab = mm_fp32(qr.to(self._scan_dtype), br.to(self._scan_dtype))
-        d = ab.mul_(-2.0).add_(br_sq[None, :]).add_(qr_sq[:, None])
-        del ab, br
+        d = sqdist_block(qr, qr.pow(2).sum(1), br, br.pow(2).sum(1), precision="bf16")
+        del br
         j = torch.topk(d, min(_RESCORE * k, d.shape[1]), dim=1, largest=False).indices
         del d
         found = cand[j]
