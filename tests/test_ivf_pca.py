@@ -53,6 +53,36 @@ def test_measured_distances_bound_true_ones_from_above(rng, dtype):
     assert np.all(upper <= true2 * (1 + 1e-3) + 1e-30)  # tight: a relative (d + 4)·u margin
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_backend_measurements_bound_true_distances_from_above(rng, tmp_path, dtype):
+    """The backend's own batched measurement (gathered in the stored dtype, one cdist without the norm
+    expansion) keeps the bound: a memmap, rows far from the origin, duplicates, missing candidates, and
+    blocks smaller than the queries (the reused buffers' last, partial block)."""
+    from eprmetrics.neighbours.ann import ivf_pca
+
+    base = rng.normal(size=(1, 512)) * 300
+    x = (base + rng.normal(size=(900, 512)) * np.r_[np.full(450, 1e-2), np.ones(450)][:, None]).astype(dtype)
+    x[10] = x[11]
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    cand = rng.integers(0, 900, (300, 7))
+    cand[10, 0], cand[1, :3] = 11, -1  # row 10's copy; no candidate
+    q = torch.from_numpy(x[:300].astype(np.float32))
+    old = ivf_pca._MEASURE_ELEMENTS
+    ivf_pca._MEASURE_ELEMENTS = 7 * 512 * 64  # 64 queries a block: five blocks, the last partial
+    try:
+        dist = ivf_pca._measured(q, mm, cand)
+    finally:
+        ivf_pca._MEASURE_ELEMENTS = old
+    x64 = x.astype(np.float64)
+    true2 = ((x64[:300, None, :] - x64[np.maximum(cand, 0)]) ** 2).sum(2)
+    upper = measured_upper2(dist, 512).numpy()
+    found = cand >= 0
+    assert np.all(np.isinf(dist.numpy()[~found])) and dist[10, 0] == 0.0
+    assert np.all(upper[found] >= true2[found])
+    assert np.all(upper[found] <= true2[found] * (1 + 1e-3) + 1e-30)
+
+
 def _graph(engine, fs, p, k):
     return build_graph(engine, fs, p, GraphRequest("ivf-pca", "sampled", k, 0, {"dims": 4}), Profiler(), None)
 

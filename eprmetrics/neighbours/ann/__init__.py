@@ -70,7 +70,7 @@ def knn_graph(
         float32 ascending true L2 distances and int64 indices, both n × k.
     """
 
-    x = as_float32_rows(X)
+    x = as_float32_rows(X, keep_float16=True)  # a float16 memmap stays on disk for backends that read fp16
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k: expected a positive int, got {k!r}")
     if x.shape[0] < k + 1:
@@ -78,6 +78,8 @@ def knn_graph(
     dev = resolve_device(device)
     name, reason = resolve_backend(backend, x.shape[0], x.shape[1], dev)
     impl = get_backend(name)(**(options or {}))
+    if x.dtype == np.float16 and not impl.accepts_float16:
+        x = np.ascontiguousarray(x, dtype=np.float32)
     dist, idx, info = impl.run(x, k, seed=seed, device=dev)
     if stats is not None:
         stats.update(info, reason=reason)

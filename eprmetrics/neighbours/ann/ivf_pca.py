@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -43,6 +44,7 @@ from .ivf_gemm import IVFGemm, as_rows, combine_rows
 __all__ = ["IVFPCA"]
 
 _RESCORE_ROWS = 1024  # points whose candidates are measured in the full space together
+_MEASURE_ELEMENTS = 1 << 24  # candidate values gathered at once (float16 + fp32 buffers: 96 MiB)
 
 
 def _rows(x: np.ndarray, index: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -50,24 +52,44 @@ def _rows(x: np.ndarray, index: np.ndarray, device: torch.device) -> torch.Tenso
     return as_rows(x[index], device)
 
 
+def _host_view(x: np.ndarray) -> torch.Tensor:
+    """``x`` as a CPU tensor without a copy (a memmap stays a memmap; rows are only ever read from it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a read-only memmap: torch warns that it is not writable
+        return torch.from_numpy(np.asarray(x))
+
+
 def _measured(q: torch.Tensor, ref: np.ndarray, cand: np.ndarray) -> torch.Tensor:
-    """fp32 squared distances, by direct differences, of each row of ``q`` to its candidate rows of
-    ``ref`` (``-1``: none, ``inf``)."""
+    """fp32 distances ``fl(√Σ fl(a_i − b_i)²)`` (direct differences, :func:`measured_upper2`'s form) of each
+    row of ``q`` to its candidate rows of ``ref`` (``-1``: none, ``inf``).
+
+    The candidates of a block of queries are gathered from ``ref`` in its stored dtype (a float16 memmap: 2
+    bytes a value) into two reused buffers, widened to fp32, and measured by one batched ``cdist`` without
+    the norm expansion. That reads each gathered value once; the column-by-column differences it replaces
+    wrote and re-read four fp32 copies, and were most of a d = 4096 graph.
+    """
+    b, w = cand.shape
+    d = q.shape[1]
     found = cand >= 0
-    uniq, inverse = np.unique(np.where(found, cand, cand.max(initial=0)), return_inverse=True)
-    refs = _rows(ref, uniq, q.device)
-    inverse_t = torch.from_numpy(inverse.reshape(cand.shape)).to(q.device)
-    d2 = torch.empty(cand.shape[::-1], dtype=torch.float32, device=q.device)  # a row per candidate column
-    # One candidate column at a time, in two reused buffers: the (rows × candidates × d) difference tensor
-    # this replaces was a third of a d = 4096 run (fresh memory, page-faulted at every chunk).
-    picked, diff = torch.empty_like(q), torch.empty_like(q)
-    for j in range(cand.shape[1]):
-        torch.index_select(refs, 0, inverse_t[:, j], out=picked)
-        torch.sub(q, picked, out=diff)
-        torch.sum(diff.pow_(2), 1, out=d2[j])
-    d2 = d2.T
-    d2[~torch.from_numpy(found).to(q.device)] = math.inf
-    return d2
+    out = torch.full((b, w), math.inf, dtype=torch.float32, device=q.device)
+    if w == 0 or not found.any():
+        return out
+    host = _host_view(ref)
+    flat = torch.from_numpy(np.where(found, cand, 0).astype(np.int64, copy=False))
+    step = max(1, min(b, _MEASURE_ELEMENTS // (w * d)))
+    stored = torch.empty((step * w, d), dtype=host.dtype)
+    same = host.dtype == torch.float32 and q.device.type == "cpu"
+    wide = stored if same else torch.empty((step * w, d), dtype=torch.float32, device=q.device)
+    for s in range(0, b, step):
+        m = min(step, b - s)
+        rows = torch.index_select(host, 0, flat[s : s + m].reshape(-1), out=stored[: m * w])
+        # to the device in the stored dtype, widened there (exact: float16 values are fp32 values)
+        block = rows if same else wide[: m * w].copy_(rows.to(q.device))
+        out[s : s + m] = torch.cdist(
+            q[s : s + m, None, :], block.view(m, w, d), compute_mode="donot_use_mm_for_euclid_dist"
+        )[:, 0, :]
+    out[~torch.from_numpy(found).to(q.device)] = math.inf
+    return out
 
 
 @register_backend
@@ -148,8 +170,8 @@ class IVFPCA(IVFGemm):
         return self._rescore(x, x, cand, k)
 
     def _rescore(self, x: np.ndarray, ref: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
-        """True squared distances (fp32, direct differences) of every row of ``x`` to its candidate rows of
-        ``ref``; the k nearest."""
+        """True distances (fp32, direct differences: :func:`_measured`) of every row of ``x`` to its candidate
+        rows of ``ref``; the k nearest (not squared)."""
         dev = self.Xp.device
         n = x.shape[0]
         vals = np.full((n, k), np.inf, dtype=np.float32)
@@ -160,15 +182,15 @@ class IVFPCA(IVFGemm):
                 continue
             c = cand[s : s + _RESCORE_ROWS]
             q = as_rows(read_rows(x, s, s + _RESCORE_ROWS), dev)
-            d2 = _measured(q, ref, c)
+            dist = _measured(q, ref, c)
             kk = min(k, c.shape[1])
-            v, j = torch.topk(d2, kk, dim=1, largest=False)
+            v, j = torch.topk(dist, kk, dim=1, largest=False)
             vals[s : s + _RESCORE_ROWS, :kk] = v.cpu().numpy()
             idx[s : s + _RESCORE_ROWS, :kk] = np.take_along_axis(c, j.cpu().numpy(), 1)
         idx[~np.isfinite(vals)] = -1
         v_t, i_t = torch.from_numpy(vals), torch.from_numpy(idx)
         combine_rows(world, v_t, i_t)
-        return v_t.numpy(), i_t.numpy(), True
+        return v_t.numpy(), i_t.numpy(), False
 
     def refine(self, ids: np.ndarray, k: int, wide: int = 32) -> np.ndarray:
         """For indexed points ``ids`` (original indices): the fp32 distances (len × k, ascending) of the
@@ -189,9 +211,9 @@ class IVFPCA(IVFGemm):
             rows = ids[s : s + _RESCORE_ROWS]
             order = np.argsort(rows)
             q = _rows(self.source, rows[order], dev)[torch.from_numpy(np.argsort(order)).to(dev)]
-            d2 = _measured(q, self.source, c_np[s : s + _RESCORE_ROWS])
-            kk = min(k, d2.shape[1])
-            out[s : s + _RESCORE_ROWS, :kk] = torch.topk(d2, kk, dim=1, largest=False).values.sqrt().cpu().numpy()
+            dist = _measured(q, self.source, c_np[s : s + _RESCORE_ROWS])
+            kk = min(k, dist.shape[1])
+            out[s : s + _RESCORE_ROWS, :kk] = torch.topk(dist, kk, dim=1, largest=False).values.cpu().numpy()
         return out
 
     def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -199,9 +221,9 @@ class IVFPCA(IVFGemm):
         full space (true distances; the columns beyond are ``-1``). Only the approximate membership uses this
         search, and a few measured neighbours serve it better than many estimated ones."""
         _, cand, _ = self._search_rows(self._query_matrix(x), min(k, self.used_params["rescore"]))
-        d2, idx, _ = self._rescore(x, self.source, cand, cand.shape[1])
+        dist, idx, squared = self._rescore(x, self.source, cand, cand.shape[1])
         pad = k - idx.shape[1]
         if pad > 0:
-            d2 = np.concatenate([d2, np.full((d2.shape[0], pad), np.inf, np.float32)], 1)
+            dist = np.concatenate([dist, np.full((dist.shape[0], pad), np.inf, np.float32)], 1)
             idx = np.concatenate([idx, np.full((idx.shape[0], pad), -1, np.int64)], 1)
-        return d2, idx, True
+        return dist, idx, squared
