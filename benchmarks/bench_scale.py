@@ -6,6 +6,8 @@
                       (radii exact / ann) and the sampled estimator
     scaling           time and peak memory vs n for every method; log-log plot; fitted exponent b of
                       ``time ∝ n^b`` per method
+    report            the scaling report of rows from earlier scaling / lsun-horse-scale JSONs (one
+                      series measured in pieces)
     memmap            exact P&R on memory-mapped sets (float16 by default): peak anonymous RSS,
                       i.e. beyond the memmaps' page cache
 
@@ -15,6 +17,8 @@
     # on this CPU:
     python -m benchmarks.bench_scale scaling --sizes 10000 20000 40000 80000 --dim 512
     python -m benchmarks.bench_scale memmap --n 200000 --dim 512 --memmap /tmp/eprm-200k
+    python -m benchmarks.bench_scale report --tag 4096_long_to_1.5M \
+        --from benchmarks/results/scale_scaling_4096_long.json benchmarks/results/scale_lsun_1.5M_4096_long.json
 
 Results: ``benchmarks/results/scale_<table>[_<tag>].{json,md,png}``.
 """
@@ -300,6 +304,9 @@ def _scaling_report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> Non
                 f"{r['recall']:.4f} [{r['recall_ci'][0]:.4f}, {r['recall_ci'][1]:.4f}] | "
                 f"{(r.get('plan') or {}).get('backends')} | {_gib(r['anon_rss_growth'])} |"
             )
+    sources = sorted({r["source"] for r in rows if "source" in r})
+    if sources:
+        md += ["", "Rows measured by earlier runs on the same machine kind: " + ", ".join(f"`{s}`" for s in sources)]
     png = _write("scaling", args, {"rows": rows, "exponents": fits}, md)
     try:
         import matplotlib
@@ -345,6 +352,31 @@ def t_memmap(args: argparse.Namespace) -> None:
     _write("memmap", args, {"rows": rows}, md)
 
 
+def t_report(args: argparse.Namespace) -> None:
+    """The scaling report of rows measured by earlier runs (``--from`` scaling or lsun-horse-scale JSONs of
+    one data kind): a long series can be measured in pieces, e.g. the 1.5M point by the LSUN-scale run."""
+    if not args.sources:
+        raise SystemExit("report: give --from FILE [FILE ...] (scale_scaling_*.json or scale_lsun_*.json)")
+    rows: list[dict[str, Any]] = []
+    first: Optional[dict[str, Any]] = None
+    for path in args.sources:
+        with open(path) as fh:
+            saved = json.load(fh)
+        kind = {key: saved["args"][key] for key in ("dim", "spectrum", "defect", "strength", "dtype", "device")}
+        if first is None:
+            first = kind
+        elif kind != first:
+            raise SystemExit(f"report: {path} measured {kind}, the first file {first}: one data kind per report")
+        for r in saved["rows"]:
+            rows.append({"n": r.get("n", saved["args"]["n"]), **r, "source": os.path.basename(path)})
+    assert first is not None
+    for key, value in first.items():
+        setattr(args, key, value)
+    args.methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    rows.sort(key=lambda r: (r["n"], r["method"]))
+    _scaling_report(args, rows)
+
+
 def t_generate(args: argparse.Namespace) -> None:
     """Only write the memmaps (timed apart from every run)."""
     if not args.memmap:
@@ -352,7 +384,13 @@ def t_generate(args: argparse.Namespace) -> None:
     make_sets(args)
 
 
-TABLES = {"generate": t_generate, "lsun-horse-scale": t_lsun, "scaling": t_scaling, "memmap": t_memmap}
+TABLES = {
+    "generate": t_generate,
+    "lsun-horse-scale": t_lsun,
+    "scaling": t_scaling,
+    "report": t_report,
+    "memmap": t_memmap,
+}
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -375,6 +413,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--max-hubness", type=int, default=200_000, help="scaling: largest n for the hub method")
     ap.add_argument("--fit-from", type=int, default=100_000, help="scaling: smallest n in the exponent fits")
     ap.add_argument("--timeline", action="store_true", help="record memory-profiler's memory timeline")
+    ap.add_argument("--from", dest="sources", nargs="+", help="report: result JSONs whose rows make the series")
     args = ap.parse_args(argv)
     args.dtype = args.dtype or ("float16" if args.memmap else "float32")
     TABLES[args.table](args)

@@ -178,6 +178,7 @@ def test_result_reports_stages_and_json(rng, tmp_path):
     res = compute_pr(real, real + 0.01)
     names = [s.name for s in res.stages]
     assert any("radii" in n for n in names) and any("real↔fake" in n for n in names)
+    assert names[0].startswith("inputs")  # reading and checking the inputs is timed too
     assert all(s.seconds >= 0 and s.rss_peak > 0 for s in res.stages)
     text = str(res)
     assert "precision" in text and "stage" in text

@@ -92,11 +92,13 @@ class RunContext:
         options: EngineOptions,
         seed: int = 0,
         known: Optional[dict[str, RadiiState]] = None,
+        prof: Optional[Profiler] = None,
     ) -> "RunContext":
         """A context for two validated sets: the engine sized for their dimension and the device's budget
-        (``known``: radii computed before the call, see :attr:`known`)."""
+        (``known``: radii computed before the call, see :attr:`known`; ``prof``: the call's profiler, when
+        it already timed the inputs)."""
         engine = options.engine(real.dim)
-        prof = Profiler(engine.device)
+        prof = prof or Profiler(engine.device)
         return cls(real, fake, engine, options.strict, seed, options.progress, prof, known=known or {})
 
     @property
