@@ -1,0 +1,59 @@
+"""bench_scale's report: a series measured in pieces (scaling runs, the LSUN-scale run) becomes one table,
+one fitted exponent and one plot; pieces of different data kinds are refused."""
+
+import json
+
+import pytest
+
+KIND = {"dim": 64, "spectrum": "long", "defect": "truncation", "strength": 0.1, "dtype": "float16", "device": "cpu"}
+
+
+def _row(n, seconds, with_n=True):
+    row = {
+        "method": "sampled",
+        "seconds": seconds,
+        "precision": 0.9,
+        "recall": 0.5,
+        "precision_ci": [0.89, 0.91],
+        "recall_ci": [0.49, 0.51],
+        "plan": {"backends": {"real": "ivf-pca", "fake": "ivf-pca"}},
+        "anon_rss_growth": 1 << 20,
+    }
+    return {**row, "n": n} if with_n else row
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    import benchmarks.bench_scale as bench
+    import benchmarks.common as common
+
+    monkeypatch.setattr(common, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(bench, "RESULTS", str(tmp_path))
+    return tmp_path, bench
+
+
+def _write(path, args, rows):
+    path.write_text(json.dumps({"args": args, "rows": rows}))
+    return str(path)
+
+
+def test_report_folds_earlier_runs_into_one_series(results):
+    tmp, bench = results
+    series = _write(tmp / "a.json", {**KIND, "n": 0}, [_row(1000, 1.0), _row(2000, 2.0)])
+    lsun = _write(tmp / "b.json", {**KIND, "n": 8000}, [_row(8000, 8.0, with_n=False)])  # its n is in its args
+    bench.main(["report", "--tag", "t", "--fit-from", "1000", "--from", series, lsun])
+    saved = json.loads((tmp / "scale_scaling_t.json").read_text())
+    assert saved["exponents"]["sampled"] == pytest.approx(1.0)
+    assert [r["n"] for r in saved["rows"]] == [1000, 2000, 8000]
+    md = (tmp / "scale_scaling_t.md").read_text()
+    assert "| 8,000 | 8.0 |" in md and "d=64, long spectrum" in md and "`b.json`" in md
+
+
+def test_report_refuses_pieces_of_different_data(results):
+    tmp, bench = results
+    a = _write(tmp / "a.json", {**KIND, "n": 0}, [_row(1000, 1.0)])
+    b = _write(tmp / "b.json", {**KIND, "spectrum": "low", "n": 0}, [_row(2000, 2.0)])
+    with pytest.raises(SystemExit, match="one data kind per report"):
+        bench.main(["report", "--from", a, b])
+    with pytest.raises(SystemExit, match="give --from"):
+        bench.main(["report"])
