@@ -360,15 +360,22 @@ def t_report(args: argparse.Namespace) -> None:
     rows: list[dict[str, Any]] = []
     first: Optional[dict[str, Any]] = None
     for path in args.sources:
-        with open(path) as fh:
-            saved = json.load(fh)
-        kind = {key: saved["args"][key] for key in ("dim", "spectrum", "defect", "strength", "dtype", "device")}
+        try:
+            with open(path) as fh:
+                saved = json.load(fh)
+            kind = {key: saved["args"][key] for key in ("dim", "spectrum", "defect", "strength", "dtype", "device")}
+            measured, default_n = saved["rows"], saved["args"]["n"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SystemExit(
+                f"report: {path}: expected a scale_scaling_*.json or scale_lsun_*.json result, could not read it "
+                f"({type(err).__name__}: {err}); pass the JSON files bench_scale wrote"
+            ) from None
         if first is None:
             first = kind
         elif kind != first:
             raise SystemExit(f"report: {path} measured {kind}, the first file {first}: one data kind per report")
-        for r in saved["rows"]:
-            rows.append({"n": r.get("n", saved["args"]["n"]), **r, "source": os.path.basename(path)})
+        for r in measured:
+            rows.append({"n": r.get("n", default_n), **r, "source": os.path.basename(path)})
     assert first is not None
     for key, value in first.items():
         setattr(args, key, value)

@@ -57,3 +57,7 @@ def test_report_refuses_pieces_of_different_data(results):
         bench.main(["report", "--from", a, b])
     with pytest.raises(SystemExit, match="give --from"):
         bench.main(["report"])
+    (tmp / "c.json").write_text("{}")
+    for bad in (str(tmp / "missing.json"), str(tmp / "c.json")):
+        with pytest.raises(SystemExit, match="could not read it"):
+            bench.main(["report", "--from", bad])
