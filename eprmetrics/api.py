@@ -171,6 +171,7 @@ def compute_epr(
     confidence: float = DEFAULTS["confidence"],
     audit: Union[bool, int] = DEFAULTS["audit"],
     seed: int = DEFAULTS["seed"],
+    screen: Union[str, bool] = DEFAULTS["screen"],
     strict: bool = DEFAULTS["strict"],
     device: Union[str, torch.device] = DEFAULTS["device"],
     memory_budget: Optional[int] = DEFAULTS["memory_budget"],
@@ -226,6 +227,11 @@ def compute_epr(
         audit: hubness method: queries per set of the sampled audit (``True``: the
             default 800), or ``False`` to skip it.
         seed: seeds index training and sampling.
+        screen: how sampled queries are decided against every ball: ``"auto"`` (default) projects each
+            reference set on its leading principal directions and skips, with proof, the balls and
+            points a projected distance rules out — when a pilot shows few pairs pass
+            (:mod:`eprmetrics.neighbours.screen`); ``True`` always, ``False`` never (full rows). The
+            decisions are exact either way; only their cost differs.
         strict, device, memory_budget, error_bound, precision, progress: as for :func:`~eprmetrics.compute_pr`.
         backend_options: parameters for the backend (e.g. ``{"efSearch": 256}``).
         extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error:
@@ -267,7 +273,9 @@ def compute_epr(
             f"backend_options: expected a dict of backend parameters or None, got "
             f"{type(backend_options).__name__}; e.g. backend_options={{'nprobe': 32}}"
         )
-    sample = SampleRequest(check_sample_size(sample_size), check_confidence(confidence))
+    if not (screen == "auto" or screen is True or screen is False):
+        raise ValueError(f"screen: expected 'auto', True or False, got {screen!r}; e.g. screen=False for full rows")
+    sample = SampleRequest(check_sample_size(sample_size), check_confidence(confidence), screen=screen)
     audit_size = check_audit(audit, DEFAULTS["audit_size"])
     check_int(seed, "seed", minimum=0)
     options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
@@ -276,5 +284,5 @@ def compute_epr(
     if method == "sampled":
         smp = SampledSpec(k, backend, backend_options, sample)
         return assemble(ctx, ctx.run(lambda c: run_sampled(c, smp)))
-    hub = HubSpec(k, t, backend, radii, backend_options, audit_size, sample.confidence)
+    hub = HubSpec(k, t, backend, radii, backend_options, audit_size, sample.confidence, screen)
     return assemble(ctx, ctx.run(lambda c: run_hubness(c, hub)))

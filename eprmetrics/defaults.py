@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, TypedDict
+from typing import Optional, TypedDict, Union
 
 
 class _Defaults(TypedDict):
@@ -16,6 +16,7 @@ class _Defaults(TypedDict):
     density_coverage: bool
     realism: bool
     seed: int
+    screen: Union[str, bool]
     error_bound: str
     precision: str
     backend: str
@@ -40,6 +41,7 @@ DEFAULTS: _Defaults = {
     "density_coverage": True,
     "realism": False,
     "seed": 0,
+    "screen": "auto",
     "error_bound": "probabilistic",
     "precision": "fp32",
     "backend": "auto",

@@ -78,6 +78,7 @@ class SideSampling(_Fields):
     strata: int
     approximate_membership: Optional[float]  # mean of the ANN-based stratifier, when one was used
     true_radii_computed: int  # reference radii computed exactly on demand
+    screen_share: Optional[float] = None  # share of the projection screen's pairs needing a float64 distance
 
 
 @dataclasses.dataclass(eq=False)

@@ -13,7 +13,16 @@ import math
 
 import torch
 
-__all__ = ["ERROR_BOUNDS", "PRECISIONS", "PROBABILISTIC_LAMBDA", "U32", "rounding_factor", "down32", "up32"]
+__all__ = [
+    "ERROR_BOUNDS",
+    "PRECISIONS",
+    "PROBABILISTIC_LAMBDA",
+    "U32",
+    "dot_gamma",
+    "rounding_factor",
+    "down32",
+    "up32",
+]
 
 U32 = 2.0**-24  # unit round-off of float32
 _U64 = 2.0**-53
@@ -55,16 +64,24 @@ def rounding_factor(dim: int, error_bound: str = "probabilistic", precision: str
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
     n = dim + 2
-    if n * U32 >= 0.5:
-        raise ValueError(f"dim={dim} is too large for a float32 error bound")
-    if error_bound == "worst-case":
-        gamma = n * U32 / (1 - n * U32)
-    else:
-        gamma = math.expm1(PROBABILISTIC_LAMBDA * math.sqrt(n) * U32 + n * U32**2 / (1 - U32))
+    gamma = dot_gamma(n, error_bound)
     gamma64 = n * _U64 / (1 - n * _U64)
     u_in = PRECISIONS[precision]
     reduced = u_in * (1 + u_in / 2) + (u_in / 2 if precision == "bf16" else 0.0)
     return (gamma + 8 * U32 + 4 * gamma64 + reduced) * 1.05
+
+
+def dot_gamma(n: int, error_bound: str = "probabilistic") -> float:
+    """``γ`` with ``|fl(a·b) − a·b| ≤ γ·Σ|a_i b_i|`` for an fp32 dot product of length ``n``, any summation
+    order: Higham's deterministic ``γ_n`` (``"worst-case"``) or the probabilistic ``γ̃_n(λ)`` (default; see
+    :func:`rounding_factor`)."""
+    if error_bound not in ERROR_BOUNDS:
+        raise ValueError(f"error_bound: expected one of {ERROR_BOUNDS}, got {error_bound!r}")
+    if n * U32 >= 0.5:
+        raise ValueError(f"dim={n - 2} is too large for a float32 error bound")
+    if error_bound == "worst-case":
+        return n * U32 / (1 - n * U32)
+    return math.expm1(PROBABILISTIC_LAMBDA * math.sqrt(n) * U32 + n * U32**2 / (1 - U32))
 
 
 def down32(x: torch.Tensor) -> torch.Tensor:

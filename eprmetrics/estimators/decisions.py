@@ -40,6 +40,8 @@ def _candidates(
     kept. Only the others are capped at ``per_tile`` per tile (deepest first), so each round turns
     at least one unknown radius of every unfinished query into a known one: the rounds end.
     """
+    if radii.screen is not None:
+        return _screened_candidates(radii, queries, q_index, per_tile)
     ref = radii.ref
     hi = up32(radii.upper2 + engine.bound(ref.norm, queries.max_norm))
     known = radii.known
@@ -75,6 +77,29 @@ def _candidates(
     d2 = torch.cat([v for _, _, v in parts])
     inside = d2 <= radii.upper2[own]
     return pos[inside], own[inside], d2[inside], seen > kept
+
+
+def _screened_candidates(
+    radii: UpperRadii, queries: Prepared, q_index: torch.Tensor, cap: Optional[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_candidates` through the projection screen: every pair ``d² ≤ U²`` from the few pairs the
+    projected lower bound lets through; balls of unknown true radius capped at ``cap`` per query (deepest
+    first), as the tiles' cap does."""
+    assert radii.screen is not None
+    pos, own, d2 = radii.screen.balls_holding(queries, q_index, radii.upper2)
+    unknown = ~radii.known[own]
+    seen = torch.bincount(pos[unknown], minlength=q_index.numel())
+    if cap is None or not unknown.any():
+        return pos, own, d2, torch.zeros_like(seen, dtype=torch.bool)
+    depth = d2 / radii.upper2[own].clamp_min(torch.finfo(torch.float64).tiny)
+    o = depth.argsort(stable=True)
+    o = o[pos[o].argsort(stable=True)]  # by query, deepest first within
+    pos, own, d2, unknown = pos[o], own[o], d2[o], unknown[o]
+    rank = torch.cumsum(unknown.long(), 0)  # unknown balls so far, this one included, across all queries
+    before = torch.cumsum(seen, 0) - seen  # unknown balls of the queries before
+    keep = ~unknown | (rank - before[pos] <= cap)
+    kept = torch.bincount(pos[keep & unknown], minlength=q_index.numel())
+    return pos[keep], own[keep], d2[keep], seen > kept
 
 
 def _decide(

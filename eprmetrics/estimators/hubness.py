@@ -47,6 +47,7 @@ class HubSpec:
     backend_options: Optional[dict[str, Any]]
     audit: int
     confidence: float
+    screen: object = "auto"  # the audit's decisions: see SampleRequest.screen
 
 
 def _hub_radii(ctx: RunContext, name: str, g: SetGraph, hubs: torch.Tensor, spec: HubSpec) -> Union[Radii, GivenRadii]:
@@ -143,7 +144,10 @@ def run_hubness(ctx: RunContext, spec: HubSpec) -> Outcome:
     if spec.audit:
         _share_hub_radii(ctx, graphs, hubs, hub_radii, spec.k)
         est = sample_both(
-            ctx, graphs, spec.k, SampleRequest(spec.audit, spec.confidence, False, "audit: ", option="audit")
+            ctx,
+            graphs,
+            spec.k,
+            SampleRequest(spec.audit, spec.confidence, False, "audit: ", option="audit", screen=spec.screen),
         )
         audit = _audit(kr, est, spec.confidence)
     all_exact = all(g.backend == "exact" for g in graphs.values())

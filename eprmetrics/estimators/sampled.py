@@ -33,6 +33,7 @@ import torch
 
 from ..engine import Prepared, TileEngine
 from ..neighbours import GraphRequest, SetGraph, UpperRadii, build_graph
+from ..neighbours.screen import ScreenReport, build_screen
 from ..result import KResult, Plan, SideSampling
 from ..validation import SampleSize
 from .context import RunContext
@@ -91,6 +92,7 @@ class SampleRequest:
     approximate: bool = True
     label: str = ""
     option: str = "sample_size"  # the option that set ``size``, for messages
+    screen: object = "auto"  # the projection screen of the exact decisions: "auto", True or False
 
 
 @dataclasses.dataclass
@@ -101,6 +103,7 @@ class SideEstimate:
     n_true_radii: int  # reference radii computed exactly on demand
     strata: int
     approximate: Optional[float]  # mean of the approximate membership, when one was used
+    screen_share: Optional[float] = None  # share of screened pairs that needed a float64 distance (None: no screen)
 
 
 @dataclasses.dataclass
@@ -111,6 +114,7 @@ class SideDesign:
     strata: np.ndarray  # stratum of every query
     approx: Optional[np.ndarray]  # approximate membership of every query, when the index gave one
     near: Optional[np.ndarray]  # reference points found near every query (-1 padded)
+    screen: Optional[ScreenReport] = None  # what the projection screen's pilot decided (None: not tried)
 
 
 def estimate_side(
@@ -175,8 +179,13 @@ def side_design(
     ctx: RunContext, graphs: dict[str, SetGraph], side: tuple[str, str, str], k: int, request: SampleRequest
 ) -> SideDesign:
     """The upper radii, strata and near points of one of :data:`SIDES`."""
-    upper = graphs[side[2]].upper(ctx.engine, ctx.prepared[side[2]], k)
-    return SideDesign(upper, *_strata(ctx, graphs, side, upper, request))
+    name, _, r = side
+    upper = graphs[r].upper(ctx.engine, ctx.prepared[r], k)
+    report = None
+    if upper.screen is None and not upper.is_exact and request.screen is not False:
+        with ctx.stage(f"{request.label}{name}: projection screen of the {r} balls (pilot, then every {r} point)"):
+            upper.screen, report = build_screen(ctx.engine, ctx.prepared[r], upper.upper2, request.screen, ctx.seed)
+    return SideDesign(upper, *_strata(ctx, graphs, side, upper, request), screen=report)
 
 
 def sample_side(
@@ -188,6 +197,8 @@ def sample_side(
         seed = [ctx.seed, SIDES.index(side)]
         est = estimate_side(ctx.engine, ctx.prepared[q], design, request, seed, ctx.strict)
     est.approximate = None if design.approx is None else float(np.mean(design.approx))
+    screen = design.upper.screen
+    est.screen_share = None if screen is None else screen.share
     return est
 
 
@@ -210,6 +221,7 @@ def side_sampling(e: SideEstimate) -> SideSampling:
         strata=e.strata,
         approximate_membership=e.approximate,
         true_radii_computed=e.n_true_radii,
+        screen_share=e.screen_share,
     )
 
 

@@ -17,6 +17,7 @@ import torch
 
 from ..engine import U32, Prepared, TileEngine
 from .radii import Radii
+from .screen import Screen
 
 __all__ = ["UpperRadii", "measured_upper2"]
 
@@ -63,6 +64,8 @@ class UpperRadii:
         self.refiner: Optional[Callable[[np.ndarray], np.ndarray]] = None
         self._refined: Optional[torch.Tensor] = None
         self.n_refined = 0
+        # A projection screen of ``ref`` (:mod:`.screen`): true radii from the points within each bound only.
+        self.screen: Optional[Screen] = None
         if exact is not None:
             self.upper2 = exact.exact2(k, torch.arange(ref.n, device=engine.device))
             self._true2 = self.upper2
@@ -123,6 +126,11 @@ class UpperRadii:
     def true2(self, owners: torch.Tensor) -> torch.Tensor:
         """Float64 true squared radius of ``owners`` (computed once per owner)."""
         todo = owners[torch.isnan(self._true2[owners])].unique()
+        if todo.numel() and self.screen is not None:
+            self._true2[todo] = self.screen.kth2(todo, self.upper2[todo], self.k)
+            self.n_true += todo.numel()
+            todo = todo[torch.isnan(self._true2[todo])]  # fewer than k points within a bound: a full row
+            self.n_true -= todo.numel()
         if todo.numel():
             r = Radii(self.engine, self.ref, self.k, owners=self.engine.subset(self.ref, todo), owner_ids=todo)
             self._true2[todo] = r.exact2(self.k, torch.arange(todo.numel(), device=self.engine.device))

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ...engine import World, read_rows
+from ...engine.basis import principal_basis
 from ...validation import check_int, fail
 from .base import register_backend
 from .ivf_gemm import IVFGemm, as_rows, combine_rows
@@ -136,12 +137,7 @@ class IVFPCA(IVFGemm):
             self.basis: Optional[torch.Tensor] = None  # nothing to leave out: the full space, ρ = 0
             return
         a = sample.sub_(self.mean)  # centred in place: the sample is the fit's one large temporary
-        g = torch.Generator(device=device).manual_seed(int(seed))
-        q = torch.randn(d, min(d, m + 16), generator=g, device=device)
-        for _ in range(3):  # power iterations sharpen the leading directions
-            q = torch.linalg.qr(a.T @ (a @ q)).Q
-        _, _, vh = torch.linalg.svd(a @ q, full_matrices=False)
-        self.basis = torch.linalg.qr((q @ vh.T[:, :m]).double()).Q.float()  # d × m, orthonormal columns
+        self.basis = principal_basis(a, m, seed).float()  # d × m, orthonormal columns
 
     def _embed(self, rows: torch.Tensor) -> torch.Tensor:
         """``[Pᵀ(x − μ), ρ]`` of fp32 rows."""

@@ -1,0 +1,282 @@
+"""Exact decisions that read a fraction of each row: distances bounded from below by a projection.
+
+For ``m`` orthonormal directions ``Q`` (the leading principal directions of the reference set),
+``‖Qᵀ(a − b)‖ ≤ ‖a − b‖``. So a point whose projected distance to a ball owner exceeds the owner's
+upper-bound radius ``U`` can be none of its k nearest neighbours, and a query whose projected
+distance to an owner exceeds ``U`` lies outside that ball. With every point's projection stored
+(``m`` values, bfloat16), a true-radius row or a query's scan over all balls costs one GEMM of
+``m`` instead of ``d`` columns, plus float64 distances of the few pairs the bound lets through:
+the answers are those of the full rows, because nothing the bound removes could change them.
+
+The bound holds for the *computed* values (``docs/exactness.md``, section 5). With ``ĉ`` a centred
+fp32 row of norm ``ν``, ``P`` the fp32 copy of the float64 basis ``Q`` and ``p̃`` the stored bfloat16
+``fl(ĉP)``:
+
+* ``‖p̃ − Qᵀc‖ ≤ ε = ν·(γ_d‖P‖_F + ‖P − Q‖_F + 2uσ)(1 + 2⁻⁹) + 2⁻⁹σν`` (the GEMM's dot products,
+  the basis' own rounding, the centring, then the bfloat16 store), ``σ = ‖Q‖₂``;
+* the fp32 GEMM of the stored values errs by at most ``c_m(‖p̃_a‖ + ‖p̃_b‖)² ≤ 2c_m(‖p̃_a‖² + ‖p̃_b‖²)``
+  (:func:`~eprmetrics.engine.rounding_factor` at ``m``).
+
+Hence ``D ≤ R`` implies ``D̃² ≤ (σR + ε_a + √(2c_m)‖p̃_a‖ + ε_b + √(2c_m)‖p̃_b‖)²``: each side
+contributes one *reach* term, and a pair is kept when its tile value is at most the square of
+the sum of the two reaches (three element-wise tile operations after the GEMM).
+
+Whether the screen pays depends on the data: on features whose variance is spread over many
+directions the bound lets many pairs through, and each costs a gathered float64 distance.
+:func:`build_screen` measures the share of pairs that pass on a sample of rows (a pilot) and
+keeps the screen only where it is small (``"auto"``).
+
+Example:
+    >>> import numpy as np, torch
+    >>> from eprmetrics.engine import FeatureSet, TileEngine
+    >>> from eprmetrics.neighbours import Radii
+    >>> from eprmetrics.neighbours.screen import Screen, fit_basis
+    >>> x = np.random.default_rng(0).normal(size=(3000, 64)) * np.linspace(3, 0.05, 64)
+    >>> eng = TileEngine(64, torch.device("cpu"), 1 << 26)
+    >>> fs = FeatureSet(x.astype("float32"), "x")
+    >>> p = eng.prepare(fs, eng.center_of(fs))
+    >>> screen = Screen(eng, p, fit_basis(eng, p, 16, seed=0))
+    >>> owners = torch.arange(50)
+    >>> r2 = screen.kth2(owners, torch.full((50,), 4.0, dtype=torch.float64), k=3)  # 4.0: an upper bound
+    >>> full = Radii(eng, p, 3).exact2(3, owners)
+    >>> bool(torch.equal(r2[r2.isfinite()], full[r2.isfinite()]))  # where 4.0 was a true bound: equal
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..engine import PRECISIONS, U32, Prepared, TileEngine, rounding_factor, up32
+from ..engine.basis import principal_basis
+from ..engine.rounding import dot_gamma
+
+__all__ = ["Screen", "Projected", "fit_basis", "screen_dims", "build_screen", "ScreenReport", "PASS_SHARE"]
+
+# The pilot: rows the basis is fitted on and the pass share measured against, and owners tried.
+PILOT_ROWS = 4096
+PILOT_OWNERS = 256
+# "auto" keeps the screen when at most this share of (owner, point) pairs passes in the pilot: a pair that
+# passes costs a gathered float64 distance, ~100× a GEMM element here, and the projection of the whole set
+# costs m full rows.
+PASS_SHARE = 0.0025
+_BF16_U = 2.0**-9  # unit round-off of bfloat16
+_COLUMNS = 16384  # stored projections widened to fp32 at once
+
+
+def screen_dims(dim: int) -> int:
+    """Directions of the screen for ``dim``-dimensional features: d/8 (1/8 of a full row's GEMM), at most 512;
+    0 (no screen) below 128 features, where a row is cheap already."""
+    return 0 if dim < 128 else min(512, dim // 8)
+
+
+@dataclasses.dataclass
+class Projected:
+    """Stored projections of some rows: bfloat16 values, fp32 squared norms of those values and each row's
+    reach term without a radius (``ε + √(2c_m)‖p̃‖``, float64)."""
+
+    values: torch.Tensor  # (n, m) bfloat16
+    sq: torch.Tensor  # (n,) float32
+    slack: torch.Tensor  # (n,) float64
+
+    @property
+    def n(self) -> int:
+        return int(self.values.shape[0])
+
+
+def fit_basis(engine: TileEngine, p: Prepared, m: int, seed: int, rows: int = PILOT_ROWS) -> torch.Tensor:
+    """Float64 ``d × m`` orthonormal principal directions of ``p`` fitted on ``rows`` of its rows (seeded)."""
+    n = p.n
+    pick = np.sort(np.random.default_rng([seed, 7]).choice(n, min(n, rows), replace=False))
+    sample = engine.rows_at(p, torch.from_numpy(pick).to(engine.device))
+    return principal_basis(sample, m, seed, power_iters=2)
+
+
+class Screen:
+    """The projection screen of one reference set ``ref`` (its balls and its points).
+
+    Args:
+        engine: the tiled engine (device, memory budget, rounding model).
+        ref: the prepared reference set; every row of it is projected here.
+        basis: float64 ``d × m`` matrix with orthonormal columns (:func:`fit_basis`).
+        project_ref: project every row of ``ref`` now (False: only :meth:`project` for the pilot).
+    """
+
+    def __init__(self, engine: TileEngine, ref: Prepared, basis: torch.Tensor, project_ref: bool = True) -> None:
+        self.engine, self.ref = engine, ref
+        q = basis.to(engine.device, torch.float64)
+        self.P = q.float()
+        self.m = int(q.shape[1])
+        self.sigma = float(torch.linalg.matrix_norm(q, ord=2)) * (1 + 1e-12)
+        p_f = float(torch.linalg.matrix_norm(self.P.double()))
+        off = float(torch.linalg.matrix_norm(self.P.double() - q))
+        # A reduced-precision GEMM mode (TF32, bf16) rounds the inputs first: each product errs by (2u_in + u_in²).
+        u_in = PRECISIONS[engine.precision]
+        gamma = dot_gamma(engine.dim, engine.error_bound) + 2 * u_in + u_in**2
+        per_norm = (gamma * p_f + off + 2 * U32 * self.sigma) * (1 + _BF16_U)
+        self._eps = (per_norm + _BF16_U * self.sigma) * 1.01  # ε per unit of ν (float64 evaluation margin)
+        self._gemm = math.sqrt(2 * rounding_factor(self.m, engine.error_bound, engine.precision))
+        self.refs: Optional[Projected] = self.project(ref) if project_ref else None
+        self.pairs_screened = 0  # (row, point) pairs the screen looked at
+        self.pairs_passed = 0  # pairs it let through to a float64 distance
+
+    # ------------------------------------------------------------------ projections
+    def project(self, p: Prepared, index: Optional[torch.Tensor] = None) -> Projected:
+        """Stored projections of the rows ``index`` of ``p`` (all rows when None); ``p`` is centred like ``ref``."""
+        if not torch.equal(p.center, self.ref.center):
+            raise RuntimeError("Screen.project: the rows must be centred like the reference set")
+        eng = self.engine
+        n = p.n if index is None else int(index.numel())
+        values = torch.empty((n, self.m), dtype=torch.bfloat16, device=eng.device)
+        sq = torch.empty(n, dtype=torch.float64, device=eng.device)
+
+        def scan() -> None:
+            for s in range(0, n, eng.scan_rows):
+                e = min(s + eng.scan_rows, n)
+                rows = eng.rows(p, s, e, into="rows") if index is None else eng.rows_at(p, index[s:e])
+                block = values[s:e].copy_(rows @ self.P)
+                sq[s:e] = block.double().pow(2).sum(1)
+
+        eng.run_pass(scan)
+        nu = (p.norm if index is None else p.norm[index]) * (1 + 4 * U32)
+        slack = nu * self._eps + self._gemm * sq.sqrt()
+        return Projected(values, sq.float(), slack)
+
+    def _reach(self, side: Projected, radius2: Optional[torch.Tensor]) -> torch.Tensor:
+        """fp32 reach of each row: its slack, plus ``σR`` when it owns a ball of squared radius ``radius2``
+        (rounded up, and up again by the relative error of the three fp32 tile operations that use it)."""
+        reach = side.slack if radius2 is None else side.slack + self.sigma * radius2.sqrt() * (1 + 1e-9)
+        return up32(reach * (1 + 8 * U32))
+
+    # ------------------------------------------------------------------ the pass
+    def survivors(
+        self,
+        rows: Projected,
+        row_radius2: Optional[torch.Tensor] = None,
+        col_radius2: Optional[torch.Tensor] = None,
+        cols: Optional[Projected] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(row position, column)`` of every pair that may lie within the row's ball (``row_radius2``) or the
+        column's ball (``col_radius2``); ``cols`` defaults to the reference set's projections. Every pair
+        within the ball (by float64 distance) is among them."""
+        cols = self.refs if cols is None else cols
+        assert cols is not None, "Screen.survivors: the reference set was not projected"
+        eng = self.engine
+        a_reach = self._reach(rows, row_radius2)
+        b_reach = self._reach(cols, col_radius2)
+        tr = max(1, min(rows.n, eng.memory_budget // (12 * _COLUMNS)))
+
+        def scan() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            found = []
+            for j0 in range(0, cols.n, _COLUMNS):
+                cs = slice(j0, min(j0 + _COLUMNS, cols.n))
+                b = eng.scratch.get("screen cols", (cs.stop - cs.start, self.m), torch.float32, eng.device)
+                b.copy_(cols.values[cs])
+                for i0 in range(0, rows.n, tr):
+                    rs = slice(i0, min(i0 + tr, rows.n))
+                    a = rows.values[rs].float()
+                    d = eng.scratch.get("tile", (a.shape[0], b.shape[0]), torch.float32, eng.device)
+                    torch.addmm(cols.sq[None, cs], a, b.T, beta=1.0, alpha=-2.0, out=d).add_(rows.sq[rs, None])
+                    t = eng.scratch.get("screen reach", tuple(d.shape), torch.float32, eng.device)
+                    torch.add(a_reach[rs, None], b_reach[None, cs], out=t).square_()
+                    ii, jj = (d <= t).nonzero(as_tuple=True)
+                    if ii.numel():
+                        found.append((ii + i0, jj + j0))
+            return found
+
+        found = eng.run_pass(scan)
+        self.pairs_screened += rows.n * cols.n
+        if not found:
+            empty = torch.empty(0, dtype=torch.int64, device=eng.device)
+            return empty, empty
+        ii = torch.cat([f[0] for f in found])
+        jj = torch.cat([f[1] for f in found])
+        self.pairs_passed += int(ii.numel())
+        return ii, jj
+
+    # ------------------------------------------------------------------ uses
+    def kth2(self, owners: torch.Tensor, upper2: torch.Tensor, k: int) -> torch.Tensor:
+        """Float64 squared k-NN radius of the reference points ``owners`` (others by index; copies count)
+        from the points within their upper bounds ``upper2``; NaN where fewer than k points passed (a bound
+        that was not one)."""
+        assert self.refs is not None
+        eng = self.engine
+        rows = Projected(self.refs.values[owners], self.refs.sq[owners], self.refs.slack[owners])
+        ii, jj = self.survivors(rows, row_radius2=upper2)
+        keep = jj != owners[ii]
+        ii, jj = ii[keep], jj[keep]
+        out = torch.full((owners.numel(),), math.nan, dtype=torch.float64, device=eng.device)
+        if ii.numel() == 0:
+            return out
+        d2 = eng.exact_sqdist_pairs(self.ref, owners[ii], self.ref, jj)
+        o = d2.argsort(stable=True)
+        ii, d2 = ii[o], d2[o]
+        o = ii.argsort(stable=True)  # by owner, ascending distance within
+        ii, d2 = ii[o], d2[o]
+        counts = torch.bincount(ii, minlength=owners.numel())
+        start = torch.cumsum(counts, 0) - counts
+        ok = counts >= k
+        out[ok] = d2[start[ok] + k - 1]
+        return out
+
+    def balls_holding(
+        self, queries: Prepared, q_index: torch.Tensor, upper2: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(query position, ball owner, float64 d²)`` of every pair with ``d² ≤ upper2[owner]``."""
+        rows = self.project(queries, q_index)
+        ii, jj = self.survivors(rows, col_radius2=upper2)
+        if ii.numel() == 0:
+            return ii, jj, torch.empty(0, dtype=torch.float64, device=self.engine.device)
+        d2 = self.engine.exact_sqdist_pairs(queries, q_index[ii], self.ref, jj)
+        inside = d2 <= upper2[jj]
+        return ii[inside], jj[inside], d2[inside]
+
+    @property
+    def share(self) -> float:
+        """Share of the screened pairs that passed to a float64 distance so far."""
+        return self.pairs_passed / max(1, self.pairs_screened)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScreenReport:
+    """What :func:`build_screen` decided: directions, the pilot's pass share, and whether the screen is used."""
+
+    dims: int
+    pilot_share: float
+    used: bool
+
+
+def build_screen(
+    engine: TileEngine, ref: Prepared, upper2: torch.Tensor, mode: object, seed: int
+) -> tuple[Optional[Screen], Optional[ScreenReport]]:
+    """The screen of ``ref``'s balls (upper bounds ``upper2``), or None.
+
+    ``mode``: ``"auto"`` (a pilot decides: the share of pilot pairs that pass must be at most
+    :data:`PASS_SHARE`), True (always, where the features have ≥ 128 dimensions) or False.
+    """
+    if mode is False:
+        return None, None
+    m = screen_dims(engine.dim)
+    if m == 0 or ref.n < 2:
+        return None, None
+    basis = fit_basis(engine, ref, m, seed)
+    pilot = Screen(engine, ref, basis, project_ref=False)
+    pick = np.sort(np.random.default_rng([seed, 8]).choice(ref.n, min(ref.n, PILOT_ROWS), replace=False))
+    idx = torch.from_numpy(pick).to(engine.device)
+    sample = pilot.project(ref, idx)
+    few = idx[: min(PILOT_OWNERS, idx.numel())]
+    owners = Projected(sample.values[: few.numel()], sample.sq[: few.numel()], sample.slack[: few.numel()])
+    pilot.survivors(owners, row_radius2=upper2[few], cols=sample)
+    share = pilot.share
+    used = mode is True or share <= PASS_SHARE
+    report = ScreenReport(m, share, used)
+    if not used:
+        return None, report
+    pilot.refs = pilot.project(ref)
+    pilot.pairs_screened = pilot.pairs_passed = 0
+    return pilot, report
