@@ -81,8 +81,23 @@ def _sampled_line(res: ResultLike) -> str:
         f"sampled estimate, {100 * (res.confidence or 0):.0f}% intervals: precision "
         f"[{p.interval[0]:.4f}, {p.interval[1]:.4f}] from {p.sample_size} of {p.population} fakes, recall "
         f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}] from {r.sample_size} of {r.population} reals; "
-        f"backend={res.backend}"
+        f"backend={res.backend}{_screen_note(p.screen, r.screen)}"
     )
+
+
+def _screen_note(*sides: Optional[dict]) -> str:
+    """How the exact decisions were made: through the projection screen (and what share of pairs it let
+    through), or full rows because its pilot let too many pairs through."""
+    used = [s for s in sides if s and s["used"]]
+    if used:
+        share = max(s["share"] or 0.0 for s in used)
+        return f"; decisions screened by {used[0]['dims']} principal directions ({100 * share:.3f}% of pairs measured)"
+    tried = [s for s in sides if s]
+    if tried:
+        return (
+            f"; full rows (the screen's pilot let {100 * min(s['pilot_share'] for s in tried):.2f}% of pairs through)"
+        )
+    return ""
 
 
 def render(res: ResultLike) -> str:

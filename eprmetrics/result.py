@@ -78,7 +78,9 @@ class SideSampling(_Fields):
     strata: int
     approximate_membership: Optional[float]  # mean of the ANN-based stratifier, when one was used
     true_radii_computed: int  # reference radii computed exactly on demand
-    screen_share: Optional[float] = None  # share of the projection screen's pairs needing a float64 distance
+    # The projection screen of the exact decisions: {"dims", "pilot_share", "used", "share"} (share: of the pairs
+    # screened during the decisions, those that needed a float64 distance); None where it was not tried.
+    screen: Optional[dict] = None
 
 
 @dataclasses.dataclass(eq=False)

@@ -24,7 +24,16 @@ def results(real, fake):
         memory_budget=budget,
         backend_options={"dims": 8},
     )
+    low = _low_rank()  # the projection screen: its blocks of points shared out, the pairs gathered
+    scr = compute_epr(*low, method="sampled", backend="ivf-pca", sample_size=300, memory_budget=budget, screen=True)
     return {
+        "screened": [
+            scr.precision,
+            scr.recall,
+            *scr.precision_ci,
+            *scr.recall_ci,
+            scr.sampling["precision"].screen["share"],
+        ],
         "exact": [ex.precision, ex.recall, ex.density, ex.coverage, ex.per_k[5].precision, ex.per_k[5].recall],
         "realism": ex.realism.tolist(),
         "hubness": [hub.precision, hub.recall, hub.hubs["real"]["n_hubs"], hub.hubs["fake"]["n_hubs"]],
@@ -32,6 +41,14 @@ def results(real, fake):
         "sampled": [smp.precision, smp.recall, *smp.precision_ci, *smp.recall_ci],
         "ivf-pca": [pca.precision, pca.recall, *pca.precision_ci, *pca.recall_ci, pca.sampling["recall"].strata],
     }
+
+
+def _low_rank():
+    rng = np.random.default_rng(8)
+    basis = rng.normal(size=(6, 160))
+    real = (rng.normal(size=(900, 6)) @ basis + 0.05 * rng.normal(size=(900, 160))).astype(np.float32)
+    fake = (rng.normal(size=(800, 6)) @ basis * 0.9 + 0.05 * rng.normal(size=(800, 160))).astype(np.float32)
+    return real, fake
 
 
 def data():

@@ -156,3 +156,17 @@ def test_cuda_auto_backend_is_ivf_gemm(rng):
     from eprmetrics.neighbours.ann import resolve_backend
 
     assert resolve_backend("auto", 100_000, 512, torch.device("cuda"), "sampled")[0] == "ivf-gemm"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_cuda_projection_screen_keeps_the_sampled_estimate(rng, precision):
+    """The screen's bf16-stored projections and fp32 (or TF32) GEMM on the GPU: the same exact decisions
+    as full rows (same device, same graphs and strata)."""
+    basis = rng.normal(size=(6, 256))
+    real = (rng.normal(size=(3000, 6)) @ basis + 0.05 * rng.normal(size=(3000, 256))).astype(np.float32)
+    fake = (rng.normal(size=(2500, 6)) @ basis * 0.9 + 0.05 * rng.normal(size=(2500, 256))).astype(np.float32)
+    common = dict(method="sampled", backend="ivf-pca", sample_size=800, seed=2)
+    full = compute_epr(real, fake, device="cuda", screen=False, precision=precision, **common)
+    gpu = compute_epr(real, fake, device="cuda", screen=True, precision=precision, **common)
+    assert (gpu.precision, gpu.recall) == (full.precision, full.recall)
+    assert gpu.sampling["precision"]["screen"]["used"]

@@ -162,7 +162,9 @@ def test_compute_epr_same_values_with_and_without_the_screen(spectrum):
         off.precision_ci,
         off.recall_ci,
     )
-    assert on.sampling["precision"]["screen_share"] is not None and off.sampling["precision"]["screen_share"] is None
+    screen = on.sampling["precision"]["screen"]
+    assert screen["used"] and screen["dims"] == 32 and 0 < screen["share"] < 1 and 0 < screen["pilot_share"] < 1
+    assert off.sampling["precision"]["screen"] is None
     assert any("projection screen" in s.name for s in on.stages)
     assert not any("projection screen" in s.name for s in off.stages)
 

@@ -43,6 +43,7 @@ _FAST_OPTIONS = {
     "radii": DEFAULTS["radii"],
     "sample_size": DEFAULTS["sample_size"],
     "confidence": DEFAULTS["confidence"],
+    "screen": DEFAULTS["screen"],
 }
 
 

@@ -109,11 +109,26 @@ def _add_run(sub: Any) -> None:
         help="k-NN backend of the fast methods",
     )
     run.add_argument("--radii", choices=RADII_MODES, default=None, help="hub radii source (eP&R)")
+    run.add_argument(
+        "--screen",
+        type=_screen,
+        default=None,
+        metavar="{auto,on,off}",
+        help="fast methods: skip points a projected distance rules out in the exact decisions (auto: a pilot decides)",
+    )
     run.add_argument("--realism", action="store_true", help="store per-sample realism scores in --json (--exact)")
     _add_images(run)
     run.add_argument("--save-features", metavar="DIR", help="write real.npy and fake.npy features to DIR")
     run.add_argument("--plot", metavar="DIR", help=PLOT_HELP)
     _add_common(run)
+
+
+def _screen(text: str) -> object:
+    """``--screen``: auto, on or off (compute_epr's ``screen="auto"``, True, False)."""
+    values: dict[str, object] = {"auto": "auto", "on": True, "off": False}
+    if text not in values:
+        raise argparse.ArgumentTypeError(f"expected auto, on or off, got {text!r}")
+    return values[text]
 
 
 def _add_images(p: argparse.ArgumentParser) -> None:

@@ -103,7 +103,7 @@ class SideEstimate:
     n_true_radii: int  # reference radii computed exactly on demand
     strata: int
     approximate: Optional[float]  # mean of the approximate membership, when one was used
-    screen_share: Optional[float] = None  # share of screened pairs that needed a float64 distance (None: no screen)
+    screen: Optional[dict] = None  # what the projection screen decided and let through (None: not tried)
 
 
 @dataclasses.dataclass
@@ -197,8 +197,12 @@ def sample_side(
         seed = [ctx.seed, SIDES.index(side)]
         est = estimate_side(ctx.engine, ctx.prepared[q], design, request, seed, ctx.strict)
     est.approximate = None if design.approx is None else float(np.mean(design.approx))
-    screen = design.upper.screen
-    est.screen_share = None if screen is None else screen.share
+    if design.screen is not None:
+        screen = design.upper.screen
+        est.screen = {
+            **dataclasses.asdict(design.screen),
+            "share": None if screen is None else screen.share,
+        }
     return est
 
 
@@ -221,7 +225,7 @@ def side_sampling(e: SideEstimate) -> SideSampling:
         strata=e.strata,
         approximate_membership=e.approximate,
         true_radii_computed=e.n_true_radii,
-        screen_share=e.screen_share,
+        screen=e.screen,
     )
 
 

@@ -66,7 +66,7 @@ PILOT_OWNERS = 256
 # costs m full rows.
 PASS_SHARE = 0.0025
 _BF16_U = 2.0**-9  # unit round-off of bfloat16
-_COLUMNS = 16384  # stored projections widened to fp32 at once
+_COLUMNS = 16384  # stored projections widened to fp32 at once (at most; fewer under small memory budgets)
 
 
 def screen_dims(dim: int) -> int:
@@ -121,29 +121,50 @@ class Screen:
         per_norm = (gamma * p_f + off + 2 * U32 * self.sigma) * (1 + _BF16_U)
         self._eps = (per_norm + _BF16_U * self.sigma) * 1.01  # ε per unit of ν (float64 evaluation margin)
         self._gemm = math.sqrt(2 * rounding_factor(self.m, engine.error_bound, engine.precision))
-        self.refs: Optional[Projected] = self.project(ref) if project_ref else None
+        # This rank's column blocks of ``ref`` (start, projections): under torch.distributed each rank holds
+        # and screens its share of the points, and the pairs found are gathered.
+        self.blocks: list[tuple[int, Projected]] = []
+        self.columns = max(256, min(_COLUMNS, engine.memory_budget // 4096))  # points per block
         self.pairs_screened = 0  # (row, point) pairs the screen looked at
         self.pairs_passed = 0  # pairs it let through to a float64 distance
+        if project_ref:
+            self.project_ref()
 
     # ------------------------------------------------------------------ projections
-    def project(self, p: Prepared, index: Optional[torch.Tensor] = None) -> Projected:
-        """Stored projections of the rows ``index`` of ``p`` (all rows when None); ``p`` is centred like ``ref``."""
+    def project_ref(self) -> None:
+        """Project this rank's column blocks of the reference set (read in order, once)."""
+        world = self.engine.world
+        self.blocks = [
+            (j0, self.project(self.ref, start=j0, stop=min(j0 + self.columns, self.ref.n)))
+            for j0 in range(0, self.ref.n, self.columns)
+            if world.mine(j0 // self.columns)
+        ]
+
+    def project(
+        self, p: Prepared, index: Optional[torch.Tensor] = None, start: int = 0, stop: Optional[int] = None
+    ) -> Projected:
+        """Stored projections of the rows ``index`` of ``p`` (or the rows ``start:stop``); ``p`` is centred
+        like ``ref``."""
         if not torch.equal(p.center, self.ref.center):
             raise RuntimeError("Screen.project: the rows must be centred like the reference set")
         eng = self.engine
-        n = p.n if index is None else int(index.numel())
+        stop = p.n if stop is None else stop
+        n = stop - start if index is None else int(index.numel())
         values = torch.empty((n, self.m), dtype=torch.bfloat16, device=eng.device)
         sq = torch.empty(n, dtype=torch.float64, device=eng.device)
 
         def scan() -> None:
             for s in range(0, n, eng.scan_rows):
                 e = min(s + eng.scan_rows, n)
-                rows = eng.rows(p, s, e, into="rows") if index is None else eng.rows_at(p, index[s:e])
+                if index is None:
+                    rows = eng.rows(p, start + s, start + e, into="rows")
+                else:
+                    rows = eng.rows_at(p, index[s:e])
                 block = values[s:e].copy_(rows @ self.P)
                 sq[s:e] = block.double().pow(2).sum(1)
 
         eng.run_pass(scan)
-        nu = (p.norm if index is None else p.norm[index]) * (1 + 4 * U32)
+        nu = (p.norm[start:stop] if index is None else p.norm[index]) * (1 + 4 * U32)
         slack = nu * self._eps + self._gemm * sq.sqrt()
         return Projected(values, sq.float(), slack)
 
@@ -162,52 +183,54 @@ class Screen:
         cols: Optional[Projected] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(row position, column)`` of every pair that may lie within the row's ball (``row_radius2``) or the
-        column's ball (``col_radius2``); ``cols`` defaults to the reference set's projections. Every pair
-        within the ball (by float64 distance) is among them."""
-        cols = self.refs if cols is None else cols
-        assert cols is not None, "Screen.survivors: the reference set was not projected"
+        column's ball (``col_radius2``, indexed by column): every pair within the ball (by float64 distance)
+        is among them. The columns are the reference set's points (this rank's blocks, the pairs of all
+        ranks gathered), or ``cols`` (every rank alike, as in the pilot)."""
         eng = self.engine
+        blocks = [(0, cols)] if cols is not None else self.blocks
+        n_cols = cols.n if cols is not None else self.ref.n
         a_reach = self._reach(rows, row_radius2)
-        b_reach = self._reach(cols, col_radius2)
-        tr = max(1, min(rows.n, eng.memory_budget // (12 * _COLUMNS)))
+        tr = max(1, min(rows.n, eng.memory_budget // (12 * self.columns)))
 
-        def scan() -> list[tuple[torch.Tensor, torch.Tensor]]:
+        def scan() -> list[torch.Tensor]:
             found = []
-            for j0 in range(0, cols.n, _COLUMNS):
-                cs = slice(j0, min(j0 + _COLUMNS, cols.n))
-                b = eng.scratch.get("screen cols", (cs.stop - cs.start, self.m), torch.float32, eng.device)
-                b.copy_(cols.values[cs])
-                for i0 in range(0, rows.n, tr):
-                    rs = slice(i0, min(i0 + tr, rows.n))
-                    a = rows.values[rs].float()
-                    d = eng.scratch.get("tile", (a.shape[0], b.shape[0]), torch.float32, eng.device)
-                    torch.addmm(cols.sq[None, cs], a, b.T, beta=1.0, alpha=-2.0, out=d).add_(rows.sq[rs, None])
-                    t = eng.scratch.get("screen reach", tuple(d.shape), torch.float32, eng.device)
-                    torch.add(a_reach[rs, None], b_reach[None, cs], out=t).square_()
-                    ii, jj = (d <= t).nonzero(as_tuple=True)
-                    if ii.numel():
-                        found.append((ii + i0, jj + j0))
+            for start, block in blocks:
+                r2 = None if col_radius2 is None else col_radius2[start : start + block.n]
+                b_reach = self._reach(block, r2)
+                for j0 in range(0, block.n, self.columns):
+                    cs = slice(j0, min(j0 + self.columns, block.n))
+                    b = eng.scratch.get("screen cols", (cs.stop - cs.start, self.m), torch.float32, eng.device)
+                    b.copy_(block.values[cs])
+                    for i0 in range(0, rows.n, tr):
+                        rs = slice(i0, min(i0 + tr, rows.n))
+                        a = rows.values[rs].float()
+                        d = eng.scratch.get("tile", (a.shape[0], b.shape[0]), torch.float32, eng.device)
+                        torch.addmm(block.sq[None, cs], a, b.T, beta=1.0, alpha=-2.0, out=d)
+                        d.add_(rows.sq[rs, None])
+                        t = eng.scratch.get("screen reach", tuple(d.shape), torch.float32, eng.device)
+                        torch.add(a_reach[rs, None], b_reach[None, cs], out=t).square_()
+                        ii, jj = (d <= t).nonzero(as_tuple=True)
+                        if ii.numel():
+                            found.append(torch.stack([ii + i0, jj + (start + j0)], 1))
             return found
 
         found = eng.run_pass(scan)
-        self.pairs_screened += rows.n * cols.n
-        if not found:
-            empty = torch.empty(0, dtype=torch.int64, device=eng.device)
-            return empty, empty
-        ii = torch.cat([f[0] for f in found])
-        jj = torch.cat([f[1] for f in found])
-        self.pairs_passed += int(ii.numel())
-        return ii, jj
+        pairs = torch.cat(found) if found else torch.empty((0, 2), dtype=torch.int64, device=eng.device)
+        if cols is None:
+            gathered = eng.world.gather_pairs(pairs)
+            assert gathered is not None
+            pairs = gathered.to(eng.device)
+        self.pairs_screened += rows.n * n_cols
+        self.pairs_passed += int(pairs.shape[0])
+        return pairs[:, 0], pairs[:, 1]
 
     # ------------------------------------------------------------------ uses
     def kth2(self, owners: torch.Tensor, upper2: torch.Tensor, k: int) -> torch.Tensor:
         """Float64 squared k-NN radius of the reference points ``owners`` (others by index; copies count)
         from the points within their upper bounds ``upper2``; NaN where fewer than k points passed (a bound
         that was not one)."""
-        assert self.refs is not None
         eng = self.engine
-        rows = Projected(self.refs.values[owners], self.refs.sq[owners], self.refs.slack[owners])
-        ii, jj = self.survivors(rows, row_radius2=upper2)
+        ii, jj = self.survivors(self.project(self.ref, owners), row_radius2=upper2)
         keep = jj != owners[ii]
         ii, jj = ii[keep], jj[keep]
         out = torch.full((owners.numel(),), math.nan, dtype=torch.float64, device=eng.device)
@@ -272,11 +295,11 @@ def build_screen(
     few = idx[: min(PILOT_OWNERS, idx.numel())]
     owners = Projected(sample.values[: few.numel()], sample.sq[: few.numel()], sample.slack[: few.numel()])
     pilot.survivors(owners, row_radius2=upper2[few], cols=sample)
-    share = pilot.share
-    used = mode is True or share <= PASS_SHARE
+    share = float(engine.world.max_(torch.tensor([pilot.share], dtype=torch.float64, device=engine.device)))
+    used = mode is True or share <= PASS_SHARE  # the same decision on every rank
     report = ScreenReport(m, share, used)
     if not used:
         return None, report
-    pilot.refs = pilot.project(ref)
+    pilot.project_ref()
     pilot.pairs_screened = pilot.pairs_passed = 0
     return pilot, report
