@@ -6,6 +6,7 @@ import torch
 
 from eprmetrics import compute_epr
 from eprmetrics.engine import FeatureSet, TileEngine
+from eprmetrics.estimators.memory import predicted_peak
 from eprmetrics.estimators.sampled import sampled_hits
 from eprmetrics.neighbours import UpperRadii
 from eprmetrics.neighbours.screen import PASS_SHARE, Screen, build_screen, fit_basis, screen_dims
@@ -165,6 +166,10 @@ def test_compute_epr_same_values_with_and_without_the_screen(spectrum):
     screen = on.sampling["precision"]["screen"]
     assert screen["used"] and screen["dims"] == 32 and 0 < screen["share"] < 1 and 0 < screen["pilot_share"] < 1
     assert off.sampling["precision"]["screen"] is None
+    # the memory model counts one side's projections (they are released after its decisions) and the tiles
+    parts = predicted_peak(on, 1 << 26)
+    assert parts["projection screen"] == 3000 * (2 * 32 + 4 + 8) and parts["workspace: screen reach"] > 0
+    assert "projection screen" not in predicted_peak(off, 1 << 26)
     assert any("projection screen" in s.name for s in on.stages)
     assert not any("projection screen" in s.name for s in off.stages)
 

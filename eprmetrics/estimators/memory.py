@@ -26,8 +26,17 @@ from typing import Any, Optional
 from ..engine.budget import SCAN_ROWS, balanced_block, budget_tile, self_block
 from ..neighbours.ann.ivf_gemm import load_rows
 from ..neighbours.radii import KNN_MARGIN
+from ..neighbours.screen import COLUMNS as SCREEN_COLUMNS
 
-__all__ = ["per_point_bytes", "exact_workspace", "sampled_workspace", "index_bytes", "predicted_peak"]
+__all__ = [
+    "per_point_bytes",
+    "exact_workspace",
+    "sampled_workspace",
+    "screen_bytes",
+    "screen_workspace",
+    "index_bytes",
+    "predicted_peak",
+]
 
 FP32, FP64, MASK = 4, 8, 1
 # Transient bytes per tile element in the passes that re-decide candidates (collect_pairs): the select
@@ -108,6 +117,20 @@ def sampled_workspace(
     return roles
 
 
+def screen_bytes(n: int, dims: int) -> float:
+    """The projection screen of a set of ``n`` points: ``dims`` bfloat16 values, an fp32 squared norm and a
+    float64 slack per point."""
+    return n * (2.0 * dims + FP32 + FP64)
+
+
+def screen_workspace(dims: int, memory_budget: int) -> dict[str, float]:
+    """The screen's pass by role: its distance tile (the ``tile`` role) and reach tile, a block of points
+    widened to fp32 (as :class:`~eprmetrics.neighbours.screen.Screen` sizes them)."""
+    cols = max(256, min(SCREEN_COLUMNS, memory_budget // 4096))
+    rows = max(1, memory_budget // (12 * cols))
+    return {"tile": FP32 * rows * cols, "screen reach": FP32 * rows * cols, "screen cols": FP32 * cols * dims}
+
+
 def index_bytes(backend: Optional[str], n: int, dim: int, k: int, itemsize: int = 4) -> float:
     """Bytes an ANN index and its k-NN graph keep for a set of ``n`` points (the sampled path keeps both sets'
     indexes to search the other set's points): ``ivf-gemm`` the rows sorted by list (fp16 stays fp16) and
@@ -157,6 +180,15 @@ def predicted_peak(result: Any, memory_budget: int, itemsize: int = 4, memmap: b
             else:
                 sides[side] = (min(sampling.sample_size, n_q), n_ref, sampling.true_radii_computed)
         roles = sampled_workspace(sides, dim, tile, memory_budget, itemsize)
+        screened = [
+            (n_ref, s.screen["dims"])
+            for side, (_, n_ref) in sizes.items()
+            if (s := (result.sampling or {}).get(side)) is not None and s.screen and s.screen["used"]
+        ]
+        if screened:  # one side's projections at a time (released after its decisions), and the screen's tiles
+            parts["projection screen"] = max(screen_bytes(n, m) for n, m in screened)
+            for role, v in screen_workspace(max(m for _, m in screened), memory_budget).items():
+                roles[role] = max(roles.get(role, 0.0), v)
         backends = result.plan.backends if result.plan is not None else {}
         named = [(backends.get(name, result.backend), n) for name, n in (("real", n_r), ("fake", n_f))]
         parts["ANN indexes and graphs"] = sum(index_bytes(b, n, dim, max(ks), itemsize) for b, n in named)

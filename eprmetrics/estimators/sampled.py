@@ -209,8 +209,14 @@ def sample_side(
 def sample_both(
     ctx: RunContext, graphs: dict[str, SetGraph], k: int, request: SampleRequest
 ) -> dict[str, SideEstimate]:
-    """Sampled estimates of precision and recall from the two sets' graphs."""
-    return {side[0]: sample_side(ctx, side_design(ctx, graphs, side, k, request), side, request) for side in SIDES}
+    """Sampled estimates of precision and recall from the two sets' graphs. A side's projection screen (n × m
+    bfloat16 values) is released once its queries are decided: the graphs, and their upper radii, outlive it."""
+    out = {}
+    for side in SIDES:
+        design = side_design(ctx, graphs, side, k, request)
+        out[side[0]] = sample_side(ctx, design, side, request)
+        design.upper.screen = None
+    return out
 
 
 def side_sampling(e: SideEstimate) -> SideSampling:

@@ -56,7 +56,7 @@ from ..engine import PRECISIONS, U32, Prepared, TileEngine, rounding_factor, up3
 from ..engine.basis import principal_basis
 from ..engine.rounding import dot_gamma
 
-__all__ = ["Screen", "Projected", "fit_basis", "screen_dims", "build_screen", "ScreenReport", "PASS_SHARE"]
+__all__ = ["COLUMNS", "Screen", "Projected", "fit_basis", "screen_dims", "build_screen", "ScreenReport", "PASS_SHARE"]
 
 # The pilot: rows the basis is fitted on and the pass share measured against, and owners tried.
 PILOT_ROWS = 4096
@@ -66,7 +66,7 @@ PILOT_OWNERS = 256
 # costs m full rows.
 PASS_SHARE = 0.0025
 _BF16_U = 2.0**-9  # unit round-off of bfloat16
-_COLUMNS = 16384  # stored projections widened to fp32 at once (at most; fewer under small memory budgets)
+COLUMNS = 16384  # stored projections widened to fp32 at once (at most; fewer under small memory budgets)
 
 
 def screen_dims(dim: int) -> int:
@@ -124,7 +124,7 @@ class Screen:
         # This rank's column blocks of ``ref`` (start, projections): under torch.distributed each rank holds
         # and screens its share of the points, and the pairs found are gathered.
         self.blocks: list[tuple[int, Projected]] = []
-        self.columns = max(256, min(_COLUMNS, engine.memory_budget // 4096))  # points per block
+        self.columns = max(256, min(COLUMNS, engine.memory_budget // 4096))  # points per block
         self.pairs_screened = 0  # (row, point) pairs the screen looked at
         self.pairs_passed = 0  # pairs it let through to a float64 distance
         if project_ref:
