@@ -14,6 +14,7 @@ image-derived data rather than a timing).
 
     python -m benchmarks.bench_screen --n 100000 --dim 4096
     python -m benchmarks.bench_screen --n 20000 --dim 1024 --tag small
+    python -m benchmarks.bench_screen --n 400000 --dim 4096 --device cuda --tag gpu
 
 Results: ``benchmarks/results/screen_<n>_<dim>[_<tag>].{json,md}``.
 """
@@ -49,9 +50,13 @@ def _stage(res: Any, words: str) -> float:
     return float(sum(s.seconds for s in res.stages if words in s.name))
 
 
-def run_one(real: np.ndarray, fake: np.ndarray, mode: object, sample_size: object, seed: int) -> dict[str, Any]:
+def run_one(
+    real: np.ndarray, fake: np.ndarray, mode: object, sample_size: object, seed: int, device: str
+) -> dict[str, Any]:
     t0 = time.perf_counter()
-    res = compute_epr(real, fake, method="sampled", backend="ivf-pca", sample_size=sample_size, seed=seed, screen=mode)
+    res = compute_epr(
+        real, fake, method="sampled", backend="ivf-pca", sample_size=sample_size, seed=seed, screen=mode, device=device
+    )
     wall = time.perf_counter() - t0
     sides = {}
     for side in ("precision", "recall"):
@@ -74,6 +79,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
     data = [
@@ -92,7 +98,7 @@ def main() -> None:
         runs = {}
         for name, mode in MODES:
             gc.collect()
-            runs[name] = run_one(real, fake, mode, size, args.seed)
+            runs[name] = run_one(real, fake, mode, size, args.seed, args.device)
             r = runs[name]
             print(
                 f"{label} | {name}: {r['wall_s']:.1f} s, P {r['sides']['precision']['estimate']:.4f} "
@@ -106,7 +112,7 @@ def main() -> None:
         del real, fake
 
     lines = [
-        f"# Projection screen vs full rows — sampled decisions, d = {args.dim}",
+        f"# Projection screen vs full rows — sampled decisions, d = {args.dim}, device {args.device}",
         "",
         "`compute_epr(method='sampled', backend='ivf-pca', seed=0)` three times per data set in one process: "
         "`screen=False` (full rows), `True`, `'auto'` (the pilot decides). Times in seconds; *membership* is "

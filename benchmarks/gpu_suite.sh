@@ -27,12 +27,14 @@ if [ "$SMOKE" = 1 ]; then
     OUT=$EPRM_BENCH_RESULTS
     # toy sizes: every step and every argument exercised, nothing measured
     EXACT_N="300 600"; EXACT_D=64; EPR_N=800; EPR_D=64; SMP_N=3000; SMP_D=32; LSUN_N=6000; LSUN_D=64
+    SCR_N=1200; SCR_D=128
     BIG_N=20000; BIG_D=32; PREC_N=500; PREC_D=64; FEAT_N=4; FEAT_SIZE=64; FEAT_BATCH=2; FEAT_WORKERS=0
     CUDA_TESTS="tests/test_cuda.py"  # the simulations already ran in the same `make test`
 else
     OUT=benchmarks/results
     EXACT_N="20000 50000 70000"; EXACT_D=4096; EPR_N=50000; EPR_D=4096; SMP_N=100000; SMP_D=2048
     LSUN_N=100000; LSUN_D=4096; BIG_N=1500000; BIG_D=4096; PREC_N=20000; PREC_D=4096
+    SCR_N=200000; SCR_D=4096
     FEAT_N=1024; FEAT_SIZE=256; FEAT_BATCH=128; FEAT_WORKERS=8
     CUDA_TESTS="tests/test_cuda.py tests/test_cuda_sim.py"
 fi
@@ -66,6 +68,9 @@ step "$PY" -m benchmarks.bench_epr ann --device "$DEVICE" --n "$EPR_N" --dim "$E
 
 # the sampled estimator vs exact and hubness, same run
 step "$PY" -m benchmarks.bench_sampled speed --device "$DEVICE" --n "$SMP_N" --dim "$SMP_D" --tag gpu_speed
+
+# the projection screen against full rows in the sampled decisions (both spectra, digits), side by side
+step "$PY" -m benchmarks.bench_screen --device "$DEVICE" --n "$SCR_N" --dim "$SCR_D" --tag gpu
 
 # LSUN-Horse-scale layout (Table 4.10) at a modest n: every method, sets generated on the device
 step "$PY" -m benchmarks.bench_scale lsun-horse-scale --device "$DEVICE" --gen-device "$DEVICE" --n "$LSUN_N" \

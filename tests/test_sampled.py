@@ -57,12 +57,7 @@ def test_sampled_hits_equal_brute_force(rng, strict, graph, near):
         engine, rp, fp = _prepared(real, fake, budget=1 << 16)  # many tiles
         d = ((real[:, None, :].astype(np.float64) - real[None]) ** 2).sum(-1)
         np.fill_diagonal(d, np.inf)
-        if graph == "true":
-            nb = np.argsort(d, axis=1, kind="stable")[:, :k]
-        else:
-            nb = np.stack([rng.choice(np.r_[0:i, i + 1 : len(real)], k, replace=False) for i in range(len(real))])
-            if graph == "partial":
-                nb[::7, -1] = -1  # fewer found: unbounded radius
+        nb = some_graph(rng, d, k, graph)
         with torch.inference_mode():
             upper = UpperRadii(engine, rp, k, neighbours=torch.from_numpy(nb))
             true2 = torch.from_numpy(np.sort(d, 1)[:, k - 1])
@@ -75,6 +70,18 @@ def test_sampled_hits_equal_brute_force(rng, strict, graph, near):
                 nq = torch.from_numpy(rng.integers(-1, len(real), (fp.n, 4)))
             hits = sampled_hits(engine, fp, q, upper, strict, nq).numpy()
         np.testing.assert_array_equal(hits, ref["precision_hits"])
+
+
+def some_graph(rng, d, k, graph):
+    """k distinct other points per row of the squared distances ``d`` (diagonal inf): the true nearest
+    (``"true"``), random ones (``"random"``) or random with holes (``"partial"``: -1, an unbounded radius)."""
+    if graph == "true":
+        return np.argsort(d, axis=1, kind="stable")[:, :k]
+    n = d.shape[0]
+    nb = np.stack([rng.choice(np.r_[0:i, i + 1 : n], k, replace=False) for i in range(n)])
+    if graph == "partial":
+        nb[::7, -1] = -1
+    return nb
 
 
 def _mostly_one_point(rng, n, dim):

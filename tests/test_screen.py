@@ -12,15 +12,9 @@ from eprmetrics.neighbours import UpperRadii
 from eprmetrics.neighbours.screen import PASS_SHARE, Screen, build_screen, fit_basis, screen_dims
 from eprmetrics.synthetic import SyntheticSpec, generate
 from tests.reference import brute_pr, lattice, radii2, sqdist
+from tests.test_sampled import _prepared, some_graph
 
 CPU = torch.device("cpu")
-
-
-def _prepared(real, fake, budget=1 << 16):
-    engine = TileEngine(real.shape[1], CPU, budget)
-    r, f = FeatureSet(real, "real"), FeatureSet(fake, "fake")
-    c = engine.center_of(r)
-    return engine, engine.prepare(r, c), engine.prepare(f, c)
 
 
 def _low_rank(rng, n, dim, rank, scale=1.0):
@@ -55,15 +49,10 @@ def test_screened_hits_equal_brute_force(rng, strict, graph):
     k = 3
     for case, real, fake, m in _cases(rng):
         ref = brute_pr(real, fake, k=k, strict=strict)
-        engine, rp, fp = _prepared(real, fake)
+        engine, rp, fp = _prepared(real, fake, budget=1 << 16)
         d = sqdist(real, real)
         np.fill_diagonal(d, np.inf)
-        if graph == "true":
-            nb = np.argsort(d, axis=1, kind="stable")[:, :k]
-        else:
-            nb = np.stack([rng.choice(np.r_[0:i, i + 1 : len(real)], k, replace=False) for i in range(len(real))])
-            if graph == "partial":
-                nb[::7, -1] = -1
+        nb = some_graph(rng, d, k, graph)
         with torch.inference_mode():
             upper = UpperRadii(engine, rp, k, neighbours=torch.from_numpy(nb))
             upper.screen = Screen(engine, rp, fit_basis(engine, rp, m, seed=1))

@@ -172,7 +172,7 @@ class Screen:
         """fp32 reach of each row: its slack, plus ``σR`` when it owns a ball of squared radius ``radius2``
         (rounded up, and up again by the relative error of the three fp32 tile operations that use it)."""
         reach = side.slack if radius2 is None else side.slack + self.sigma * radius2.sqrt() * (1 + 1e-9)
-        return up32(reach * (1 + 8 * U32))
+        return up32(reach * (1 + 8 * U32)).nan_to_num_(nan=math.inf)  # a radius not known: nothing ruled out
 
     # ------------------------------------------------------------------ the pass
     def survivors(
