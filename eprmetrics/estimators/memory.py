@@ -124,11 +124,19 @@ def screen_bytes(n: int, dims: int) -> float:
 
 
 def screen_workspace(dims: int, memory_budget: int) -> dict[str, float]:
-    """The screen's pass by role: its distance tile (the ``tile`` role) and reach tile, a block of points
-    widened to fp32 (as :class:`~eprmetrics.neighbours.screen.Screen` sizes them)."""
+    """The screen's passes by role (as :class:`~eprmetrics.neighbours.screen.Screen` sizes them): its distance
+    tile (the ``tile`` role), reach tile and mask, a block of rows and one of points widened to fp32, and the
+    projection's fp32 product and float64 squares of a scan block."""
     cols = max(256, min(SCREEN_COLUMNS, memory_budget // 4096))
-    rows = max(1, memory_budget // (12 * cols))
-    return {"tile": FP32 * rows * cols, "screen reach": FP32 * rows * cols, "screen cols": FP32 * cols * dims}
+    rows = max(1, memory_budget // (27 * cols))
+    return {
+        "tile": FP32 * rows * cols,
+        "screen reach": FP32 * rows * cols,
+        "screen mask": MASK * rows * cols,
+        "screen rows": FP32 * rows * dims,
+        "screen cols": FP32 * cols * dims,
+        "screen projection": (FP32 + FP64) * SCAN_ROWS * dims,
+    }
 
 
 def index_bytes(backend: Optional[str], n: int, dim: int, k: int, itemsize: int = 4) -> float:
