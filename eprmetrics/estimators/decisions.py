@@ -79,6 +79,12 @@ def _candidates(
     return pos[inside], own[inside], d2[inside], seen > kept
 
 
+def _deepest_first(radii: UpperRadii, pos: torch.Tensor, own: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
+    """The order of candidate pairs by query, and within a query by depth ``d² / U²`` in the ball (deepest first)."""
+    o = (d2 / radii.upper2[own].clamp_min(torch.finfo(torch.float64).tiny)).argsort(stable=True)
+    return o[pos[o].argsort(stable=True)]
+
+
 def _screened_candidates(
     radii: UpperRadii, queries: Prepared, q_index: torch.Tensor, cap: Optional[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -91,9 +97,7 @@ def _screened_candidates(
     seen = torch.bincount(pos[unknown], minlength=q_index.numel())
     if cap is None or not unknown.any():
         return pos, own, d2, torch.zeros_like(seen, dtype=torch.bool)
-    depth = d2 / radii.upper2[own].clamp_min(torch.finfo(torch.float64).tiny)
-    o = depth.argsort(stable=True)
-    o = o[pos[o].argsort(stable=True)]  # by query, deepest first within
+    o = _deepest_first(radii, pos, own, d2)
     pos, own, d2, unknown = pos[o], own[o], d2[o], unknown[o]
     rank = torch.cumsum(unknown.long(), 0)  # unknown balls so far, this one included, across all queries
     before = torch.cumsum(seen, 0) - seen  # unknown balls of the queries before
@@ -115,10 +119,7 @@ def _decide(
     (``first_only``: the deepest alone)."""
     if pos.numel() == 0:
         return
-    depth = d2 / radii.upper2[own].clamp_min(torch.finfo(torch.float64).tiny)
-    o = depth.argsort(stable=True)  # sort by (query, depth)
-    pos, own, d2 = pos[o], own[o], d2[o]
-    o = pos.argsort(stable=True)
+    o = _deepest_first(radii, pos, own, d2)
     pos, own, d2 = pos[o], own[o], d2[o]
     first = torch.ones_like(pos, dtype=torch.bool)
     first[1:] = pos[1:] != pos[:-1]

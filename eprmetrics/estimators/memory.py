@@ -26,7 +26,7 @@ from typing import Any, Optional
 from ..engine.budget import SCAN_ROWS, balanced_block, budget_tile, self_block
 from ..neighbours.ann.ivf_gemm import load_rows
 from ..neighbours.radii import KNN_MARGIN
-from ..neighbours.screen import COLUMNS as SCREEN_COLUMNS
+from ..neighbours.screen import screen_tiles
 
 __all__ = [
     "per_point_bytes",
@@ -127,8 +127,7 @@ def screen_workspace(dims: int, memory_budget: int) -> dict[str, float]:
     """The screen's passes by role (as :class:`~eprmetrics.neighbours.screen.Screen` sizes them): its distance
     tile (the ``tile`` role), reach tile and mask, a block of rows and one of points widened to fp32, and the
     projection's fp32 product and float64 squares of a scan block."""
-    cols = max(256, min(SCREEN_COLUMNS, memory_budget // 4096))
-    rows = max(1, memory_budget // (27 * cols))
+    cols, rows = screen_tiles(memory_budget)
     return {
         "tile": FP32 * rows * cols,
         "screen reach": FP32 * rows * cols,

@@ -56,7 +56,17 @@ from ..engine import PRECISIONS, U32, Prepared, TileEngine, rounding_factor, up3
 from ..engine.basis import principal_basis
 from ..engine.rounding import dot_gamma
 
-__all__ = ["COLUMNS", "Screen", "Projected", "fit_basis", "screen_dims", "build_screen", "ScreenReport", "PASS_SHARE"]
+__all__ = [
+    "COLUMNS",
+    "screen_tiles",
+    "Screen",
+    "Projected",
+    "fit_basis",
+    "screen_dims",
+    "build_screen",
+    "ScreenReport",
+    "PASS_SHARE",
+]
 
 # The pilot: rows the basis is fitted on and the pass share measured against, and owners tried.
 PILOT_ROWS = 4096
@@ -87,6 +97,17 @@ class Projected:
     @property
     def n(self) -> int:
         return int(self.values.shape[0])
+
+    def part(self, start: int, stop: int) -> "Projected":
+        """Rows ``start:stop`` (views)."""
+        return Projected(self.values[start:stop], self.sq[start:stop], self.slack[start:stop])
+
+
+def screen_tiles(memory_budget: int) -> tuple[int, int]:
+    """(points per block, rows per tile) of the screen's passes: distance, reach and mask tiles (9 bytes an
+    element) in at most a third of ``memory_budget``."""
+    cols = max(256, min(COLUMNS, memory_budget // 4096))
+    return cols, max(1, memory_budget // (27 * cols))
 
 
 def fit_basis(engine: TileEngine, p: Prepared, m: int, seed: int, rows: int = PILOT_ROWS) -> torch.Tensor:
@@ -124,7 +145,7 @@ class Screen:
         # This rank's column blocks of ``ref`` (start, projections): under torch.distributed each rank holds
         # and screens its share of the points, and the pairs found are gathered.
         self.blocks: list[tuple[int, Projected]] = []
-        self.columns = max(256, min(COLUMNS, engine.memory_budget // 4096))  # points per block
+        self.columns, self._tile_rows = screen_tiles(engine.memory_budget)  # points per block, rows per tile
         self.pairs_screened = 0  # (row, point) pairs the screen looked at
         self.pairs_passed = 0  # pairs it let through to a float64 distance
         if project_ref:
@@ -141,8 +162,7 @@ class Screen:
         whole = self._empty(sum(sizes))
         self.blocks, at = [], 0
         for j0, size in zip(starts, sizes):
-            part = Projected(whole.values[at : at + size], whole.sq[at : at + size], whole.slack[at : at + size])
-            self.blocks.append((j0, self.project(self.ref, start=j0, stop=j0 + size, out=part)))
+            self.blocks.append((j0, self.project(self.ref, start=j0, stop=j0 + size, out=whole.part(at, at + size))))
             at += size
 
     def _empty(self, n: int) -> Projected:
@@ -211,8 +231,7 @@ class Screen:
         blocks = [(0, cols)] if cols is not None else self.blocks
         n_cols = cols.n if cols is not None else self.ref.n
         a_reach = self._reach(rows, row_radius2)
-        # distance, reach and mask tiles (9 bytes an element) in at most a third of the budget
-        tr = max(1, min(rows.n, eng.memory_budget // (27 * self.columns)))
+        tr = max(1, min(rows.n, self._tile_rows))
 
         def scan() -> list[torch.Tensor]:
             found = []
@@ -228,9 +247,7 @@ class Screen:
                         shape = (rs.stop - rs.start, b.shape[0])
                         a = eng.scratch.get("screen rows", (shape[0], self.m), torch.float32, eng.device)
                         a.copy_(rows.values[rs])
-                        d = eng.scratch.get("tile", shape, torch.float32, eng.device)
-                        torch.addmm(block.sq[None, cs], a, b.T, beta=1.0, alpha=-2.0, out=d)
-                        d.add_(rows.sq[rs, None])
+                        d = eng.sqdist(a, rows.sq[rs], b, block.sq[cs])  # the bound is c_m at the engine's precision
                         t = eng.scratch.get("screen reach", shape, torch.float32, eng.device)
                         torch.add(a_reach[rs, None], b_reach[None, cs], out=t).square_()
                         mask = eng.scratch.get("screen mask", shape, torch.bool, eng.device)
@@ -318,8 +335,7 @@ def build_screen(
     idx = torch.from_numpy(pick).to(engine.device)
     sample = pilot.project(ref, idx)
     few = idx[: min(PILOT_OWNERS, idx.numel())]
-    owners = Projected(sample.values[: few.numel()], sample.sq[: few.numel()], sample.slack[: few.numel()])
-    pilot.survivors(owners, row_radius2=upper2[few], cols=sample)
+    pilot.survivors(sample.part(0, few.numel()), row_radius2=upper2[few], cols=sample)
     share = float(engine.world.max_(torch.tensor([pilot.share], dtype=torch.float64, device=engine.device)))
     used = mode is True or share <= PASS_SHARE  # the same decision on every rank
     report = ScreenReport(m, share, used)
