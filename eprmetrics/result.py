@@ -78,6 +78,8 @@ class SideSampling(_Fields):
     strata: int
     approximate_membership: Optional[float]  # mean of the ANN-based stratifier, when one was used
     true_radii_computed: int  # reference radii computed exactly on demand
+    # queries stratified in phase one of a two-phase design (None: one phase, every query was stratified)
+    phase_one: Optional[int] = None
     # The projection screen of the exact decisions: {"dims", "pilot_share", "used", "share"} (share: of the pairs
     # screened during the decisions, those that needed a float64 distance); None where it was not tried.
     screen: Optional[dict] = None

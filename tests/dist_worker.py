@@ -26,7 +26,17 @@ def results(real, fake):
     )
     low = _low_rank()  # the projection screen: its blocks of points shared out, the pairs gathered
     scr = compute_epr(*low, method="sampled", backend="ivf-pca", sample_size=300, memory_budget=budget, screen=True)
+    wide = _wide()  # a two-phase design: the phase one's search shared out across ranks, as the graph's
+    two = compute_epr(*wide, method="sampled", backend="ivf-pca", sample_size=20, memory_budget=budget)
     return {
+        "two-phase": [
+            two.precision,
+            two.recall,
+            *two.precision_ci,
+            *two.recall_ci,
+            two.sampling["precision"].phase_one,
+            two.sampling["recall"].phase_one,
+        ],
         "screened": [
             scr.precision,
             scr.recall,
@@ -48,6 +58,13 @@ def _low_rank():
     basis = rng.normal(size=(6, 160))
     real = (rng.normal(size=(900, 6)) @ basis + 0.05 * rng.normal(size=(900, 160))).astype(np.float32)
     fake = (rng.normal(size=(800, 6)) @ basis * 0.9 + 0.05 * rng.normal(size=(800, 160))).astype(np.float32)
+    return real, fake
+
+
+def _wide():
+    rng = np.random.default_rng(9)
+    real = rng.normal(size=(2000, 24)).astype(np.float32)
+    fake = (rng.normal(size=(1900, 24)) * 1.1 + 0.1).astype(np.float32)
     return real, fake
 
 

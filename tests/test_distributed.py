@@ -27,6 +27,7 @@ def test_gloo_ranks_equal_single_process(tmp_path, ranks):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = results(*data())
+    assert single["two-phase"][-2:] == [800, 800]  # the phase one was used
     for r in range(ranks):
         got = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert got.pop("world") == [r, ranks]

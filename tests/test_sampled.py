@@ -1,5 +1,6 @@
 """The sampled estimator: exact decisions for sampled queries, unbiasedness, interval coverage, audit."""
 
+import functools
 import json
 import math
 
@@ -91,6 +92,7 @@ def _mostly_one_point(rng, n, dim):
     return real, fake
 
 
+@functools.lru_cache(maxsize=None)
 def _population(n=4000, seed=11):
     real, fake = make_pair(n, n, dim=32, seed=seed, defect="mode_drop", strength=0.3)
     ref = brute_pr(real[:1500], fake, k=3)  # fixed 0/1 population: fakes inside 1500 real balls
@@ -116,13 +118,65 @@ def test_stratified_estimator_unbiased_and_covers():
     assert lo <= covered / seeds <= hi
 
 
-def test_end_to_end_coverage_over_seeds():
-    """compute_epr(method='sampled') over 100 seeds (index training and sampling both reseeded)."""
+def test_two_phase_estimator_unbiased_and_covers():
+    """Two phases over 400 seeds (a new phase one each time): the strata are a noisy stratifier of the values,
+    known only on the phase one; mean within 4 standard errors of the truth, coverage inside the binomial band,
+    and the phase one's variance is what keeps it there (dropping it under-covers)."""
+    y = _population()
+    noisy = np.where(np.random.default_rng(1).random(y.size) < 0.9, y, 1 - y).astype(int)  # 90% right
+    truth, seeds = y.mean(), 400
+    est, covered, covered_one_phase = [], 0, 0
+    for s in range(seeds):
+        phase = np.sort(np.random.default_rng([s, 9]).choice(y.size, 400, replace=False))
+        design = StratifiedSample(noisy[phase], seed=s, population=y.size)
+        idx = design.draw(200)
+        e = design.estimate(idx, y[phase][idx])
+        assert e.population == y.size and e.phase_one == 400
+        est.append(e.value)
+        covered += e.contains(truth)
+        one = StratifiedSample(noisy[phase], seed=s).estimate(idx, y[phase][idx])  # phase one taken as everything
+        covered_one_phase += one.contains(truth)
+    est = np.array(est)
+    assert abs(est.mean() - truth) <= 4 * est.std(ddof=1) / math.sqrt(seeds)
+    lo, hi = 0.95 - 3 * math.sqrt(0.95 * 0.05 / seeds), 0.95 + 3 * math.sqrt(0.95 * 0.05 / seeds)
+    assert lo <= covered / seeds <= hi
+    assert covered_one_phase / seeds < lo  # the check can fail: without the phase-one term the intervals are short
+
+
+def test_two_phase_sizing_meets_the_target_and_reduces_to_one_phase():
+    y = _population()
+    strata = (y > 0).astype(int)
+    one, same = StratifiedSample(strata, seed=0), StratifiedSample(strata, seed=0, population=y.size)
+    idx = one.draw(300)
+    a, b = one.estimate(idx, y[idx]), same.estimate(idx, y[idx])
+    assert (a.value, a.half_width, a.phase_one, b.phase_one) == (b.value, b.half_width, None, None)
+    assert one.size_for(0.02, idx, y[idx], 0.95) == same.size_for(0.02, idx, y[idx], 0.95)
+    phase = np.sort(np.random.default_rng(3).choice(y.size, 2000, replace=False))
+    two = StratifiedSample(strata[phase], seed=0, population=y.size)
+    pilot = two.draw(100)
+    s = two.size_for(0.03, pilot, y[phase][pilot], 0.95)
+    assert 0.028 <= two.estimate(two.draw(s), y[phase][two.draw(s)]).half_width <= 0.032
+    assert two.size_for(0.005, pilot, y[phase][pilot], 0.95) == 2000  # the phase one alone is wider: all of it
+
+
+def test_phase_one_size():
+    from eprmetrics.estimators.design import PHASE_ONE_SHARE, phase_one_size, z_value
+
+    n1 = phase_one_size(0.01, 0.95, 10**7)
+    assert 0.25 * (1 / n1) <= PHASE_ONE_SHARE * (0.01 / z_value(0.95)) ** 2 < 0.25 / (n1 - 1)
+    assert phase_one_size(0.01, 0.95, 2 * n1) == n1 and phase_one_size(0.01, 0.95, 2 * n1 - 1) == 2 * n1 - 1
+    assert phase_one_size(100, 0.95, 10**6) == 4000 and phase_one_size(100, 0.95, 7999) == 7999
+
+
+@pytest.mark.parametrize("size", [400, 30])  # 30: a two-phase design (a phase one of 1,200 of the 2,500)
+def test_end_to_end_coverage_over_seeds(size):
+    """compute_epr(method='sampled') over 100 seeds (index training, phase one and sampling all reseeded)."""
     real, fake = make_pair(2500, 2500, dim=32, seed=5, defect="truncation", strength=0.3)
     ex = compute_pr(real, fake, density_coverage=False)
     seeds, hits, values = 100, {"precision": 0, "recall": 0}, []
     for s in range(seeds):
-        r = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=400, seed=s)
+        r = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=size, seed=s)
+        assert r.sampling["recall"].phase_one == (1200 if size == 30 else None)
         hits["precision"] += r.precision_ci[0] <= ex.precision <= r.precision_ci[1]
         hits["recall"] += r.recall_ci[0] <= ex.recall <= r.recall_ci[1]
         values.append(r.precision)
@@ -130,6 +184,37 @@ def test_end_to_end_coverage_over_seeds():
     assert hits["precision"] / seeds >= lo and hits["recall"] / seeds >= lo, hits
     values = np.array(values)
     assert abs(values.mean() - ex.precision) <= 4 * values.std(ddof=1) / math.sqrt(seeds)
+
+
+def test_two_phase_run_records_its_phase_one_and_holds_the_exact_values(rng):
+    """A phase one on both sides (ivf-pca, 40 × 50 of 5,000 queries): recorded, and the intervals hold the exact
+    values; the decisions of the sampled queries are those of a float64 brute force (population-indexed)."""
+    real, fake = make_pair(5000, 4500, dim=48, seed=4, defect="truncation", strength=0.3)
+    ex = compute_pr(real, fake, density_coverage=False)
+    res = compute_epr(real, fake, method="sampled", backend="ivf-pca", sample_size=50, seed=1)
+    for side, n, truth in (("precision", 4500, ex.precision), ("recall", 5000, ex.recall)):
+        s = res.sampling[side]
+        assert (s.phase_one, s.population) == (2000, n)
+        assert s.interval[0] <= truth <= s.interval[1]
+    assert "a phase one of 2,000 of 5,000" in " ".join(st.name for st in res.stages)
+    assert json.loads(json.dumps(res.to_dict()))["sampling"]["precision"]["phase_one"] == 2000
+
+
+def test_whole_phase_one_sampled_equals_its_brute_force_mean(monkeypatch):
+    """One phase-one unit per sampled unit: every phase-one query is decided, and the estimate is the float64
+    brute-force mean over exactly those queries (the positions drawn map back to the right rows)."""
+    from eprmetrics.estimators import design
+    from eprmetrics.estimators.sampled import SIDES, SampleRequest, phase_one
+
+    monkeypatch.setattr(design, "PHASE_ONE_PER_UNIT", 1)
+    real, fake = make_pair(3000, 2600, dim=24, seed=6, defect="truncation", strength=0.3)
+    ref = brute_pr(real, fake, k=3)
+    res = compute_epr(real, fake, method="sampled", backend="ivf-pca", sample_size=1200, seed=3)
+    for side, q, hits in (("precision", "fake", "precision_hits"), ("recall", "real", "recall_hits")):
+        n = {"real": 3000, "fake": 2600}[q]
+        phase = phase_one(n, SampleRequest(1200, 0.95), [3, [s[0] for s in SIDES].index(side), 2])
+        assert phase is not None and phase.size == 1200 and res.sampling[side].phase_one == 1200
+        assert res.sampling[side].estimate == pytest.approx(ref[hits][phase].mean(), abs=1e-12)
 
 
 def test_target_half_width_is_met():

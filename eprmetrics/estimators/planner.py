@@ -34,7 +34,7 @@ from ..engine import FeatureSet
 from ..neighbours import get_backend
 from ..profiling import Stage
 from ..validation import SampleSize
-from .design import PILOT
+from .design import PILOT, phase_one_size
 
 __all__ = [
     "Rates",
@@ -290,8 +290,9 @@ def sampled_cost(
     }
     for q, r in (("fake", "real"), ("real", "fake")):
         n_q, n_r = sets[q].n, sets[r].n
-        if graphs[r][0] in _GRAPH_COSTS:
-            cost["approximate membership"] += _GRAPH_COSTS[graphs[r][0]].queries(n_q, n_r, dim, rates)
+        if graphs[r][0] in _GRAPH_COSTS:  # only a phase one of the queries is searched on large sets
+            n_search = phase_one_size(size, confidence, n_q)
+            cost["approximate membership"] += _GRAPH_COSTS[graphs[r][0]].queries(n_search, n_r, dim, rates)
         s = _sample_size(size, confidence, n_q)
         rows = 0.0 if graphs[r][0] == "exact" else RADIUS_ROWS_PER_QUERY * s
         cost["sampled membership"] += rates.tile(s + rows, n_r, dim)

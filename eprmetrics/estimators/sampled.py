@@ -21,6 +21,11 @@ What stays cheap as n grows:
   The approximation only decides which stratum a query falls in; the estimate
   stays unbiased however wrong it is, and the closer it is, the smaller the
   sample needed for a given interval.
+* **Two phases.** On a large set that search would cost more than deciding the
+  sample (it grows like ``n^1.5``). Only a random *phase one* of the queries,
+  sized by :func:`~eprmetrics.estimators.design.phase_one_size` from the target
+  (192,073 queries for a half-width of 0.01), is searched and stratified; the
+  interval carries the phase one's variance (:mod:`~eprmetrics.estimators.design`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ..result import KResult, Plan, SideSampling
 from ..validation import SampleSize
 from .context import RunContext
 from .decisions import sampled_hits
-from .design import PILOT, Estimate, StratifiedSample, hubness_bins
+from .design import PILOT, Estimate, StratifiedSample, hubness_bins, phase_one_size
 from .exact import ExactSpec, run_exact
 from .pipeline import Outcome
 from .planner import Choice, plan_sampled
@@ -64,6 +69,8 @@ __all__ = [
 
 # Reference points found per query by the ANN search behind the approximate membership.
 APPROX_NEIGHBOURS = 8
+# Bytes of phase-one query rows gathered from the input (a memmap) and searched together.
+_PHASE_ONE_BYTES = 256 << 20
 # (side, query set, reference set)
 SIDES = (("precision", "fake", "real"), ("recall", "real", "fake"))
 
@@ -111,10 +118,11 @@ class SideDesign:
     """What one side's sampling needs before any query is decided (built once, reusable across seeds)."""
 
     upper: UpperRadii  # the reference balls' upper-bound radii (true ones filled in as computed)
-    strata: np.ndarray  # stratum of every query
-    approx: Optional[np.ndarray]  # approximate membership of every query, when the index gave one
-    near: Optional[np.ndarray]  # reference points found near every query (-1 padded)
+    strata: np.ndarray  # stratum of every phase-one query
+    approx: Optional[np.ndarray]  # approximate membership of every phase-one query, when the index gave one
+    near: Optional[np.ndarray]  # reference points found near every phase-one query (-1 padded)
     screen: Optional[ScreenReport] = None  # what the projection screen's pilot decided (None: not tried)
+    phase: Optional[np.ndarray] = None  # the phase-one queries (sorted indices; None: one phase, every query)
 
 
 def estimate_side(
@@ -127,8 +135,8 @@ def estimate_side(
 ) -> SideEstimate:
     """Stratified sampled estimate of the share of ``queries`` inside the reference balls of ``side.upper``
     (``side.near``: reference points found near every query, which prove most hits cheaply)."""
-    radii, strata, near = side.upper, side.strata, side.near
-    design = StratifiedSample(strata, seed)
+    radii, strata, near, phase = side.upper, side.strata, side.near, side.phase
+    design = StratifiedSample(strata, seed, population=queries.n if phase is not None else None)
     need = min(design.N, 2 * len(design.units))  # two per stratum, or everything: a variance for each stratum
     if isinstance(request.size, int) and request.size < need:
         hint = " or a target half-width such as 0.01" if request.option == "sample_size" else ""
@@ -142,7 +150,7 @@ def estimate_side(
         new = np.array([i for i in index if i not in known], dtype=np.int64)
         if new.size:
             nb = None if near is None else torch.from_numpy(near[new])
-            q = torch.from_numpy(new).to(engine.device)
+            q = torch.from_numpy(new if phase is None else phase[new]).to(engine.device)
             h = sampled_hits(engine, queries, q, radii, strict, nb).cpu().numpy()
             known.update(zip(new.tolist(), h.tolist()))
         return np.array([known[i] for i in index], dtype=np.float64)
@@ -157,19 +165,46 @@ def estimate_side(
     return SideEstimate(est, radii.n_true, len(design.units), None)
 
 
+def phase_one(n: int, request: SampleRequest, seed: list[int]) -> Optional[np.ndarray]:
+    """The phase-one queries of a side (sorted random indices), or None where every query is stratified."""
+    n1 = phase_one_size(request.size, request.confidence, n)
+    if n1 >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, n1, replace=False))
+
+
+def _search_phase(
+    index: Any, x: np.ndarray, phase: Optional[np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The index's search of the queries ``x`` (all, or the rows ``phase``, gathered a block at a time:
+    never the phase one's full rows at once)."""
+    if phase is None:
+        return cast(tuple[np.ndarray, np.ndarray, bool], index.search_queries(x, k))
+    step = max(1024, _PHASE_ONE_BYTES // max(1, x.shape[1] * x.dtype.itemsize))
+    parts = [index.search_queries(np.asarray(x[phase[s : s + step]]), k) for s in range(0, phase.size, step)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), parts[0][2]
+
+
 def _strata(
-    ctx: RunContext, graphs: dict[str, SetGraph], side: tuple[str, str, str], upper: UpperRadii, request: SampleRequest
+    ctx: RunContext,
+    graphs: dict[str, SetGraph],
+    side: tuple[str, str, str],
+    upper: UpperRadii,
+    request: SampleRequest,
+    phase: Optional[np.ndarray],
 ) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
-    """Stratum of every query: its hubness bin, × the approximate membership where the index can give it;
-    and the reference points that search found near each query."""
+    """Stratum of every (phase-one) query: its hubness bin, × the approximate membership where the index can
+    give it; and the reference points that search found near each query."""
     name, q, r = side
-    strata = hubness_bins(graphs[q].occurrence, upper.k)
+    occurrence = graphs[q].occurrence
+    strata = hubness_bins(occurrence if phase is None else np.asarray(occurrence)[phase], upper.k)
     index = graphs[r].index
     if not (request.approximate and index is not None and index.supports_queries):
         return strata, None, None
-    with ctx.stage(f"{name}: approximate membership ({q} → {r} {graphs[r].backend} index)"):
+    part = "" if phase is None else f", a phase one of {phase.size:,} of {ctx.sets[q].n:,}"
+    with ctx.stage(f"{name}: approximate membership ({q} → {r} {graphs[r].backend} index{part})"):
         x = ctx.sets[q].numpy_rows(keep_float16=index.accepts_float16)
-        dist, idx, squared = index.search_queries(x, min(APPROX_NEIGHBOURS, ctx.sets[r].n))
+        dist, idx, squared = _search_phase(index, x, phase, min(APPROX_NEIGHBOURS, ctx.sets[r].n))
         approx = approximate_hits(dist, idx, squared, upper.upper2)
         del x
     return strata * 2 + approx.astype(np.int64), approx, np.asarray(idx, dtype=np.int64)
@@ -181,14 +216,17 @@ def side_design(
     """The upper radii, strata and near points of one of :data:`SIDES`. The projection screen is built after
     the approximate membership, which does not use it: its n × m projections and the search's buffers are never
     held at once (at 1.5M × 4096 that was the run's anonymous-memory peak)."""
-    name, _, r = side
+    name, q, r = side
     upper = graphs[r].upper(ctx.engine, ctx.prepared[r], k)
-    strata = _strata(ctx, graphs, side, upper, request)
+    phase, index = None, graphs[r].index
+    if request.approximate and index is not None and index.supports_queries:
+        phase = phase_one(ctx.sets[q].n, request, [ctx.seed, SIDES.index(side), 2])
+    strata = _strata(ctx, graphs, side, upper, request, phase)
     report = None
     if upper.screen is None and not upper.is_exact and request.screen is not False:
         with ctx.stage(f"{request.label}{name}: projection screen of the {r} balls (pilot, then every {r} point)"):
             upper.screen, report = build_screen(ctx.engine, ctx.prepared[r], upper.upper2, request.screen, ctx.seed)
-    return SideDesign(upper, *strata, screen=report)
+    return SideDesign(upper, *strata, screen=report, phase=phase)
 
 
 def sample_side(
@@ -232,6 +270,7 @@ def side_sampling(e: SideEstimate) -> SideSampling:
         half_width=est.half_width,
         sample_size=est.sample_size,
         population=est.population,
+        phase_one=est.phase_one,
         strata=e.strata,
         approximate_membership=e.approximate,
         true_radii_computed=e.n_true_radii,
