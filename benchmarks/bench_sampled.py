@@ -164,9 +164,13 @@ def _reused_graph_runs(args: argparse.Namespace, real: np.ndarray, fake: np.ndar
             for name, fs in ctx.sets.items()
         }
         designs = {side: side_design(ctx, graphs, side, args.k, request) for side in SIDES}
+        # a two-phase design draws its phase one from the seed: a new one (and its strata) for every seed
+        two_phase = any(designs[side].phase is not None for side in SIDES)
         out = []
         for s in range(args.seeds):
             ctx.seed = 1000 + s
+            if two_phase:
+                designs = {side: side_design(ctx, graphs, side, args.k, request, designs[side]) for side in SIDES}
             t0 = time.perf_counter()
             est = {side[0]: sample_side(ctx, designs[side], side, request).estimate for side in SIDES}
             r = {"method": f"seed {ctx.seed}", "seconds": time.perf_counter() - t0, "backend": args.backend}
@@ -175,11 +179,21 @@ def _reused_graph_runs(args: argparse.Namespace, real: np.ndarray, fake: np.ndar
                 r.update({side: e.value, f"{side}_ci": list(e.interval), f"{key}_covered": e.contains(ex)})
             r["half_width"] = {side: e.half_width for side, e in est.items()}
             r["sample_size"] = {side: e.sample_size for side, e in est.items()}
+            r["phase_one"] = {side: e.phase_one for side, e in est.items()}
             print(f"seed {s}: P {r['precision']:.4f} R {r['recall']:.4f} {r['p_covered']} {r['r_covered']}", flush=True)
             out.append(r)
         return out
 
     return ctx.run(runs)
+
+
+def _phase_note(rows: list[dict]) -> str:
+    """The two-phase design's phase one, where one was drawn (anew for every seed)."""
+    phase = rows[0].get("phase_one") if rows else None
+    if not phase or phase.get("precision") is None:
+        return ""
+    fakes, reals = phase["precision"], phase["recall"]
+    return f"; two phases: a phase one of {fakes:,} fakes / {reals:,} reals, drawn anew each seed"
 
 
 def t_coverage(args: argparse.Namespace) -> None:
@@ -210,7 +224,8 @@ def t_coverage(args: argparse.Namespace) -> None:
     md = [
         f"# Sampled estimator coverage — synthetic n={args.n}, d={args.dim}, {args.spectrum} spectrum, "
         f"{args.defect}({args.strength}), backend {args.backend}, sample_size={args.sample_size}, {n} seeds "
-        + ("(one index, the sample reseeded)" if args.reuse_graphs else "(index training and sampling reseeded)"),
+        + ("(one index, the sample reseeded)" if args.reuse_graphs else "(index training and sampling reseeded)")
+        + _phase_note(rows),
         "",
         f"Exact: P {exact.precision:.4f}, R {exact.recall:.4f} ({exact.seconds:.1f} s).",
         "",

@@ -211,18 +211,25 @@ def _strata(
 
 
 def side_design(
-    ctx: RunContext, graphs: dict[str, SetGraph], side: tuple[str, str, str], k: int, request: SampleRequest
+    ctx: RunContext,
+    graphs: dict[str, SetGraph],
+    side: tuple[str, str, str],
+    k: int,
+    request: SampleRequest,
+    reuse: Optional[SideDesign] = None,
 ) -> SideDesign:
     """The upper radii, strata and near points of one of :data:`SIDES`. The projection screen is built after
     the approximate membership, which does not use it: its n × m projections and the search's buffers are never
-    held at once (at 1.5M × 4096 that was the run's anonymous-memory peak)."""
+    held at once (at 1.5M × 4096 that was the run's anonymous-memory peak). ``reuse``: a design of the same
+    side and graphs whose radii (true ones computed so far included) and screen are kept; its phase one and
+    strata are drawn anew from the context's seed (a coverage study over seeds)."""
     name, q, r = side
-    upper = graphs[r].upper(ctx.engine, ctx.prepared[r], k)
+    upper = graphs[r].upper(ctx.engine, ctx.prepared[r], k) if reuse is None else reuse.upper
     phase, index = None, graphs[r].index
     if request.approximate and index is not None and index.supports_queries:
         phase = phase_one(ctx.sets[q].n, request, [ctx.seed, SIDES.index(side), 2])
     strata = _strata(ctx, graphs, side, upper, request, phase)
-    report = None
+    report = None if reuse is None else reuse.screen
     if upper.screen is None and not upper.is_exact and request.screen is not False:
         with ctx.stage(f"{request.label}{name}: projection screen of the {r} balls (pilot, then every {r} point)"):
             upper.screen, report = build_screen(ctx.engine, ctx.prepared[r], upper.upper2, request.screen, ctx.seed)
