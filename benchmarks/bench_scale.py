@@ -354,10 +354,11 @@ def t_memmap(args: argparse.Namespace) -> None:
 
 def t_report(args: argparse.Namespace) -> None:
     """The scaling report of rows measured by earlier runs (``--from`` scaling or lsun-horse-scale JSONs of
-    one data kind): a long series can be measured in pieces, e.g. the 1.5M point by the LSUN-scale run."""
+    one data kind): a long series can be measured in pieces, e.g. the 1.5M point by the LSUN-scale run. A later
+    file's row replaces an earlier one of the same n and method (a point measured again)."""
     if not args.sources:
         raise SystemExit("report: give --from FILE [FILE ...] (scale_scaling_*.json or scale_lsun_*.json)")
-    rows: list[dict[str, Any]] = []
+    by_point: dict[tuple[int, str], dict[str, Any]] = {}
     first: Optional[dict[str, Any]] = None
     for path in args.sources:
         try:
@@ -375,8 +376,10 @@ def t_report(args: argparse.Namespace) -> None:
         elif kind != first:
             raise SystemExit(f"report: {path} measured {kind}, the first file {first}: one data kind per report")
         for r in measured:
-            rows.append({"n": r.get("n", default_n), **r, "source": os.path.basename(path)})
+            row = {"n": r.get("n", default_n), **r, "source": os.path.basename(path)}
+            by_point[(row["n"], row["method"])] = row
     assert first is not None
+    rows = list(by_point.values())
     for key, value in first.items():
         setattr(args, key, value)
     args.methods = [m for m in METHODS if any(r["method"] == m for r in rows)]

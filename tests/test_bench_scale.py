@@ -47,6 +47,10 @@ def test_report_folds_earlier_runs_into_one_series(results):
     assert [r["n"] for r in saved["rows"]] == [1000, 2000, 8000]
     md = (tmp / "scale_scaling_t.md").read_text()
     assert "| 8,000 | 8.0 |" in md and "d=64, long spectrum" in md and "`b.json`" in md
+    again = _write(tmp / "c.json", {**KIND, "n": 0}, [_row(2000, 4.0)])  # the 2,000 point measured again
+    bench.main(["report", "--tag", "t", "--fit-from", "1000", "--from", series, lsun, again])
+    saved = json.loads((tmp / "scale_scaling_t.json").read_text())
+    assert [(r["n"], r["seconds"], r["source"]) for r in saved["rows"]][1] == (2000, 4.0, "c.json")
 
 
 def test_report_refuses_pieces_of_different_data(results):
