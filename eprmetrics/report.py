@@ -81,8 +81,15 @@ def _sampled_line(res: ResultLike) -> str:
         f"sampled estimate, {100 * (res.confidence or 0):.0f}% intervals: precision "
         f"[{p.interval[0]:.4f}, {p.interval[1]:.4f}] from {p.sample_size} of {p.population} fakes, recall "
         f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}] from {r.sample_size} of {r.population} reals; "
-        f"backend={res.backend}{_screen_note(p.screen, r.screen)}"
+        f"backend={res.backend}{_phase_note(p.phase_one, r.phase_one)}{_screen_note(p.screen, r.screen)}"
     )
+
+
+def _phase_note(fakes: Optional[int], reals: Optional[int]) -> str:
+    """Where the strata came from a phase one of the queries (two-phase design), how many were stratified."""
+    if fakes is None and reals is None:
+        return ""
+    return f"; strata from a phase one of {fakes or 0:,} fakes / {reals or 0:,} reals"
 
 
 def _screen_note(*sides: Optional[dict]) -> str:

@@ -14,6 +14,7 @@ from eprmetrics.estimators.design import StratifiedSample, hubness_bins
 from eprmetrics.estimators.sampled import sampled_hits
 from eprmetrics.inputs import as_feature_set
 from eprmetrics.neighbours import UpperRadii
+from eprmetrics.report import render
 from eprmetrics.synthetic import make_pair
 from eprmetrics.validation import check_sample_size
 from tests.reference import brute_pr, lattice
@@ -198,6 +199,7 @@ def test_two_phase_run_records_its_phase_one_and_holds_the_exact_values(rng):
         assert s.interval[0] <= truth <= s.interval[1]
     assert "a phase one of 2,000 of 5,000" in " ".join(st.name for st in res.stages)
     assert json.loads(json.dumps(res.to_dict()))["sampling"]["precision"]["phase_one"] == 2000
+    assert "strata from a phase one of 2,000 fakes / 2,000 reals" in render(res)
 
 
 def test_whole_phase_one_sampled_equals_its_brute_force_mean(monkeypatch):
