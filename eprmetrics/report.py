@@ -86,10 +86,12 @@ def _sampled_line(res: ResultLike) -> str:
 
 
 def _phase_note(fakes: Optional[int], reals: Optional[int]) -> str:
-    """Where the strata came from a phase one of the queries (two-phase design), how many were stratified."""
+    """Where the strata came from a phase one of the queries (two-phase design), how many were stratified
+    (``all``: that side's set was too small for a phase one)."""
     if fakes is None and reals is None:
         return ""
-    return f"; strata from a phase one of {fakes or 0:,} fakes / {reals or 0:,} reals"
+    counts = ["all" if n is None else f"{n:,}" for n in (fakes, reals)]
+    return f"; strata from a phase one of {counts[0]} fakes / {counts[1]} reals"
 
 
 def _screen_note(*sides: Optional[dict]) -> str:

@@ -200,6 +200,9 @@ def test_two_phase_run_records_its_phase_one_and_holds_the_exact_values(rng):
     assert "a phase one of 2,000 of 5,000" in " ".join(st.name for st in res.stages)
     assert json.loads(json.dumps(res.to_dict()))["sampling"]["precision"]["phase_one"] == 2000
     assert "strata from a phase one of 2,000 fakes / 2,000 reals" in render(res)
+    from eprmetrics.report import _phase_note  # a side whose set was too small for a phase one: all of it
+
+    assert _phase_note(2000, None) == "; strata from a phase one of 2,000 fakes / all reals"
 
 
 def test_whole_phase_one_sampled_equals_its_brute_force_mean(monkeypatch):

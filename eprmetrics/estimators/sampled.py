@@ -191,23 +191,24 @@ def _strata(
     side: tuple[str, str, str],
     upper: UpperRadii,
     request: SampleRequest,
-    phase: Optional[np.ndarray],
-) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
     """Stratum of every (phase-one) query: its hubness bin, × the approximate membership where the index can
-    give it; and the reference points that search found near each query."""
+    give it; the reference points that search found near each query; and the phase one (None: every query).
+    Without that search stratifying is free, and every query is stratified."""
     name, q, r = side
-    occurrence = graphs[q].occurrence
-    strata = hubness_bins(occurrence if phase is None else np.asarray(occurrence)[phase], upper.k)
     index = graphs[r].index
     if not (request.approximate and index is not None and index.supports_queries):
-        return strata, None, None
+        return hubness_bins(graphs[q].occurrence, upper.k), None, None, None
+    phase = phase_one(ctx.sets[q].n, request, [ctx.seed, SIDES.index(side), 2])
+    occurrence = graphs[q].occurrence
+    strata = hubness_bins(occurrence if phase is None else np.asarray(occurrence)[phase], upper.k)
     part = "" if phase is None else f", a phase one of {phase.size:,} of {ctx.sets[q].n:,}"
     with ctx.stage(f"{name}: approximate membership ({q} → {r} {graphs[r].backend} index{part})"):
         x = ctx.sets[q].numpy_rows(keep_float16=index.accepts_float16)
         dist, idx, squared = _search_phase(index, x, phase, min(APPROX_NEIGHBOURS, ctx.sets[r].n))
         approx = approximate_hits(dist, idx, squared, upper.upper2)
         del x
-    return strata * 2 + approx.astype(np.int64), approx, np.asarray(idx, dtype=np.int64)
+    return strata * 2 + approx.astype(np.int64), approx, np.asarray(idx, dtype=np.int64), phase
 
 
 def side_design(
@@ -223,17 +224,14 @@ def side_design(
     held at once (at 1.5M × 4096 that was the run's anonymous-memory peak). ``reuse``: a design of the same
     side and graphs whose radii (true ones computed so far included) and screen are kept; its phase one and
     strata are drawn anew from the context's seed (a coverage study over seeds)."""
-    name, q, r = side
+    name, _, r = side
     upper = graphs[r].upper(ctx.engine, ctx.prepared[r], k) if reuse is None else reuse.upper
-    phase, index = None, graphs[r].index
-    if request.approximate and index is not None and index.supports_queries:
-        phase = phase_one(ctx.sets[q].n, request, [ctx.seed, SIDES.index(side), 2])
-    strata = _strata(ctx, graphs, side, upper, request, phase)
+    strata, approx, near, phase = _strata(ctx, graphs, side, upper, request)
     report = None if reuse is None else reuse.screen
     if upper.screen is None and not upper.is_exact and request.screen is not False:
         with ctx.stage(f"{request.label}{name}: projection screen of the {r} balls (pilot, then every {r} point)"):
             upper.screen, report = build_screen(ctx.engine, ctx.prepared[r], upper.upper2, request.screen, ctx.seed)
-    return SideDesign(upper, *strata, screen=report, phase=phase)
+    return SideDesign(upper, strata, approx, near, screen=report, phase=phase)
 
 
 def sample_side(
