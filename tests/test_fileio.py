@@ -1,0 +1,123 @@
+"""Outputs whole or not at all, output places probed before the work, inputs regular and bounded."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from eprmetrics.fileio import InputFileError, OutputError, atomic_folder, atomic_write, check_regular, probe_writable
+
+needs_posix = pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
+
+
+def test_atomic_write_replaces_whole(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with atomic_write(target, "--json", "w") as fh:
+        fh.write("new")
+    assert target.read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["out.json"]
+
+
+def test_atomic_write_failure_keeps_old_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(target, "--json", "w") as fh:
+        fh.write("partial")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["out.json"]
+
+
+def test_atomic_write_over_a_file_size_limit_is_one_line_and_no_partial_file(tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk: the write fails part way (EFBIG) in a child process."""
+    target = tmp_path / "big.bin"
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+        "from eprmetrics.fileio import atomic_write, OutputError\n"
+        "try:\n"
+        f"    with atomic_write({str(target)!r}, 'features') as fh:\n"
+        "        fh.write(b'x' * 1_000_000)\n"
+        "except OutputError as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3, out.stderr
+    assert "features" in out.stdout and str(target) in out.stdout and "ulimit" in out.stdout
+    assert len(out.stdout.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == []
+    assert resource.getrlimit(resource.RLIMIT_FSIZE)  # the parent's limit untouched
+
+
+@needs_posix
+def test_probe_refuses_a_read_only_folder_at_once(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(OutputError, match="--json: cannot write to .*permission denied"):
+            probe_writable(ro / "out.json", "--json")
+        with pytest.raises(OutputError, match="--cache-dir"):
+            probe_writable(ro, "--cache-dir", folder=True)
+    finally:
+        ro.chmod(0o700)
+    assert os.listdir(ro) == []
+
+
+def test_probe_accepts_and_leaves_nothing(tmp_path):
+    probe_writable(tmp_path / "sub" / "out.json", "--json")
+    assert os.listdir(tmp_path / "sub") == []
+    with pytest.raises(OutputError, match="is a folder"):
+        probe_writable(tmp_path, "--json")
+
+
+def test_atomic_folder_failure_keeps_old_folder(tmp_path):
+    target = tmp_path / "m"
+    target.mkdir()
+    (target / "a").write_text("old")
+    with pytest.raises(OutputError, match="already exists"), atomic_folder(target, "manifold"):
+        pass
+    with pytest.raises(RuntimeError), atomic_folder(target, "manifold", overwrite=True) as tmp:
+        (open(os.path.join(tmp, "a"), "w")).write("new")
+        raise RuntimeError("interrupted")
+    assert (target / "a").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+    with atomic_folder(target, "manifold", overwrite=True) as tmp:
+        with open(os.path.join(tmp, "a"), "w") as fh:
+            fh.write("new")
+    assert (target / "a").read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+
+
+def test_atomic_folder_refuses_a_symlink(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(OutputError, match="symbolic link"), atomic_folder(tmp_path / "link", "manifold", overwrite=True):
+        pass
+
+
+def test_check_regular_refuses_fifo_device_and_oversize(tmp_path):
+    fifo = tmp_path / "b.png"
+    os.mkfifo(fifo)
+    with pytest.raises(InputFileError, match="FIFO"):
+        check_regular(fifo, "image")
+    link = tmp_path / "zero.png"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(InputFileError, match="not a regular file"):
+        check_regular(link, "image")
+    big = tmp_path / "big.npy"
+    big.write_bytes(b"x" * 100)
+    with pytest.raises(InputFileError, match="over the limit of 10"):
+        check_regular(big, "features", max_bytes=10)
+    assert check_regular(big, "features") == 100
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(InputFileError, match="symlink loop"):
+        check_regular(loop, "image")
