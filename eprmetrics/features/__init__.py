@@ -30,6 +30,7 @@ from .cache import cache_path, load_cached, save_atomic
 from .images import IMAGE_EXTENSIONS, ImageSource, as_image_source, is_image_input
 
 __all__ = [
+    "extractor_identity",
     "extract_features",
     "get_extractor",
     "register_extractor",
@@ -81,8 +82,9 @@ def module_identity(module: nn.Module) -> Optional[str]:
     return "custom:" + h.hexdigest()
 
 
-def _cache_identity(extractor: Union[str, nn.Module], weights: Optional[Union[str, os.PathLike]]) -> Optional[str]:
-    """Cache key part for the network: registry name + weights file identity, or a custom module's identity."""
+def extractor_identity(extractor: Union[str, nn.Module], weights: Optional[Union[str, os.PathLike]]) -> Optional[str]:
+    """What identifies the network that makes features: registry name + weights identity, or a custom module's
+    identity (None: it cannot be identified). The feature cache keys on it; a manifold records it."""
     if isinstance(extractor, nn.Module):
         ident = module_identity(extractor)
         if ident is not None and weights is not None:
@@ -99,7 +101,7 @@ def _cache_file(
 ) -> Optional[str]:
     if cache_dir is None:
         return None
-    ident = _cache_identity(extractor, weights)
+    ident = extractor_identity(extractor, weights)
     if ident is None:
         warnings.warn(
             f"extractor: cannot identify {type(extractor).__name__} for the feature cache (its class source is not "
