@@ -196,11 +196,16 @@ def check_regular(path: PathLike, what: str, max_bytes: Optional[int] = None) ->
     except OSError as exc:
         raise InputFileError(f"{what}: cannot read {p}: {describe_os_error(exc)}") from exc
     if not stat.S_ISREG(st.st_mode):
-        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
-        raise InputFileError(f"{what}: {p} is {kind} (a device, pipe or socket cannot be read as data); give a regular file")
+        kind = (
+            "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+        )
+        raise InputFileError(
+            f"{what}: {p} is {kind} (a device, pipe or socket cannot be read as data); give a regular file"
+        )
     if max_bytes is not None and st.st_size > max_bytes:
         raise InputFileError(
-            f"{what}: {p} is {st.st_size:,} bytes, over the limit of {max_bytes:,}; raise the limit if the file is genuine"
+            f"{what}: {p} is {st.st_size:,} bytes, over the limit of {max_bytes:,}; "
+            f"raise the limit if the file is genuine"
         )
     return st.st_size
 
@@ -218,7 +223,9 @@ def open_regular(path: PathLike, what: str, max_bytes: Optional[int] = None) -> 
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or (max_bytes is not None and st.st_size > max_bytes):
         os.close(fd)
-        raise InputFileError(f"{what}: {p} changed while it was opened and is no longer a regular file within the limit")
+        raise InputFileError(
+            f"{what}: {p} changed while it was opened and is no longer a regular file within the limit"
+        )
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")

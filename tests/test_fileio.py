@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from eprmetrics.fileio import InputFileError, OutputError, atomic_folder, atomic_write, check_regular, probe_writable
-
-needs_posix = pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
 
 
 def test_atomic_write_replaces_whole(tmp_path):
@@ -55,13 +55,28 @@ def test_atomic_write_over_a_file_size_limit_is_one_line_and_no_partial_file(tmp
     assert resource.getrlimit(resource.RLIMIT_FSIZE)  # the parent's limit untouched
 
 
-@needs_posix
-def test_probe_refuses_a_read_only_folder_at_once(tmp_path):
+def _read_only(monkeypatch, folder):
+    """A folder writes fail in: by permissions for a normal user; as root (who ignores them), a read-only
+    file system simulated where the probe creates its file."""
+    if os.name == "posix" and os.geteuid() != 0:
+        folder.chmod(0o500)
+        return
+    real = tempfile.mkstemp
+
+    def refuse(*args, **kwargs):
+        if os.path.abspath(kwargs.get("dir", "")).startswith(str(folder)):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+def test_probe_refuses_a_read_only_folder_at_once(tmp_path, monkeypatch):
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
+    _read_only(monkeypatch, ro)
     try:
-        with pytest.raises(OutputError, match="--json: cannot write to .*permission denied"):
+        with pytest.raises(OutputError, match="--json: cannot write to .*(permission denied|read-only)"):
             probe_writable(ro / "out.json", "--json")
         with pytest.raises(OutputError, match="--cache-dir"):
             probe_writable(ro, "--cache-dir", folder=True)
@@ -99,7 +114,10 @@ def test_atomic_folder_refuses_a_symlink(tmp_path):
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
-    with pytest.raises(OutputError, match="symbolic link"), atomic_folder(tmp_path / "link", "manifold", overwrite=True):
+    with (
+        pytest.raises(OutputError, match="symbolic link"),
+        atomic_folder(tmp_path / "link", "manifold", overwrite=True),
+    ):
         pass
 
 
