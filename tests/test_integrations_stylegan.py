@@ -99,6 +99,7 @@ def test_full_exact_calls_the_helpers_as_nvlabs_and_equals_compute_pr(checkout):
         "pr50k3_full_exact_recall": ref.recall,
         "pr50k3_full_exact_density": ref.density,
         "pr50k3_full_exact_coverage": ref.coverage,
+        "pr50k3_full_exact_f_score": 2 * ref.precision * ref.recall / (ref.precision + ref.recall),
     }
     assert all(type(v) is float for v in out.values())  # calc_metric broadcasts each as a float64 tensor
 

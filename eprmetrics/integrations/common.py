@@ -20,9 +20,11 @@ from ..defaults import DEFAULTS
 from ..result import Result
 from ..validation import check_choice, check_k, check_sample_size, check_single_k, fail
 
-__all__ = ["METHODS", "check_method", "check_options", "evaluate", "flat_values"]
+__all__ = ["METHODS", "VALUES", "check_method", "check_options", "evaluate", "f_score", "flat_values"]
 
 METHODS = ("exact", "sampled")
+# The values an adapter reports, in this order (each where the method computes it).
+VALUES = ("precision", "recall", "density", "coverage")
 # compute_pr / compute_epr arguments an adapter sets itself; the others may travel in ``options``.
 OWN = frozenset(
     {"real", "fake", "k", "method", "sample_size", "extractor", "weights", "batch_size", "num_workers"}
@@ -67,20 +69,28 @@ def evaluate(
     return compute_epr(real, fake, method="sampled", k=ks[0], sample_size=sample_size, **opts)
 
 
+def f_score(precision: float, recall: float) -> float:
+    """torch-fidelity's F-score: the harmonic mean ``2PR / (P + R)`` of precision and recall, 0 when both are 0."""
+    return 0.0 if precision + recall == 0 else 2.0 * precision * recall / (precision + recall)
+
+
 def flat_values(res: Result, ks: Sequence[int]) -> dict[str, float]:
-    """The values computed, as floats: ``precision``, ``recall``, ``density``, ``coverage`` (exact method) or
-    ``precision``, ``recall``, ``precision_ci_low``, ``precision_ci_high``, ``recall_ci_low``, ``recall_ci_high``
-    (sampled method); with several k, also ``precision_k5``, ``recall_k5``, … for each."""
-    names = ("precision", "recall", "density", "coverage")
-    out = {name: float(getattr(res, name)) for name in names if getattr(res, name) is not None}
-    for name in ("precision_ci", "recall_ci"):
-        interval = getattr(res, name)
+    """The values computed, as separate floats (what a logger accepts): ``precision``, ``recall``, ``f_score``,
+    ``density`` and ``coverage`` where computed, and for each value with an interval (sampled method) its
+    bounds ``precision_ci_low``, ``precision_ci_high``, ``recall_ci_low``, …; with several k, also
+    ``precision_k5``, ``recall_k5``, ``f_score_k5``, … for each."""
+    out = {name: float(getattr(res, name)) for name in VALUES if getattr(res, name) is not None}
+    out["f_score"] = f_score(out["precision"], out["recall"])
+    for name in VALUES:
+        interval = getattr(res, f"{name}_ci", None)
         if interval is not None:
-            out[f"{name}_low"], out[f"{name}_high"] = float(interval[0]), float(interval[1])
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(interval[0]), float(interval[1])
     if len(ks) > 1:
         for k in ks:
-            for name in ("precision", "recall", "density", "coverage"):
-                value = getattr(res.per_k[k], name)
+            part = res.per_k[k]
+            for name in VALUES:
+                value = getattr(part, name)
                 if value is not None:
                     out[f"{name}_k{k}"] = float(value)
+            out[f"f_score_k{k}"] = f_score(float(part.precision), float(part.recall))
     return out
