@@ -25,7 +25,15 @@ from ..engine import resolve_device
 from ..profiling import tqdm_options
 from ..validation import check_int
 from . import clip, dinov2, inception, vgg16  # noqa: F401  (registration)
-from .base import Extractor, check_extractor, extractor_names, get_extractor, register_extractor, weights_fingerprint
+from .base import (
+    Extractor,
+    check_extractor,
+    extractor_names,
+    extractor_revision,
+    get_extractor,
+    register_extractor,
+    weights_fingerprint,
+)
 from .cache import cache_path, load_cached, save_atomic
 from .images import IMAGE_EXTENSIONS, ImageSource, as_image_source, is_image_input
 
@@ -90,7 +98,9 @@ def extractor_identity(extractor: Union[str, nn.Module], weights: Optional[Union
         if ident is not None and weights is not None:
             ident += "|" + weights_fingerprint(os.fspath(weights), "")
         return ident
-    return f"{extractor}|{weights_fingerprint(None if weights is None else os.fspath(weights), 'default')}"
+    ident = f"{extractor}|{weights_fingerprint(None if weights is None else os.fspath(weights), 'default')}"
+    revision = extractor_revision(extractor)  # e.g. vgg16's resize: features of another revision never match
+    return ident if revision is None else f"{ident}|{revision}"
 
 
 def _cache_file(

@@ -7,8 +7,9 @@ import os
 from typing import Callable, Optional, Sequence, TypeVar, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .resize import check_resize_mode, resize
 
 __all__ = [
     "Extractor",
@@ -25,6 +26,7 @@ __all__ = [
     "weights_fingerprint",
     "check_extractor",
     "extractor_dim",
+    "extractor_revision",
     "pretrained",
 ]
 
@@ -33,36 +35,36 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _REGISTRY: dict[str, Callable[[Optional[str]], "Extractor"]] = {}
 _DIMS: dict[str, int] = {}
+_REVISIONS: dict[str, str] = {}
 
 ImageBatch = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
-def resize_batch(images: ImageBatch, size: int, device: torch.device) -> torch.Tensor:
+def resize_batch(images: ImageBatch, size: int, device: torch.device, mode: str = "torch") -> torch.Tensor:
     """uint8 3×H×W images (a stacked batch or a list of different sizes) → float [0, 1] N×3×size×size.
 
-    Bilinear, ``align_corners=False``, no antialiasing (the TF1-style resize of the
-    reference VGG-16 / Inception feature networks).
+    Bilinear, no antialiasing, in ``mode``: ``"torch"`` (``F.interpolate(align_corners=False)``) or
+    ``"tf1"`` (TensorFlow 1.x, as torch-fidelity's and NVIDIA's VGG-16); see :mod:`.resize`.
     """
+    check_resize_mode(mode)
     items = [images] if isinstance(images, torch.Tensor) else list(images)
     out = []
     for x in items:
         x = x.to(device)
         if x.ndim == 3:
             x = x[None]
-        x = x.float() / 255.0
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-        out.append(x)
+        out.append(resize(x.float() / 255.0, (size, size), mode))
     return torch.cat(out)
 
 
-def imagenet_preprocess(size: int) -> Callable[[ImageBatch, torch.device], torch.Tensor]:
-    """uint8 images → bilinear ``size``×``size`` (see :func:`resize_batch`) → ImageNet mean/std."""
+def imagenet_preprocess(size: int, mode: str = "torch") -> Callable[[ImageBatch, torch.device], torch.Tensor]:
+    """uint8 images → bilinear ``size``×``size`` in ``mode`` (see :func:`resize_batch`) → ImageNet mean/std."""
+    check_resize_mode(mode)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
     def preprocess(images: ImageBatch, device: torch.device) -> torch.Tensor:
-        return (resize_batch(images, size, device) - mean.to(device)) / std.to(device)
+        return (resize_batch(images, size, device, mode) - mean.to(device)) / std.to(device)
 
     return preprocess
 
@@ -106,11 +108,13 @@ class Extractor:
         return feats.float()
 
 
-def register_extractor(name: str, dim: Optional[int] = None) -> Callable:
+def register_extractor(name: str, dim: Optional[int] = None, revision: Optional[str] = None) -> Callable:
     """Decorator registering ``factory(weights: Optional[str]) -> Extractor`` under ``name``.
 
     ``dim``: the feature width, when it is known without building the network (lets inputs be checked
-    against features of the other set before any extraction).
+    against features of the other set before any extraction). ``revision``: a tag to change whenever what
+    the extractor computes changes under the same name and weights (its resize, say): the feature cache
+    keys on it (:func:`extractor_revision`), so features made before such a change are not mixed with new ones.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"register_extractor: expected a non-empty name, got {name!r}")
@@ -121,6 +125,8 @@ def register_extractor(name: str, dim: Optional[int] = None) -> Callable:
         _REGISTRY[name] = factory
         if dim is not None:
             _DIMS[name] = dim
+        if revision is not None:
+            _REVISIONS[name] = revision
         return factory
 
     return deco
@@ -129,6 +135,11 @@ def register_extractor(name: str, dim: Optional[int] = None) -> Callable:
 def extractor_dim(name: str) -> Optional[int]:
     """The registered feature width of extractor ``name``, or None when it was not declared."""
     return _DIMS.get(name)
+
+
+def extractor_revision(name: str) -> Optional[str]:
+    """The registered revision tag of extractor ``name`` (see :func:`register_extractor`), or None."""
+    return _REVISIONS.get(name)
 
 
 def extractor_names() -> list[str]:

@@ -24,15 +24,20 @@ class _VGGFc2(nn.Module):
 
 
 FC2_DIM = 4096
+# The preprocessing below; part of the feature cache's key, so features made with the earlier
+# PyTorch-style resize (eprmetrics < this revision) are not mixed with these.
+REVISION = "resize=tf1"
 
 
-@register_extractor("vgg16", dim=FC2_DIM)
+@register_extractor("vgg16", dim=FC2_DIM, revision=REVISION)
 def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
     """torchvision VGG-16; ``weights`` = a state-dict file, else torchvision's IMAGENET1K_V1 (cache/download;
     without network, a one-line ValueError saying how to pass a file).
 
-    Preprocessing: uint8 RGB → [0, 1] → bilinear resize to 224×224 (align_corners=False) →
-    ImageNet mean/std, as NVIDIA's ``vgg16.pt`` used by StyleGAN2-ADA and torch-fidelity.
+    Preprocessing: uint8 RGB → [0, 1] → bilinear resize to 224×224 the TensorFlow 1.x way (``"tf1"`` in
+    :mod:`.resize`; not PyTorch's ``align_corners=False``) → ImageNet mean/std. With the same weights the
+    features equal torch-fidelity's ``vgg16`` ``fc2_relu`` at every input size (tested to 1e-5); NVIDIA's
+    ``vgg16.pt`` (StyleGAN2-ADA) resizes the same way but holds other weights (the original VGG release).
     """
     models = require("torchvision.models", "vision", "vgg16", kind="extractor")
     if weights is None:
@@ -43,6 +48,6 @@ def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
         "vgg16",
         _VGGFc2(vgg),
         FC2_DIM,
-        imagenet_preprocess(224),
+        imagenet_preprocess(224, mode="tf1"),
         weights_fingerprint(weights, "torchvision:VGG16_Weights.IMAGENET1K_V1"),
     )
