@@ -22,7 +22,8 @@ from eprmetrics import Manifold, compute_pr
 from eprmetrics.features import Extractor, register_extractor
 from eprmetrics.fileio import OutputError
 from eprmetrics.manifold import DestinationError, ManifoldError
-from eprmetrics.manifold.storage import _arrays_hash, _content_hash
+from eprmetrics.manifold.meta import content_hash
+from eprmetrics.manifold.storage import _arrays_hash
 
 
 def _sets(rng, n=120, d=5):
@@ -45,7 +46,7 @@ def _meta(path):
 def _write_meta(path, meta, reseal=False):
     """Write ``manifold.json``; ``reseal``: with a recomputed content hash (a forger who knows the format)."""
     if reseal:
-        meta["content_hash"] = _content_hash(meta)
+        meta["content_hash"] = content_hash(meta)
     with open(os.path.join(path, "manifold.json"), "w") as f:
         json.dump(meta, f)
 

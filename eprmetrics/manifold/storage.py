@@ -14,15 +14,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 from typing import IO, Any, Callable, Optional, Union
 
 import numpy as np
 import torch
 
-from ..fileio import InputFileError, OutputError, atomic_folder, open_regular, probe_writable
-from ..inputs import pair_scale
+from ..fileio import OutputError, atomic_folder, open_regular, probe_writable
+from .meta import FIX, FORMAT, MANIFOLD_FILE, MANIFOLD_VERSION, ManifoldError, content_hash, read_meta
 from .npyfile import NpyError, NpyHeader, npy_header, read_npz
 
 __all__ = [
@@ -43,19 +42,9 @@ __all__ = [
     "read_folder",
 ]
 
-FORMAT = "eprmetrics.Manifold"
-MANIFOLD_VERSION = 2
-MANIFOLD_FILE = "manifold.json"  # the file that makes a folder a manifold
 RADII_FILE, FEATURES_FILE = "radii.npz", "features.npy"
 RADII_DTYPES = {"vals": np.dtype("<f4"), "idx": np.dtype("<i8"), "sqdist": np.dtype("<f8"), "index": np.dtype("<i8")}
-_META_MAX_BYTES = 1 << 20
 _FINGERPRINT_ROWS = 64
-_FIX = "fit and save the manifold again"
-
-
-class ManifoldError(InputFileError):
-    """A manifold folder that :meth:`~eprmetrics.Manifold.save` did not write, or that changed since (a
-    ``ValueError``): one line naming the file, what is wrong and what to do."""
 
 
 class DestinationError(OutputError, ValueError):
@@ -93,12 +82,6 @@ def fingerprint(data: Union[np.ndarray, torch.Tensor]) -> str:
     h.update(f"{tuple(data.shape)}|{str(data.dtype).replace('torch.', '')}".encode())
     h.update(np.ascontiguousarray(values).tobytes())
     return h.hexdigest()
-
-
-def _content_hash(meta: dict[str, Any]) -> str:
-    body = {key: value for key, value in meta.items() if key != "content_hash"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return "blake2b:" + hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
 
 
 def _arrays_hash(arrays: dict[str, np.ndarray]) -> str:
@@ -157,7 +140,7 @@ def build_meta(
     extractor, and the content hash over all of it."""
     meta = {"format": FORMAT, "version": MANIFOLD_VERSION, **fields, "radii_hash": _arrays_hash(arrays)}
     meta["extractor"] = None if extractor is None else dataclasses.asdict(extractor)
-    meta["content_hash"] = _content_hash(meta)
+    meta["content_hash"] = content_hash(meta)
     return meta
 
 
@@ -198,138 +181,19 @@ def read_folder(path: Union[str, os.PathLike], features: Optional[Union[str, os.
         raise FileNotFoundError(
             f"manifold: {folder!r} holds no {MANIFOLD_FILE}; expected a folder written by Manifold.save"
         )
-    meta = _read_meta(meta_file)
+    meta = read_meta(meta_file)
     radii_file = os.path.join(folder, RADII_FILE)
     arrays = _read_radii(radii_file, meta)
     if _arrays_hash(arrays) != meta["radii_hash"]:
         raise ManifoldError(
             f"manifold: {radii_file} is not the radii this manifold was saved with (its hash differs: replaced, "
-            f"edited, or taken from another manifold); {_FIX}"
+            f"edited, or taken from another manifold); {FIX}"
         )
     _check_radii_values(radii_file, arrays, meta["n"])
     source = _features_path(folder, meta_file, meta["features"], features)
     data = _open_features(source, meta, features is not None)
     extractor = None if meta["extractor"] is None else ExtractorRecord(**meta["extractor"])
     return Stored(meta, arrays, data, extractor)
-
-
-class _Number:  # a JSON number: int or float, not bool
-    pass
-
-
-_SCHEMA: dict[str, Any] = {
-    "n": int,
-    "dim": int,
-    "k": list,
-    "scale": _Number,
-    "largest": _Number,
-    "features": dict,
-    "radii_hash": str,
-    "extractor": (dict, type(None)),
-    "content_hash": str,
-}
-_FEATURES_SCHEMA = {"file": str, "copied": bool, "dtype": str, "fingerprint": str}
-_EXTRACTOR_SCHEMA = {"name": str, "identity": (str, type(None))}
-_TYPE_NAMES = {int: "an integer", list: "a list", _Number: "a number", dict: "an object", str: "a string"}
-
-
-def _read_meta(meta_file: str) -> dict[str, Any]:
-    with open_regular(meta_file, "manifold", _META_MAX_BYTES) as fh:
-        raw = fh.read(_META_MAX_BYTES + 1)
-    try:
-        meta = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        reason = " ".join(str(exc).split())
-        raise ManifoldError(f"manifold: {meta_file} is not valid JSON ({reason}); {_FIX}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ManifoldError(f"manifold: {meta_file} is not an eprmetrics manifold (no format {FORMAT!r}); {_FIX}")
-    _check_version(meta_file, meta.get("version"))
-    _check_keys(meta_file, meta, _SCHEMA, "")
-    _check_keys(meta_file, meta["features"], _FEATURES_SCHEMA, "features.")
-    if meta["extractor"] is not None:
-        _check_keys(meta_file, meta["extractor"], _EXTRACTOR_SCHEMA, "extractor.")
-    if _content_hash(meta) != meta["content_hash"]:
-        raise ManifoldError(
-            f"manifold: {meta_file} was changed after it was saved (its content hash differs: an edited scale, k, n "
-            f"or path); {_FIX}"
-        )
-    _check_scalars(meta_file, meta)
-    return meta
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except OverflowError:  # an integer beyond float range
-        return math.inf
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _check_version(meta_file: str, version: Any) -> None:
-    if version == MANIFOLD_VERSION:
-        return
-    if version == 1:
-        raise ManifoldError(
-            f"manifold: {meta_file} was saved in format version 1, which has no content hash and cannot be checked; "
-            f"fit and save it again with this version (CLI: eprmetrics manifold REAL OUT --overwrite)"
-        )
-    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFOLD_VERSION:
-        raise ManifoldError(
-            f"manifold: {meta_file} is format version {version}, newer than this eprmetrics reads "
-            f"({MANIFOLD_VERSION}); upgrade eprmetrics"
-        )
-    raise ManifoldError(f"manifold: {meta_file} has format version {version!r}, expected {MANIFOLD_VERSION}; {_FIX}")
-
-
-def _check_keys(meta_file: str, obj: Any, schema: dict[str, Any], where: str) -> None:
-    if not isinstance(obj, dict):
-        raise ManifoldError(f"manifold: {meta_file}: {where[:-1]} expected an object, got {obj!r:.40}; {_FIX}")
-    for key, kind in schema.items():
-        if key not in obj:
-            raise ManifoldError(f"manifold: {meta_file} lacks the key {where}{key}; {_FIX}")
-        value = obj[key]
-        if not _is(value, kind):
-            kinds = kind if isinstance(kind, tuple) else (kind,)
-            expected = " or ".join(_TYPE_NAMES.get(t, "null") for t in kinds)
-            raise ManifoldError(
-                f"manifold: {meta_file}: {where}{key} expected {expected}, got {type(value).__name__} "
-                f"{json.dumps(value)[:40]}; {_FIX}"
-            )
-
-
-def _is(value: Any, kind: Any) -> bool:
-    if isinstance(kind, tuple):
-        return any(_is(value, one) for one in kind)
-    if isinstance(value, bool):
-        return kind is bool
-    if kind is _Number:
-        return isinstance(value, (int, float))
-    return isinstance(value, kind)
-
-
-def _check_scalars(meta_file: str, meta: dict[str, Any]) -> None:
-    """Values a saved manifold always has (the content hash matched: these catch a forged hash)."""
-    n, dim, k, scale = (meta[key] for key in ("n", "dim", "k", "scale"))
-    largest = _float(meta["largest"])
-    problems = [
-        (n < 2, f"n={n}: expected at least 2 samples"),
-        (dim < 1, f"dim={dim}: expected at least 1 feature column"),
-        (
-            not k or not all(_is(v, int) for v in k) or sorted(set(k)) != k or min(k) < 1 or max(k) >= n,
-            f"k={k}: expected increasing integers from 1 to n − 1",
-        ),
-        (not math.isfinite(largest) or largest < 0, f"largest={largest}: expected a finite value ≥ 0"),
-        (
-            not math.isfinite(largest) or scale != pair_scale(largest),
-            f"scale={scale}: expected {pair_scale(largest) if math.isfinite(largest) else 'a power of two'}",
-        ),
-    ]
-    for bad, what in problems:
-        if bad:
-            raise ManifoldError(f"manifold: {meta_file}: {what}; {_FIX}")
 
 
 def _read_radii(radii_file: str, meta: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -346,14 +210,14 @@ def _read_radii(radii_file: str, meta: dict[str, Any]) -> dict[str, np.ndarray]:
         return None if ok else f"has shape {shape}; expected {n} rows of {k_max} or more k-NN (n = {n}, k ≤ {k_max})"
 
     if not os.path.lexists(radii_file):
-        raise ManifoldError(f"manifold: {radii_file} is missing; {_FIX}")
+        raise ManifoldError(f"manifold: {radii_file} is missing; {FIX}")
     try:
         with open_regular(radii_file, "manifold") as fh:
             arrays = read_npz(fh, tuple(RADII_DTYPES), check)
     except NpyError as exc:
-        raise ManifoldError(f"manifold: {radii_file}: {exc}; {_FIX}") from None
+        raise ManifoldError(f"manifold: {radii_file}: {exc}; {FIX}") from None
     if arrays["vals"].shape != arrays["idx"].shape:
-        raise ManifoldError(f"manifold: {radii_file}: vals and idx differ in shape; {_FIX}")
+        raise ManifoldError(f"manifold: {radii_file}: vals and idx differ in shape; {FIX}")
     return arrays
 
 
@@ -361,13 +225,13 @@ def _check_radii_values(radii_file: str, arrays: dict[str, np.ndarray], n: int) 
     for name in ("vals", "sqdist"):
         a = arrays[name]
         if not np.isfinite(a).all() or (a < 0).any():
-            raise ManifoldError(f"manifold: {radii_file}: {name} holds negative, NaN or infinite distances; {_FIX}")
+            raise ManifoldError(f"manifold: {radii_file}: {name} holds negative, NaN or infinite distances; {FIX}")
     for name in ("idx", "index"):
         a = arrays[name]
         if a.min() < 0 or a.max() >= n:
-            raise ManifoldError(f"manifold: {radii_file}: {name} holds indices outside 0…{n - 1}; {_FIX}")
+            raise ManifoldError(f"manifold: {radii_file}: {name} holds indices outside 0…{n - 1}; {FIX}")
     if (np.diff(arrays["sqdist"], axis=1) < 0).any():
-        raise ManifoldError(f"manifold: {radii_file}: sqdist is not in ascending order; {_FIX}")
+        raise ManifoldError(f"manifold: {radii_file}: sqdist is not in ascending order; {FIX}")
 
 
 def _features_path(
@@ -380,11 +244,11 @@ def _features_path(
     name = entry["file"]
     if not entry["copied"]:
         if not os.path.isabs(name):
-            raise ManifoldError(f"manifold: {meta_file}: features.file {name!r} expected an absolute path; {_FIX}")
+            raise ManifoldError(f"manifold: {meta_file}: features.file {name!r} expected an absolute path; {FIX}")
         return name
     if os.path.isabs(name) or os.pardir in name.replace("\\", "/").split("/"):
         raise ManifoldError(
-            f"manifold: {meta_file}: features.file {name!r} leads outside the manifold's folder; {_FIX}, or pass "
+            f"manifold: {meta_file}: features.file {name!r} leads outside the manifold's folder; {FIX}, or pass "
             f"features=PATH"
         )
     source = os.path.join(folder, name)
@@ -408,7 +272,7 @@ def _open_features(source: str, meta: dict[str, Any], given: bool) -> np.ndarray
         with open_regular(source, "manifold features") as fh:
             header = npy_header(fh)
     except NpyError as exc:
-        raise ManifoldError(f"manifold: {source}: {exc}; {_FIX}") from None
+        raise ManifoldError(f"manifold: {source}: {exc}; {FIX}") from None
     fix = "pass the original file as features=, or fit the manifold again"
     if header.shape != expected or header.dtype.str != meta["features"]["dtype"]:
         raise ManifoldError(
