@@ -93,7 +93,7 @@ def test_load_refuses_other_features(rng, tmp_path):
     meta = json.loads((tmp_path / "m" / "manifold.json").read_text())
     meta["version"] = 99
     (tmp_path / "m" / "manifold.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="not a version-1 eprmetrics manifold"):
+    with pytest.raises(ValueError, match="format version 99, newer than this eprmetrics reads"):
         Manifold.load(path)
 
 
@@ -211,5 +211,5 @@ def test_cli_fits_and_uses_a_manifold(rng, tmp_path, capsys):
     assert main([out, str(tmp_path / "fake.npy"), "--exact", "--k", "7", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--k: this manifold holds radii for k ≤ 5" in err[0]
-    assert main(["manifold", str(tmp_path / "missing.npy"), out]) == 2
+    assert main(["manifold", str(tmp_path / "missing.npy"), str(tmp_path / "m2")]) == 2
     assert "missing.npy" in capsys.readouterr().err

@@ -166,13 +166,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _manifold(args: argparse.Namespace) -> int:
-    from ..manifold import Manifold
+    from ..manifold import Manifold, check_destination
 
     opts = {key: v for key, v in _engine_opts(args).items() if key != "strict"}  # radii do not depend on it
     if args.json:
         check_output_file(args.json, "--json")
+    check_destination(args.out, args.overwrite)  # before the fit: an existing OUT is refused in a second
     manifold = Manifold.fit(args.real, k=args.k, **opts, **_image_opts(args))
-    path = manifold.save(args.out, features=not args.no_copy)
+    path = manifold.save(args.out, features=not args.no_copy, overwrite=args.overwrite)
     fit_s = sum(s.seconds for s in manifold.stages)
     print(f"{manifold!r} fitted in {fit_s:.1f} s → {path}")
     print(f"use it as REAL: eprmetrics {path} FAKE (k ≤ {manifold.k_max})")

@@ -153,6 +153,7 @@ def _add_manifold(sub: Any) -> None:
     m.add_argument(
         "--no-copy", action="store_true", help="keep only the path of the real .npy instead of copying the features"
     )
+    m.add_argument("--overwrite", action="store_true", help="replace OUT when it already holds a manifold")
     _add_images(m)
     _add_common(m)
 

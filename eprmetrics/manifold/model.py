@@ -24,42 +24,39 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from .defaults import DEFAULTS
-from .engine import FeatureSet, matmul_precision
-from .estimators import EngineOptions, hub_statistics
-from .inputs import ImageOptions, resolve_one, resolve_pair
-from .neighbours import Radii, RadiiState, SetGraph, k_occurrence
-from .profiling import Profiler, Stage, progress_bar
-from .result import HubStatistics
-from .validation import check_k
+from ..defaults import DEFAULTS
+from ..engine import FeatureSet, matmul_precision
+from ..estimators import EngineOptions, hub_statistics
+from ..features import extractor_identity, is_image_input
+from ..inputs import ImageOptions, resolve_one, resolve_pair
+from ..neighbours import Radii, RadiiState, SetGraph, k_occurrence
+from ..profiling import Profiler, Stage, progress_bar
+from ..result import HubStatistics
+from ..validation import check_k
+from .storage import (
+    FEATURES_FILE,
+    RADII_DTYPES,
+    ExtractorRecord,
+    build_meta,
+    check_destination,
+    fingerprint,
+    read_folder,
+    write_folder,
+)
 
-__all__ = ["Manifold", "MANIFOLD_VERSION", "MANIFOLD_FILE"]
-
-MANIFOLD_VERSION = 1
-MANIFOLD_FILE = "manifold.json"  # the file that makes a folder a manifold
-_META, _RADII, _FEATURES = MANIFOLD_FILE, "radii.npz", "features.npy"
-_FINGERPRINT_ROWS = 64
+__all__ = ["Manifold", "extractor_record"]
 
 
-def _fingerprint(data: Union[np.ndarray, torch.Tensor]) -> str:
-    """Shape, dtype and the bytes of 64 evenly spaced rows (the first and last included): enough to tell
-    a moved or rewritten feature file from the one the radii were fitted on, without reading it whole."""
-    n = int(data.shape[0])
-    rows = np.unique(np.linspace(0, n - 1, min(n, _FINGERPRINT_ROWS)).round().astype(np.int64))
-    sample = data[torch.from_numpy(rows)] if isinstance(data, torch.Tensor) else data[rows]
-    values = sample.detach().cpu().numpy() if isinstance(sample, torch.Tensor) else np.asarray(sample)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{tuple(data.shape)}|{str(data.dtype).replace('torch.', '')}".encode())
-    h.update(np.ascontiguousarray(values).tobytes())
-    return h.hexdigest()
+def extractor_record(extractor: Any, weights: Optional[Union[str, os.PathLike]]) -> ExtractorRecord:
+    """What a manifold records of the network that made its features from images."""
+    name = extractor if isinstance(extractor, str) else f"custom ({type(extractor).__name__})"
+    return ExtractorRecord(name, extractor_identity(extractor, weights))
 
 
 class Manifold:
@@ -78,9 +75,11 @@ class Manifold:
         scale: float,
         largest: float,
         stages: Optional[list[Stage]] = None,
+        extractor: Optional[ExtractorRecord] = None,
     ) -> None:
         self.features, self.k, self.stages = features, k, stages or []
         self._state, self._scale, self._largest = state, scale, largest
+        self.extractor = extractor  # the network that made the features from images (None: given as features)
 
     @classmethod
     def fit(
@@ -110,6 +109,7 @@ class Manifold:
         options = EngineOptions(False, device, memory_budget, error_bound, precision, progress)
         images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, None, on_error)
         dev = torch.device(options.device)
+        record = extractor_record(extractor, weights) if is_image_input(real) else None
         fs, largest = resolve_one(real, "real", max(ks), images, dev, progress)
         engine = options.engine(fs.dim)
 
@@ -119,7 +119,7 @@ class Manifold:
                 p = engine.prepare(fs, engine.center_of(fs))
             with prof.stage("real↔real distances + top-k → radii"), progress_bar(progress, fs.n, "radii real") as b:
                 state = Radii(engine, p, max(ks), progress=b.update if b else None).state()
-        return cls(fs.data, state, ks, fs.scale, largest, prof.stages)
+        return cls(fs.data, state, ks, fs.scale, largest, prof.stages, record)
 
     @property
     def n(self) -> int:
@@ -165,74 +165,89 @@ class Manifold:
     ) -> tuple[FeatureSet, FeatureSet, dict[str, RadiiState]]:
         """The real and fake sets of one call, and the real radii at that call's scale (only ``fake`` is read)."""
         self.check_k(k_max)
+        self.check_extractor(fake, images)
         real_fs, fake_fs = resolve_pair(
             FeatureSet(self.features, "real"), fake, k_max, images, device, progress, self._largest
         )
         factor = (real_fs.scale / self._scale) ** 2  # both powers of two: the radii rescale exactly
         return real_fs, fake_fs, {"real": self._state.scaled(factor)}
 
-    def save(self, path: Union[str, os.PathLike], *, features: bool = True) -> str:
+    def check_extractor(self, fake: Any, images: ImageOptions) -> None:
+        """ValueError when ``fake`` holds images that ``images.extractor`` would turn into features of another
+        network than the one that made this manifold's (features given as arrays cannot be checked: the
+        caller's responsibility, as is a manifold fitted on features)."""
+        if self.extractor is None or self.extractor.identity is None or not is_image_input(fake):
+            return
+        theirs = extractor_record(images.extractor, images.weights)
+        if theirs.identity == self.extractor.identity:
+            return
+        which = "with other weights" if theirs.name == self.extractor.name else f"by {theirs.name}"
+        raise ValueError(
+            f"extractor: this manifold's features were made by {self.extractor.name}, but the fake images would be "
+            f"turned into features {which}; pass the manifold's extractor (and weights) for the fake images, or fit "
+            f"a manifold with {theirs.name}"
+        )
+
+    def save(self, path: Union[str, os.PathLike], *, features: bool = True, overwrite: bool = False) -> str:
         """Write the manifold into folder ``path`` (created); returns it.
 
         ``features=False`` records the path of the ``.npy`` file the features were memory-mapped from
-        instead of copying them (checked by a fingerprint when loaded).
+        instead of copying them (checked by a fingerprint when loaded). The folder is written whole or not
+        at all (a temporary sibling, then renamed); an existing manifold is replaced only with
+        ``overwrite=True``, and a non-empty folder that is not a manifold never.
+
+        Raises:
+            DestinationError: ``path`` exists (without ``overwrite``), is a link, a file, or a folder that
+                is not a manifold; OutputError: the folder could not be written (the old one is kept).
         """
-        path = os.path.abspath(os.fspath(path))
         source = getattr(self.features, "filename", None)
         if not features and source is None:
             raise ValueError(
                 "features: False keeps only the path of the features' .npy file, but these features are in memory; "
                 "save with features=True, or fit the manifold on a .npy path"
             )
-        os.makedirs(path, exist_ok=True)
+        keep = None if features else os.path.abspath(str(source))
+        target, exists = check_destination(path, overwrite, keep)
         s = self._state
         arrays = {"vals": s.vals, "idx": s.idx, "sqdist": s.sqdist, "index": s.index}
-        np.savez(os.path.join(path, _RADII), **{key: v.numpy() for key, v in arrays.items()})  # type: ignore[arg-type]
-        if features:
-            data = self.features
-            np.save(os.path.join(path, _FEATURES), data.cpu().numpy() if isinstance(data, torch.Tensor) else data)
-        meta = {
-            "format": "eprmetrics.Manifold",
-            "version": MANIFOLD_VERSION,
+        arrays_np = {key: v.numpy() for key, v in arrays.items()}
+        data = self.features.cpu().numpy() if isinstance(self.features, torch.Tensor) else np.asarray(self.features)
+        fields = {
             "n": self.n,
             "dim": self.dim,
             "k": list(self.k),
             "scale": self._scale,
             "largest": self._largest,
-            "features": _FEATURES if features else os.path.abspath(str(source)),
-            "fingerprint": _fingerprint(self.features),
+            "features": {
+                "file": FEATURES_FILE if keep is None else keep,
+                "copied": keep is None,
+                "dtype": data.dtype.str,
+                "fingerprint": fingerprint(self.features),
+            },
         }
-        with open(os.path.join(path, _META), "w") as f:
-            json.dump(meta, f, indent=1)
-        return path
+        meta = build_meta(fields, arrays_np, self.extractor)
+        write_folder(target, exists, meta, arrays_np, data if keep is None else None)
+        return target
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], *, features: Optional[Union[str, os.PathLike]] = None) -> "Manifold":
         """Open a manifold written by :meth:`save` (features memory-mapped); ``features``: where the
-        features' ``.npy`` file is now, if it moved."""
-        path = os.fspath(path)
-        meta_file = os.path.join(path, _META)
-        if not os.path.isfile(meta_file):
-            raise FileNotFoundError(f"manifold: {path!r} holds no {_META}; expected a folder written by Manifold.save")
-        with open(meta_file) as f:
-            meta = json.load(f)
-        if meta.get("format") != "eprmetrics.Manifold" or meta.get("version") != MANIFOLD_VERSION:
-            raise ValueError(
-                f"manifold: {meta_file!r} is not a version-{MANIFOLD_VERSION} eprmetrics manifold; "
-                f"fit and save it again"
-            )
-        source = os.fspath(features) if features is not None else os.path.join(path, meta["features"])
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"manifold: features file {source!r} not found; pass features=PATH to where it is")
-        data = np.load(source, mmap_mode="r")
-        if _fingerprint(data) != meta["fingerprint"]:
-            raise ValueError(
-                f"manifold: {source!r} is not the feature file this manifold was fitted on (shape, dtype or values "
-                f"differ); pass the original file as features=, or fit the manifold again"
-            )
-        with np.load(os.path.join(path, _RADII)) as r:
-            state = RadiiState(*(torch.from_numpy(r[key]) for key in ("vals", "idx", "sqdist", "index")))
-        return cls(data, state, tuple(meta["k"]), float(meta["scale"]), float(meta["largest"]))
+        features' ``.npy`` file is now, if it moved.
+
+        Everything is checked before use: the content hash over ``manifold.json``'s values and the radii,
+        the ``.npz``/``.npy`` headers against the files' sizes, the radii's values, the features' place
+        (inside the folder), shape, dtype and fingerprint.
+
+        Raises:
+            FileNotFoundError: no ``manifold.json`` or no features file there.
+            ManifoldError: (a ``ValueError``) a file that is not the one saved — truncated, edited, swapped,
+                of format version 1, or not a manifold's; one line naming it.
+        """
+        stored = read_folder(path, features)
+        state = RadiiState(*(torch.from_numpy(stored.arrays[key]) for key in RADII_DTYPES))
+        meta = stored.meta
+        k, scale, largest = tuple(meta["k"]), float(meta["scale"]), float(meta["largest"])
+        return cls(stored.features, state, k, scale, largest, None, stored.extractor)
 
     def __repr__(self) -> str:
         return f"Manifold(n={self.n}, dim={self.dim}, k={self.k}, dtype={self.features.dtype})"
