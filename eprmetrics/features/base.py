@@ -44,7 +44,7 @@ def resize_batch(images: ImageBatch, size: int, device: torch.device, mode: str 
     """uint8 3×H×W images (a stacked batch or a list of different sizes) → float [0, 1] N×3×size×size.
 
     Bilinear, no antialiasing, in ``mode``: ``"torch"`` (``F.interpolate(align_corners=False)``) or
-    ``"tf1"`` (TensorFlow 1.x, as torch-fidelity's and NVIDIA's VGG-16); see :mod:`.resize`.
+    ``"tf1"`` (TensorFlow 1.x, as torch-fidelity's VGG-16); see :mod:`.resize`.
     """
     check_resize_mode(mode)
     items = [images] if isinstance(images, torch.Tensor) else list(images)

@@ -36,8 +36,9 @@ def vgg16_extractor(weights: Optional[str] = None) -> Extractor:
 
     Preprocessing: uint8 RGB → [0, 1] → bilinear resize to 224×224 the TensorFlow 1.x way (``"tf1"`` in
     :mod:`.resize`; not PyTorch's ``align_corners=False``) → ImageNet mean/std. With the same weights the
-    features equal torch-fidelity's ``vgg16`` ``fc2_relu`` at every input size (tested to 1e-5); NVIDIA's
-    ``vgg16.pt`` (StyleGAN2-ADA) resizes the same way but holds other weights (the original VGG release).
+    features equal torch-fidelity's ``vgg16`` ``fc2_relu`` at every input size (tested to 1e-5). NVIDIA's
+    ``vgg16.pt`` (StyleGAN2-ADA) resizes the same way as a port of it describes, with NVIDIA's weights
+    (not compared: it cannot be run offline).
     """
     models = require("torchvision.models", "vision", "vgg16", kind="extractor")
     if weights is None:
