@@ -66,7 +66,7 @@ def test_a_clean_save_loads_and_gives_the_same_numbers(saved):
     for key in ("precision", "recall", "density", "coverage"):
         assert getattr(compute_pr(loaded, fake, k=5), key) == getattr(compute_pr(real, fake, k=5), key)
     meta = _meta(path)
-    assert meta["version"] == 2 and meta["content_hash"].startswith("blake2b:") and meta["features"]["copied"]
+    assert meta["version"] == 2 and meta["content_hash"].startswith("sha256:") and meta["features"]["copied"]
 
 
 def test_radii_of_another_manifold_are_refused(rng, saved, tmp_path):

@@ -1,6 +1,6 @@
 """``manifold.json``: read only when it is the JSON a save wrote, with every key, type and value it must have.
 
-The content hash is a BLAKE2b over the file's values in a canonical form (sorted keys, no spaces), the hash
+The content hash is a SHA-256 over the file's values in a canonical form (sorted keys, no spaces), the hash
 of the radii arrays and the features' fingerprint included: an edited scale, k or path, or a file taken from
 another manifold, no longer matches. A hash is no signature — anyone can recompute it — so the values are
 also checked against what a fit always produces (a scale that is the power of two of the largest value,
@@ -32,10 +32,10 @@ class ManifoldError(InputFileError):
 
 
 def content_hash(meta: dict[str, Any]) -> str:
-    """BLAKE2b of every value of ``meta`` but the content hash itself, in canonical JSON."""
+    """SHA-256 of every value of ``meta`` but the content hash itself, in canonical JSON."""
     body = {key: value for key, value in meta.items() if key != "content_hash"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return "blake2b:" + hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 class _Number:  # a JSON number: int or float, not bool

@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["NpyError", "NpyHeader", "read_header", "npy_header", "read_npz"]
 
-_CHUNK = 1 << 26  # bytes read at a time into an array
+_CHUNK = 1 << 20  # bytes read at a time into an array (small: the buffer is reused, not faulted in anew)
 _BAD_ZIP = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError)
 
 

