@@ -322,6 +322,15 @@ def test_features_may_not_lead_out_of_the_folder(saved, tmp_path):
         _one_line(exc, "manifold.json")
 
 
+def test_an_oversized_manifold_json_is_refused_unread(saved):
+    _, path, _, _ = saved
+    with open(os.path.join(path, "manifold.json"), "ab") as f:
+        f.write(b" " * (1 << 20))
+    with pytest.raises(ManifoldError, match="is not a regular file of at most 1 MiB") as exc:
+        Manifold.load(path)
+    _one_line(exc, "manifold.json")
+
+
 def test_format_version_1_is_refused_with_what_to_do(saved):
     _, path, _, _ = saved
     meta = _meta(path)
@@ -381,6 +390,22 @@ def test_a_custom_module_with_other_weights_is_refused(rng):
     _one_line(exc)
     with pytest.raises(ValueError, match=r"made by custom \(Sequential\).* by test-net-a"):
         compute_pr(manifold, fake, extractor="test-net-a")
+
+
+def test_a_custom_module_with_a_weights_file_is_the_network_after_loading(rng, tmp_path):
+    def net():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+
+    torch.manual_seed(0)
+    torch.save(net().state_dict(), tmp_path / "a.pt")
+    torch.save(net().state_dict(), tmp_path / "b.pt")
+    real, fake = _images(rng, 60), _images(rng, 50)
+    manifold = Manifold.fit(real, k=3, extractor=net(), weights=tmp_path / "a.pt", progress=False)
+    # another instance of the class (other random init) carrying the same weights: the same network
+    same = compute_pr(manifold, fake, extractor=net(), weights=tmp_path / "a.pt")
+    assert same.precision == compute_pr(real, fake, extractor=net(), weights=tmp_path / "a.pt").precision
+    with pytest.raises(ValueError, match="with other weights"):
+        compute_pr(manifold, fake, extractor=net(), weights=tmp_path / "b.pt")
 
 
 # ------------------------------------------------------------------------------------ saving

@@ -59,8 +59,14 @@ _TYPE_NAMES = {int: "an integer", list: "a list", _Number: "a number", dict: "an
 
 
 def read_meta(meta_file: str) -> dict[str, Any]:
-    with open_regular(meta_file, "manifold", _META_MAX_BYTES) as fh:
-        raw = fh.read(_META_MAX_BYTES + 1)
+    try:
+        with open_regular(meta_file, "manifold", _META_MAX_BYTES) as fh:
+            raw = fh.read(_META_MAX_BYTES + 1)
+    except InputFileError:
+        raise ManifoldError(
+            f"manifold: {meta_file} is not a regular file of at most {_META_MAX_BYTES >> 20} MiB (a saved one is a "
+            f"few hundred bytes); {FIX}"
+        ) from None
     try:
         meta = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -33,7 +33,7 @@ import torch
 from ..defaults import DEFAULTS
 from ..engine import FeatureSet, matmul_precision
 from ..estimators import EngineOptions, hub_statistics
-from ..features import extractor_identity, is_image_input
+from ..features import extractor_identity, get_extractor, is_image_input
 from ..inputs import ImageOptions, resolve_one, resolve_pair
 from ..neighbours import Radii, RadiiState, SetGraph, k_occurrence
 from ..profiling import Profiler, Stage, progress_bar
@@ -54,7 +54,11 @@ __all__ = ["Manifold", "extractor_record"]
 
 
 def extractor_record(extractor: Any, weights: Optional[Union[str, os.PathLike]]) -> ExtractorRecord:
-    """What a manifold records of the network that made its features from images."""
+    """What a manifold records of the network that made its features from images. A module given with
+    ``weights`` gets them loaded first (as the extraction does), so that its identity is the network's
+    after loading, whichever instance of its class carried them in."""
+    if isinstance(extractor, torch.nn.Module) and weights is not None:
+        get_extractor(extractor, weights)
     name = extractor if isinstance(extractor, str) else f"custom ({type(extractor).__name__})"
     return ExtractorRecord(name, extractor_identity(extractor, weights))
 
