@@ -379,6 +379,25 @@ def test_fake_images_through_another_extractor_are_refused(rng, tmp_path):
     assert 0.0 <= compute_pr(manifold, fake_features).precision <= 1.0
 
 
+def test_cli_refuses_fake_images_through_another_extractor(rng, tmp_path, capsys):
+    from PIL import Image
+
+    from eprmetrics.cli import main
+
+    for name, n in (("real", 40), ("fake", 30)):
+        (tmp_path / name).mkdir()
+        for i, img in enumerate(_images(rng, n).permute(0, 2, 3, 1).numpy()):
+            Image.fromarray(img).save(tmp_path / name / f"{i}.png")
+    out, fake = str(tmp_path / "m"), str(tmp_path / "fake")
+    assert main(["manifold", str(tmp_path / "real"), out, "--extractor", "test-net-a", "--k", "3", "--quiet"]) == 0
+    capsys.readouterr()
+    for other in (["--extractor", "test-net-b"], []):  # another network, or the default vgg16 forgotten
+        assert main([out, fake, "--exact", "--k", "3", "--quiet", *other]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--extractor: this manifold's features were made by test-net-a" in err[0], err
+    assert main([out, fake, "--exact", "--k", "3", "--quiet", "--extractor", "test-net-a"]) == 0
+
+
 def test_a_custom_module_with_other_weights_is_refused(rng):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
