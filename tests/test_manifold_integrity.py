@@ -411,6 +411,18 @@ def test_a_custom_module_with_other_weights_is_refused(rng):
         compute_pr(manifold, fake, extractor="test-net-a")
 
 
+def test_a_built_extractor_is_identified_by_its_network(rng):
+    from eprmetrics.features import get_extractor
+
+    real, fake = _images(rng, 60), _images(rng, 50)
+    built = get_extractor("test-net-a")
+    manifold = Manifold.fit(real, k=3, extractor=built, progress=False)
+    assert manifold.extractor.name == "test-net-a" and "0x" not in manifold.extractor.identity
+    assert compute_pr(manifold, fake, extractor=get_extractor("test-net-a")).n_fake == 50  # another build: same
+    with pytest.raises(ValueError, match="made by test-net-a, .* by test-net-b"):
+        compute_pr(manifold, fake, extractor=get_extractor("test-net-b"))
+
+
 def test_a_custom_module_with_a_weights_file_is_the_network_after_loading(rng, tmp_path):
     def net():
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))

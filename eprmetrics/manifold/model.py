@@ -33,7 +33,7 @@ import torch
 from ..defaults import DEFAULTS
 from ..engine import FeatureSet, matmul_precision
 from ..estimators import EngineOptions, hub_statistics
-from ..features import extractor_identity, get_extractor, is_image_input
+from ..features import Extractor, extractor_identity, get_extractor, is_image_input
 from ..inputs import ImageOptions, resolve_one, resolve_pair
 from ..neighbours import Radii, RadiiState, SetGraph, k_occurrence
 from ..profiling import Profiler, Stage, progress_bar
@@ -57,6 +57,8 @@ def extractor_record(extractor: Any, weights: Optional[Union[str, os.PathLike]])
     """What a manifold records of the network that made its features from images. A module given with
     ``weights`` gets them loaded first (as the extraction does), so that its identity is the network's
     after loading, whichever instance of its class carried them in."""
+    if isinstance(extractor, Extractor):  # a built extractor: identified by its network (class, code, state)
+        return ExtractorRecord(extractor.name, extractor_identity(extractor.module, None))
     if isinstance(extractor, torch.nn.Module) and weights is not None:
         get_extractor(extractor, weights)
     name = extractor if isinstance(extractor, str) else f"custom ({type(extractor).__name__})"
