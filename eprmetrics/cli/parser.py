@@ -149,7 +149,7 @@ def _add_manifold(sub: Any) -> None:
         help="fit the real set's reference manifold once (exact radii) and save it; pass the folder as REAL later",
     )
     m.add_argument("real", help="real images (folder or .zip) or features (.npy/.npz)")
-    m.add_argument("out", help="folder to write (manifold.json, radii.npz, features.npy)")
+    m.add_argument("out", help="new or empty folder to write (manifold.json, radii.npz, features.npy)")
     m.add_argument(
         "--no-copy", action="store_true", help="keep only the path of the real .npy instead of copying the features"
     )
