@@ -29,10 +29,10 @@ Metrics (results keyed ``<metric>_<value>``, as NVlabs does, e.g. ``pr50k3_full_
 * ``pr50k3_full_exact`` / ``pr50k3_full_sampled``: 200k reals at most, no x-flips, 50k generated, k = 3;
 * ``pr50k3_exact`` / ``pr50k3_sampled``: 50k reals (the dataset's own options), 50k generated, k = 3.
 
-Values: those of :func:`eprmetrics.integrations.common.flat_values` — exact: ``precision``,
-``recall``, ``density``, ``coverage``; sampled: ``precision``, ``recall`` and
-``precision_ci_low``/``_high``, ``recall_ci_low``/``_high``. Every rank computes (torch.distributed
-shares the tiles); rank 0 reports, the others return NaN, as NVlabs' do.
+Values: those of :func:`eprmetrics.integrations.common.flat_values`, each a separate float —
+``precision``, ``recall``, ``f_score`` (2PR/(P+R)), and ``density``, ``coverage`` (exact method) or
+``precision_ci_low``/``_high``, ``recall_ci_low``/``_high`` (sampled method). Every rank computes
+(torch.distributed shares the tiles); rank 0 reports, the others return NaN, as NVlabs' do.
 :func:`make_metric` builds others (other sizes, k, detector).
 
 NVlabs' cache key leaves out the number of reals, so ``pr50k3`` and ``pr50k3_full`` of one dataset
