@@ -289,7 +289,8 @@ def wrong_detector(kind: str, num_gen: int, G: torch.nn.Module, data: str, seed:
 def revision(path: str) -> str:
     try:
         rev = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", path, "status", "--porcelain", "-uno"], capture_output=True, text=True)
+        status = ["git", "-C", path, "status", "--porcelain", "-uno", "--", ".", ":!benchmarks/results"]
+        dirty = subprocess.run(status, capture_output=True, text=True)  # result files do not make code dirty
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
