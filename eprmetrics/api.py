@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence, Union, cast
 import torch
 
 from .defaults import DEFAULTS
-from .engine import FeatureSet
+from .engine import FeatureSet, World, call_options, fingerprint
 from .estimators import (
     FAST_METHODS,
     RADII_MODES,
@@ -56,7 +56,11 @@ def _context(
     images, and the checks: at 1.5M × 4096 per set the finite-value check alone reads 24.6 GB)."""
     prof = Profiler(cast(torch.device, options.device))
     with prof.stage("inputs (read and checked; features from images)"):
-        real_fs, fake_fs, known = _resolve(real, fake, k_max, images, options)
+        # Sharing ranks check that they read the same inputs (an error on one rank is raised on all).
+        real_fs, fake_fs, known = World.current().settle(
+            lambda: _resolve(real, fake, k_max, images, options),
+            lambda sets: {**fingerprint(sets[0]), **fingerprint(sets[1])},
+        )
     return RunContext.build(real_fs, fake_fs, options, seed, known, prof)
 
 
@@ -95,6 +99,9 @@ def compute_pr(
     save_features: Optional[str] = None,
     on_error: str = DEFAULTS["on_error"],
     progress: Optional[bool] = None,
+    distributed: bool = False,
+    process_group: Any = None,
+    distributed_timeout: float = DEFAULTS["distributed_timeout"],
 ) -> Result:
     """Exact precision & recall (Kynkäänniemi et al., 2019) of ``fake`` against ``real``.
 
@@ -134,6 +141,12 @@ def compute_pr(
             unreadable images. See :func:`eprmetrics.features.extract_features`.
         progress: tqdm progress bars: True, False, or None (default) for a bar on a terminal when
             the work lasts longer than a few seconds (tqdm's convention).
+        distributed: share the work over the ranks of the default ``torch.distributed`` process group
+            (every rank calls with the same data and options, every rank gets the single-process result;
+            ``memory_budget`` may differ, the smallest is used). False (default): this process alone, even
+            when a process group is initialised. See :mod:`eprmetrics.engine.distributed`.
+        process_group: share the work over this ``torch.distributed`` group instead (implies ``distributed``).
+        distributed_timeout: seconds a distributed call waits for every rank to join it before raising.
 
     Returns:
         :class:`Result` with values, counts, per-stage time and peak memory.
@@ -151,11 +164,14 @@ def compute_pr(
         >>> res.precision, res.recall < 1.0
         (1.0, True)
     """
+    params = dict(locals())  # the call's arguments, which sharing ranks compare
+    world = World.of(distributed, process_group, distributed_timeout)
     spec = ExactSpec(check_k(k), check_bool(density_coverage, "density_coverage"), check_bool(realism, "realism"))
     options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
     images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
-    ctx = _context(real, fake, max(spec.ks), images, options)
-    return assemble(ctx, ctx.run(lambda c: run_exact(c, spec)))
+    with world.joined(call_options("compute_pr", params)):
+        ctx = _context(real, fake, max(spec.ks), images, options)
+        return assemble(ctx, ctx.run(lambda c: run_exact(c, spec)))
 
 
 def compute_epr(
@@ -186,6 +202,9 @@ def compute_epr(
     save_features: Optional[str] = None,
     on_error: str = DEFAULTS["on_error"],
     progress: Optional[bool] = None,
+    distributed: bool = False,
+    process_group: Any = None,
+    distributed_timeout: float = DEFAULTS["distributed_timeout"],
 ) -> Result:
     """Fast P&R: the sampled estimator with confidence intervals (default), or the thesis's hub method.
 
@@ -233,6 +252,8 @@ def compute_epr(
             (:mod:`eprmetrics.neighbours.screen`); ``True`` always, ``False`` never (full rows). The
             decisions are exact either way; only their cost differs.
         strict, device, memory_budget, error_bound, precision, progress: as for :func:`~eprmetrics.compute_pr`.
+        distributed, process_group, distributed_timeout: sharing the work over torch.distributed ranks, as for
+            :func:`~eprmetrics.compute_pr`.
         backend_options: parameters for the backend (e.g. ``{"efSearch": 256}``).
         extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error:
             image inputs, as for :func:`~eprmetrics.compute_pr`.
@@ -263,6 +284,8 @@ def compute_epr(
         >>> res.method, res.hubs["real"].fraction
         ('hubness', 1.0)
     """
+    params = dict(locals())  # the call's arguments, which sharing ranks compare
+    world = World.of(distributed, process_group, distributed_timeout)
     check_choice(method, "method", FAST_METHODS, "or use compute_pr for exact values")
     k, t = check_single_k(k), check_int(t, "t", minimum=0, fix="hubs are the points with N_k ≥ t, e.g. t=3")
     check_choice(radii, "radii", RADII_MODES)
@@ -280,9 +303,10 @@ def compute_epr(
     check_int(seed, "seed", minimum=0)
     options = EngineOptions(strict, device, memory_budget, error_bound, precision, progress)
     images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, save_features, on_error)
-    ctx = _context(real, fake, k, images, options, seed)
-    if method == "sampled":
-        smp = SampledSpec(k, backend, backend_options, sample)
-        return assemble(ctx, ctx.run(lambda c: run_sampled(c, smp)))
-    hub = HubSpec(k, t, backend, radii, backend_options, audit_size, sample.confidence, screen)
-    return assemble(ctx, ctx.run(lambda c: run_hubness(c, hub)))
+    with world.joined(call_options("compute_epr", params)):
+        ctx = _context(real, fake, k, images, options, seed)
+        if method == "sampled":
+            smp = SampledSpec(k, backend, backend_options, sample)
+            return assemble(ctx, ctx.run(lambda c: run_sampled(c, smp)))
+        hub = HubSpec(k, t, backend, radii, backend_options, audit_size, sample.confidence, screen)
+        return assemble(ctx, ctx.run(lambda c: run_hubness(c, hub)))

@@ -107,7 +107,14 @@ def frontier(results: Mapping[Hashable, Result]) -> list[Hashable]:
 
 
 def pr_curve(
-    real: Any, fakes: Mapping[Hashable, Any], *, method: str = "exact", k: int = DEFAULTS["k"], **options: Any
+    real: Any,
+    fakes: Mapping[Hashable, Any],
+    *,
+    method: str = "exact",
+    k: int = DEFAULTS["k"],
+    distributed: bool = False,
+    process_group: Any = None,
+    **options: Any,
 ) -> PRCurve:
     """P&R of every fake set in ``fakes`` (``{label: features or images}``) against one real set.
 
@@ -119,6 +126,9 @@ def pr_curve(
         k: neighbourhood size of every point.
         options: passed to each call (e.g. ``device``, ``density_coverage``, ``sample_size``); those
             :meth:`Manifold.fit` takes also configure the fit.
+        distributed, process_group: share the fit and every call over ``torch.distributed`` ranks (each rank
+            passes the same real and fake sets), as for :func:`~eprmetrics.compute_pr`; by default this process
+            computes alone.
 
     Raises:
         ValueError: an unknown method, an empty ``fakes``, or a manifold fitted without ``k``.
@@ -130,6 +140,7 @@ def pr_curve(
             f"fakes: expected a non-empty mapping {{label: fake features or images}}, got {type(fakes).__name__}"
             f"{' (empty)' if isinstance(fakes, Mapping) else ''}; e.g. {{0.5: fake_05, 1.0: fake_10}}"
         )
+    options.update(distributed=distributed, process_group=process_group)  # forwarded to the fit and every call
     curve = PRCurve()
     start = time.perf_counter()
     if isinstance(real, Manifold):

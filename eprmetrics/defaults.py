@@ -30,6 +30,7 @@ class _Defaults(TypedDict):
     batch_size: int
     num_workers: int
     on_error: str
+    distributed_timeout: float
 
 
 DEFAULTS: _Defaults = {
@@ -55,6 +56,7 @@ DEFAULTS: _Defaults = {
     "batch_size": 64,
     "num_workers": 0,
     "on_error": "raise",
+    "distributed_timeout": 60.0,  # seconds a distributed call waits for every rank to join it
 }
 
 # Fraction of available host RAM a tiled pass may use when no budget is given,

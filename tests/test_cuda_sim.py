@@ -235,7 +235,11 @@ def test_no_oom_retry_across_ranks(monkeypatch):
     """With several ranks a pass is not retried (the others would wait in its collectives): one clear error."""
     from eprmetrics.engine import World
 
-    eng = TileEngine(16, CPU, memory_budget=1 << 30, world=World(0, 2))
+    class Ranks(World):  # rank 0 of 2, its partner asking for the same budget
+        def min_int(self, value, device):
+            return value
+
+    eng = TileEngine(16, CPU, memory_budget=1 << 30, world=Ranks(0, 2))
     fn = _Failing(eng, fails=1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(torch.cuda.OutOfMemoryError, match="memory_budget"):
@@ -328,7 +332,7 @@ def test_cli_passes_its_device_to_init(monkeypatch):
         return dist_mod.World()
 
     monkeypatch.setattr(engine, "init", fake_init)
-    monkeypatch.setattr(cli.commands, "_run_on", lambda args, rank: 0)
+    monkeypatch.setattr(cli.commands, "_run_on", lambda args, rank, distributed=False: 0)
     assert cli.commands._run(argparse.Namespace(device="cpu")) == 0
     assert seen == ["cpu"]
 

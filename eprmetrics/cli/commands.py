@@ -19,7 +19,7 @@ def _run(args: argparse.Namespace) -> int:
 
     world = init(args.device)  # under torchrun: every rank shares the tiled passes (NCCL for CUDA, gloo for CPU)
     try:
-        return _run_on(args, world.rank)
+        return _run_on(args, world.rank, distributed=bool(world))
     finally:
         world.close()
 
@@ -102,11 +102,12 @@ def _real_input(path: Any) -> Any:
     return path
 
 
-def _run_on(args: argparse.Namespace, rank: int) -> int:
+def _run_on(args: argparse.Namespace, rank: int, distributed: bool = False) -> int:
     from ..api import compute_epr, compute_pr
 
     common = dict(
         _engine_opts(args),
+        distributed=distributed,
         **_image_opts(args),
         save_features=plot_features_dir(args.plot, args.save_features, "--plot"),  # the figures need image features
     )

@@ -5,7 +5,7 @@ nothing here knows about radii, hubs or P&R.
 """
 
 from .device import default_memory_budget, matmul_precision, resolve_device
-from .distributed import World, init
+from .distributed import DistributedError, World, call_options, fingerprint, init, norm_sums
 from .rounding import ERROR_BOUNDS, PRECISIONS, U32, down32, rounding_factor, up32
 from .sets import FeatureSet, FeatureSubset, Prepared, read_rows
 from .tiles import TileEngine, budget_for_tile, sqdist_block
@@ -16,6 +16,10 @@ __all__ = [
     "matmul_precision",
     "World",
     "init",
+    "DistributedError",
+    "call_options",
+    "fingerprint",
+    "norm_sums",
     "ERROR_BOUNDS",
     "PRECISIONS",
     "U32",

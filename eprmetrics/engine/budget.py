@@ -95,10 +95,18 @@ class TileBudget:
         # Linear scans (mean, norms) and float64 pair checks need no big blocks.
         self.scan_rows = max(1, min(self.tile, SCAN_ROWS))
 
+    def agree_budget(self, memory_budget: int) -> None:
+        """:meth:`set_budget` with the smallest ``memory_budget`` of the ranks sharing the passes, on every
+        device: ranks that number the tiles differently would each skip tiles another computed."""
+        if memory_budget <= 0:
+            self.set_budget(memory_budget)  # the one message for a bad budget, before any collective
+        self.set_budget(self.world.min_int(int(memory_budget), self.device) if self.world else memory_budget)
+
     def refresh_budget(self) -> None:
         """With an automatic budget on CUDA, size the tiles from the memory free now (the ANN indexes and
         graphs built since the last pass hold some); every rank takes the smallest, so that all number
-        the tiles alike."""
+        the tiles alike. Elsewhere the budget stays the one agreed when the engine was made
+        (:meth:`agree_budget`)."""
         if not self.auto_budget or self.device.type != "cuda":
             return
         self.set_budget(max(self.world.min_int(default_memory_budget(self.device), self.device), 1))

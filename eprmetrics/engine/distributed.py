@@ -1,36 +1,93 @@
-"""Sharding the tiled passes over ``torch.distributed`` ranks (torchrun; NCCL on GPUs, gloo on CPUs).
+"""Sharing one call's tiled passes over ``torch.distributed`` ranks — only when the call asks for it.
 
-When a default process group is initialised, every :class:`~eprmetrics.tiles.TileEngine`
-pass computes only its share of the tiles and combines the partial results,
-so every rank ends with the full, identical answer:
+A call (:func:`~eprmetrics.compute_pr`, :func:`~eprmetrics.compute_epr`, :func:`~eprmetrics.knn_graph`,
+:meth:`~eprmetrics.Manifold.fit`, :func:`~eprmetrics.pr_curve`) computes on this process alone unless it
+is given ``distributed=True`` (the default process group) or ``process_group=`` (a group of its own).
+A process group the caller initialised for something else is never taken over: a rank that computes
+alone does not block, and per-rank data give per-rank answers.
+
+When asked, the call's :class:`World` (its group, this process's rank in it) is installed for the
+duration of the call (a context variable: :meth:`World.current` is the call's world, a single process
+outside any call), and every tiled pass takes its share of the tiles or row blocks:
 
 * top-k passes: the per-rank running top-K lists are gathered and merged;
-* ball passes: counts and "some ball holds it" flags are summed, ambiguous
-  pairs gathered, realism maxima reduced with ``max``.
+* ball passes: counts and "some ball holds it" flags are summed, ambiguous pairs gathered, realism
+  maxima reduced with ``max``;
+* ``ivf-gemm`` / ``ivf-pca``: list scans and rescoring are shared out (their k-means and embedding are
+  computed on every rank, seeded); the other ANN backends build the same seeded graph on every rank.
 
-Passes stay deterministic: a tile's fp32 values do not depend on which rank
-computes it, and the float64 re-checks that follow are run by every rank on
-the same (gathered) data. The ANN graph of the fast methods is not sharded (each
-rank builds the same seeded graph).
+Before any work the ranks agree on the whole plan (:meth:`World.join`, :meth:`World.settle`): the same
+call with the same options (``memory_budget`` aside: every engine takes the smallest over ranks, on
+every device), inputs of the same shapes, dtypes and data (a hash of up to 256 evenly spaced rows, then
+the exact sum of every row's norm), the same planner choice. Any difference raises the same one-line
+:class:`DistributedError` on every rank, naming what differs — never a blended number, an abort or a hang.
+A rank that never joins is reported within ``distributed_timeout`` seconds (default 60) by the ranks
+waiting for it; on NCCL the pending exchange then stays queued and NCCL's own watchdog (the process
+group's timeout) ends the process. After that error the process group is not usable any more.
+
+Passes stay deterministic: a tile's fp32 values do not depend on which rank computes it, and the
+float64 re-checks that follow are run by every rank on the same (gathered) data, so every rank returns
+the single-process result exactly.
 
 Usage — a script run with ``torchrun --nproc_per_node 4 script.py``::
 
-    import torch.distributed as dist
+    import eprmetrics
     from eprmetrics import compute_pr
-    dist.init_process_group("nccl")          # or eprmetrics.engine.init(device): NCCL for CUDA, gloo for CPU
-    res = compute_pr(real, fake)             # same result on every rank
+    world = eprmetrics.engine.init("auto")   # NCCL for CUDA (one GPU per rank), gloo for the CPU
+    res = compute_pr(real, fake, distributed=True)   # the same data on every rank; the same result
+    world.close()
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
+import json
+import math
+import numbers
 import os
-from typing import Optional, Union, cast
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar, Union, cast
 
+import numpy as np
 import torch
 
+from ..defaults import DEFAULTS
 from .device import resolve_device
+from .sets import FeatureSet
 
-__all__ = ["World", "init"]
+__all__ = ["World", "init", "DistributedError", "check_agreement", "call_options", "fingerprint", "norm_sums"]
+
+T = TypeVar("T")
+
+# Rows of a set whose bytes are hashed when ranks compare their inputs (evenly spaced, first and last included).
+FINGERPRINT_ROWS = 256
+# Options that may differ between ranks: the inputs (compared by fingerprint), the budget (the smallest is
+# taken), per-process settings (progress bars, loader workers, folders), and the distribution options.
+_NOT_COMPARED = frozenset(
+    {
+        "cls",
+        "real",
+        "fake",
+        "fakes",
+        "X",
+        "memory_budget",
+        "progress",
+        "num_workers",
+        "cache_dir",
+        "save_features",
+        "stats",
+        "distributed",
+        "process_group",
+        "distributed_timeout",
+    }
+)
+_ADVICE = "every rank must pass the same data and options"
+
+
+class DistributedError(ValueError):
+    """Ranks of a distributed call disagree (data, options, plan), or not all joined in time."""
 
 
 def init(device: Union[str, torch.device, None] = "auto") -> "World":
@@ -38,7 +95,10 @@ def init(device: Union[str, torch.device, None] = "auto") -> "World":
     (``WORLD_SIZE`` > 1), for the device the run uses (``device`` as for ``compute_pr``):
     NCCL when it is a CUDA device, after ``torch.cuda.set_device(LOCAL_RANK)`` (or the
     index ``cuda:N`` names) so that each rank has its GPU; gloo for the CPU, even on a
-    machine with GPUs. Returns the current :class:`World`."""
+    machine with GPUs. Returns the default group's :class:`World` (for its rank and :meth:`World.close`).
+
+    It does not make any call distributed: pass ``distributed=True`` to the calls that should share.
+    """
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
@@ -48,37 +108,178 @@ def init(device: Union[str, torch.device, None] = "auto") -> "World":
             dist.init_process_group("nccl")
         else:
             dist.init_process_group("gloo")
-    return World.current()
+    if dist.is_available() and dist.is_initialized():
+        return World.of_group(None)
+    return World()
+
+
+def _timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 < float(value) < math.inf):
+        raise ValueError(
+            f"distributed_timeout: expected a positive number of seconds, got {value!r}; e.g. distributed_timeout=60"
+        )
+    return float(value)
 
 
 class World:
-    """This process's rank among ``size`` (1 when torch.distributed is not initialised)."""
+    """This process's ``rank`` among the ``size`` ranks of ``group`` sharing a call (``size`` 1: alone)."""
 
-    def __init__(self, rank: int = 0, size: int = 1) -> None:
-        self.rank, self.size = rank, size
+    def __init__(
+        self, rank: int = 0, size: int = 1, group: Any = None, timeout: float = DEFAULTS["distributed_timeout"]
+    ) -> None:
+        self.rank, self.size, self.group, self.timeout = rank, size, group, timeout
 
+    # ------------------------------------------------------------ which world
     @classmethod
     def current(cls) -> "World":
+        """The world of the call in progress (a single process outside a distributed call)."""
+        return _CURRENT.get(_ALONE)
+
+    @classmethod
+    def of(
+        cls, distributed: Any = False, process_group: Any = None, timeout: Any = DEFAULTS["distributed_timeout"]
+    ) -> "World":
+        """The world a call asked for: alone, the default group (``distributed=True``) or ``process_group``
+        (which implies ``distributed``). Each misuse raises one line naming the option."""
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            return cls(dist.get_rank(), dist.get_world_size())
-        return cls()
+        if not isinstance(distributed, bool):
+            raise ValueError(f"distributed: expected True or False, got {distributed!r}; e.g. distributed=True")
+        seconds = _timeout(timeout)
+        if process_group is None and not distributed:
+            return World()
+        ready = dist.is_available() and dist.is_initialized()
+        if process_group is not None and not (dist.is_available() and isinstance(process_group, dist.ProcessGroup)):
+            raise ValueError(
+                f"process_group: expected a torch.distributed ProcessGroup (e.g. torch.distributed.new_group(...)) "
+                f"or None, got {type(process_group).__name__}; pass the group the ranks share, or distributed=True "
+                f"for the default group"
+            )
+        if not ready:
+            raise ValueError(
+                "distributed: expected an initialised torch.distributed process group with distributed=True, got "
+                "none; call torch.distributed.init_process_group(...) (or eprmetrics.engine.init()) on every rank "
+                "first, or leave distributed=False to compute on this process alone"
+            )
+        if process_group is not None and dist.get_rank(process_group) < 0:
+            raise ValueError(
+                "process_group: expected a group this process belongs to, got one it is not a member of; call "
+                "with the group's own ranks only, or without process_group"
+            )
+        return cls.of_group(process_group, seconds)
+
+    @classmethod
+    def of_group(cls, group: Any, timeout: float = DEFAULTS["distributed_timeout"]) -> "World":
+        """The world of an initialised process ``group`` (None: the default group)."""
+        import torch.distributed as dist
+
+        return cls(dist.get_rank(group), dist.get_world_size(group), group, timeout)
 
     def __bool__(self) -> bool:
         return self.size > 1
 
+    def __repr__(self) -> str:
+        return f"World(rank={self.rank}, size={self.size})"
+
+    @contextlib.contextmanager
+    def joined(self, call: Mapping[str, str]) -> Iterator["World"]:
+        """This world installed as :meth:`current` for a call (nested calls install their own), after the
+        ranks checked that they all make this ``call`` (:func:`call_options`) within ``timeout``."""
+        token = _CURRENT.set(self)
+        try:
+            if self:
+                self.agree(dict(call), self.timeout)
+            yield self
+        finally:
+            _CURRENT.reset(token)
+
     def close(self) -> None:
-        """Wait for every rank, then tear the process group down (a clean exit for gloo/NCCL)."""
+        """Wait for every rank, then tear the default process group down (a clean exit for gloo/NCCL)."""
         if self:
             import torch.distributed as dist
 
-            dist.barrier()
-            dist.destroy_process_group()
+            dist.barrier(group=self.group)
+            if self.group is None:
+                dist.destroy_process_group()
 
     def mine(self, i: int) -> bool:
         """Is work item ``i`` (a tile or a row block, numbered in a fixed order) this rank's?"""
         return i % self.size == self.rank
+
+    # ------------------------------------------------------------ agreement
+    def exchange(self, payload: Mapping[str, Any], timeout: Optional[float] = None) -> list[dict[str, Any]]:
+        """Every rank's ``payload`` (JSON values), in rank order; all ranks must call it. With ``timeout``,
+        a rank still missing after that many seconds raises :class:`DistributedError` here."""
+        if not self:
+            return [dict(payload)]
+        import torch.distributed as dist
+
+        data = json.dumps(payload).encode()
+        dev = self._comm_device()
+        size = torch.tensor([len(data)], dtype=torch.int64, device=dev)
+        sizes = [torch.zeros_like(size) for _ in range(self.size)]
+        self._wait(dist.all_gather(sizes, size, group=self.group, async_op=True), timeout)
+        lengths = [int(s.item()) for s in sizes]
+        buf = torch.zeros(max(lengths), dtype=torch.uint8)
+        buf[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        bufs = [torch.empty_like(buf, device=dev) for _ in range(self.size)]
+        self._wait(dist.all_gather(bufs, buf.to(dev), group=self.group, async_op=True), timeout)
+        return [json.loads(bytes(b[:n].cpu().numpy())) for b, n in zip(bufs, lengths)]
+
+    def agree(self, payload: Mapping[str, Any], timeout: Optional[float] = None) -> list[dict[str, Any]]:
+        """:meth:`exchange`, then one :class:`DistributedError` on every rank if any value differs."""
+        got = self.exchange(payload, timeout)
+        check_agreement(got)
+        return got
+
+    def settle(self, compute: Callable[[], T], describe: Callable[[T], Mapping[str, Any]]) -> T:
+        """``compute()`` on every rank, then check that every rank's ``describe(result)`` is the same. An error
+        raised by ``compute`` on some ranks is raised on all (the others name the rank and its message), so
+        no rank waits for one that gave up."""
+        if not self:
+            return compute()
+        try:
+            value: Optional[T] = compute()
+            payload, error = {"error": None, **describe(cast(T, value))}, None
+        except Exception as exc:  # reported to the other ranks, then raised here as it was
+            value, payload, error = None, {"error": f"{type(exc).__name__}: {exc}"}, exc
+        got = self.exchange(payload)
+        if error is not None:
+            raise error
+        failed = [(r, p["error"]) for r, p in enumerate(got) if p.get("error")]
+        if failed:
+            r, message = failed[0]
+            raise DistributedError(f"distributed: rank {r} failed before the shared work: {message}")
+        check_agreement(got)
+        return cast(T, value)
+
+    def first(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Rank 0's ``payload`` on every rank (a choice made from local measurements, taken by all)."""
+        return self.exchange(payload)[0] if self else dict(payload)
+
+    def _comm_device(self) -> torch.device:
+        """Where the tensors of an exchange live: the current CUDA device for NCCL, else the host."""
+        import torch.distributed as dist
+
+        if str(dist.get_backend(self.group)) == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    @staticmethod
+    def _wait(work: Any, timeout: Optional[float]) -> None:
+        if timeout is not None:
+            deadline, pause = time.monotonic() + timeout, 0.001
+            while not work.is_completed():
+                if time.monotonic() > deadline:
+                    raise DistributedError(
+                        f"distributed: not every rank of the process group joined this call within "
+                        f"distributed_timeout={timeout:g} s; with distributed=True (or process_group=) every rank "
+                        f"must make the same call — call without them to compute on this process alone (the "
+                        f"process group is not usable after this error)"
+                    )
+                time.sleep(pause)
+                pause = min(2 * pause, 0.05)
+        work.wait()
 
     # ------------------------------------------------------------ reductions
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
@@ -89,17 +290,17 @@ class World:
 
         if t.dtype == torch.bool:
             tmp = t.to(torch.int32)
-            dist.all_reduce(tmp)
+            dist.all_reduce(tmp, group=self.group)
             t.copy_(tmp > 0)
         else:
-            dist.all_reduce(t)
+            dist.all_reduce(t, group=self.group)
         return t
 
     def max_(self, t: torch.Tensor) -> torch.Tensor:
         if self:
             import torch.distributed as dist
 
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
         return t
 
     def min_int(self, value: int, device: torch.device) -> int:
@@ -109,7 +310,7 @@ class World:
         import torch.distributed as dist
 
         t = torch.tensor([value], dtype=torch.int64, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.group)
         return int(t.item())
 
     def merge_topk(self, vals: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,8 +321,8 @@ class World:
 
         all_v = [torch.empty_like(vals) for _ in range(self.size)]
         all_i = [torch.empty_like(idx) for _ in range(self.size)]
-        dist.all_gather(all_v, vals.contiguous())
-        dist.all_gather(all_i, idx.contiguous())
+        dist.all_gather(all_v, vals.contiguous(), group=self.group)
+        dist.all_gather(all_i, idx.contiguous(), group=self.group)
         v, i = torch.cat(all_v, 1), torch.cat(all_i, 1)
         # Stable order (rank, position) among equal values: the same choice on every rank.
         best, pos = torch.sort(v, dim=1, stable=True)
@@ -135,8 +336,77 @@ class World:
         import torch.distributed as dist
 
         out: list[Optional[torch.Tensor]] = [None] * self.size
-        dist.all_gather_object(out, None if pairs is None else pairs.cpu())
+        dist.all_gather_object(out, None if pairs is None else pairs.cpu(), group=self.group)
         if any(p is None for p in out):
             return None
         device = pairs.device if pairs is not None else torch.device("cpu")
         return torch.cat(cast(list[torch.Tensor], out)).to(device)
+
+
+_ALONE = World()
+_CURRENT: contextvars.ContextVar[World] = contextvars.ContextVar("eprmetrics_world")
+
+
+def check_agreement(payloads: list[dict[str, Any]]) -> None:
+    """One :class:`DistributedError` naming the first value the ranks' ``payloads`` disagree on (and the other
+    names that differ); nothing when they are equal."""
+    keys = list(dict.fromkeys(key for p in payloads for key in p))
+    differ = [key for key in keys if len({json.dumps(p.get(key, "<absent>")) for p in payloads}) > 1]
+    if not differ:
+        return
+    key = differ[0]
+    values = [p.get(key, "<absent>") for p in payloads]
+    shown = ", ".join(f"rank {r} {v}" for r, v in enumerate(values[:8])) + (", …" if len(values) > 8 else "")
+    more = f" (also {', '.join(differ[1:])})" if len(differ) > 1 else ""
+    raise DistributedError(f"distributed: ranks disagree on {key}: {shown}{more}; {_ADVICE}")
+
+
+def _plain(value: Any) -> str:
+    """An option as a comparable string: numbers and sequences normalised, objects by their type."""
+    if value is None or isinstance(value, (bool, str)):
+        return repr(value)
+    if isinstance(value, numbers.Integral):
+        return repr(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_plain(v) for v in value) + ")"
+    if isinstance(value, dict):
+        items = sorted((_plain(k), _plain(v)) for k, v in value.items())
+        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+    if isinstance(value, torch.device):
+        return repr(value.type)
+    return type(value).__qualname__
+
+
+def call_options(call: str, params: Mapping[str, Any]) -> dict[str, str]:
+    """What the ranks of a ``call`` must agree on: its name and every option of ``params`` (the call's
+    arguments) but the inputs, ``memory_budget``, per-process settings and the distribution options; the
+    device by its type (``cuda:0`` on one rank and ``cuda:1`` on the next is one plan)."""
+    out = {"call": repr(call)}
+    for key, value in params.items():
+        if key == "device":
+            out[key] = repr(resolve_device(value).type)
+        elif key not in _NOT_COMPARED:
+            out[key] = _plain(value)
+    return out
+
+
+def fingerprint(fs: FeatureSet) -> dict[str, str]:
+    """Shape, dtype and a hash of up to :data:`FINGERPRINT_ROWS` evenly spaced rows of ``fs`` (as float64,
+    scaled): what ranks compare before sharing a call; a bounded read at any size."""
+    pick = np.unique(np.linspace(0, fs.n - 1, min(fs.n, FINGERPRINT_ROWS)).round().astype(np.int64))
+    rows = fs.take(torch.from_numpy(pick), torch.device("cpu")).numpy()
+    digest = hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=8).hexdigest()
+    dtype = str(fs.data.dtype).replace("torch.", "")
+    return {
+        f"{fs.name}.shape": str((fs.n, fs.dim)),
+        f"{fs.name}.dtype": dtype,
+        f"{fs.name}.data": f"rows hash {digest}",
+    }
+
+
+def norm_sums(prepared: Mapping[str, Any]) -> dict[str, str]:
+    """The exactly rounded sum of every row's float64 norm, per prepared set (``name → Prepared``): the whole
+    data compared at no extra read, whatever the summation order of each rank."""
+    return {f"{name}.data": f"norm sum {math.fsum(p.norm.cpu().numpy().tolist()):.17g}" for name, p in prepared.items()}

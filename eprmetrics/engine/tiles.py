@@ -70,7 +70,9 @@ class TileEngine(TileBudget):
         device: resolved torch device.
         memory_budget: workspace bytes for one tile (features not included).
         error_bound: ``"probabilistic"`` or ``"worst-case"`` rounding bound (see :func:`rounding_factor`).
-        world: the ranks sharing every pass (default: the initialised torch.distributed group, if any).
+        world: the ranks sharing every pass (default: the world of the call in progress,
+            :meth:`World.current`; a single process unless the call asked to be distributed). With several
+            ranks, constructing the engine is collective: every rank takes the smallest ``memory_budget``.
         precision: GEMM precision, ``"fp32"``, ``"tf32"`` (CUDA only; fp32 elsewhere) or ``"bf16"``;
             the rounding bound widens accordingly, so decisions stay exact.
         auto_budget: ``memory_budget`` is the device's default (not the caller's): on CUDA each pass
@@ -103,7 +105,7 @@ class TileEngine(TileBudget):
         # where the tile runs on the device meanwhile (on a CPU the thread would take a core from the GEMM).
         self.prefetch = device.type == "cuda"
         self.scratch = Scratch()
-        self.set_budget(memory_budget)
+        self.agree_budget(memory_budget)
 
     def sqdist(self, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
         """One tile of squared distances at the engine's GEMM precision, in the pass's tile buffer: valid

@@ -25,6 +25,7 @@ from ..engine import (
     TileEngine,
     default_memory_budget,
     matmul_precision,
+    norm_sums,
     resolve_device,
 )
 from ..neighbours import KnownRadii, RadiiState, SetGraph, k_occurrence
@@ -118,6 +119,8 @@ class RunContext:
                     sources = self.engine.resident(self.sets)  # on CUDA, uploaded once when they fit
                     center = self.engine.center_of(sources["real"])
                     self.prepared = {name: self.engine.prepare(fs, center) for name, fs in sources.items()}
+                    if self.engine.world:  # sharing ranks compare their whole data: every row's norm, summed
+                        self.engine.world.agree(norm_sums(self.prepared))
                 return estimator(self)
             finally:
                 self.engine.release()

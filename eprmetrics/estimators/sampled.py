@@ -357,6 +357,8 @@ def run_sampled(ctx: RunContext, spec: SampledSpec) -> Outcome:
         choice = plan_sampled(
             ctx.sets, spec.k, spec.backend, spec.sample.size, spec.sample.confidence, ctx.device, frozenset(ctx.known)
         )
+        if ctx.engine.world:  # the rates are measured on each rank: every rank takes rank 0's plan
+            choice = Choice(**ctx.engine.world.first(dataclasses.asdict(choice)))
     if choice.path == "exact":
         return _exact_instead(ctx, spec, choice)
     graphs = {}

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from ..defaults import DEFAULTS
-from ..engine import FeatureSet, matmul_precision
+from ..engine import FeatureSet, World, call_options, matmul_precision, norm_sums
+from ..engine import fingerprint as rows_fingerprint
 from ..estimators import EngineOptions, hub_statistics
 from ..features import Extractor, extractor_identity, get_extractor, is_image_input
 from ..inputs import ImageOptions, resolve_one, resolve_pair
@@ -104,27 +105,38 @@ class Manifold:
         cache_dir: Optional[str] = None,
         on_error: str = DEFAULTS["on_error"],
         progress: Optional[bool] = None,
+        distributed: bool = False,
+        process_group: Any = None,
+        distributed_timeout: float = DEFAULTS["distributed_timeout"],
     ) -> "Manifold":
         """Fit the manifold of ``real``: features as for :func:`~eprmetrics.compute_pr` (arrays, ``.npy``
         memmaps, ``.npz``) or images (a folder, ``.zip``, files, uint8 tensors, with the extractor options).
 
         ``k``: one value or several (e.g. ``(3, 5, 10)``); the manifold then serves every ``k ≤ max(k)``.
         The cost is one exact real↔real pass (the one each call would otherwise repeat).
+        ``distributed``, ``process_group``, ``distributed_timeout``: share that pass over ``torch.distributed``
+        ranks, as for :func:`~eprmetrics.compute_pr` (by default this process computes alone).
         """
+        params = dict(locals())  # the call's arguments, which sharing ranks compare
+        world = World.of(distributed, process_group, distributed_timeout)
         ks = check_k(k)
         options = EngineOptions(False, device, memory_budget, error_bound, precision, progress)
         images = ImageOptions(extractor, weights, batch_size, num_workers, cache_dir, None, on_error)
         dev = torch.device(options.device)
         record = extractor_record(extractor, weights) if is_image_input(real) else None
-        fs, largest = resolve_one(real, "real", max(ks), images, dev, progress)
-        engine = options.engine(fs.dim)
-
-        prof = Profiler(dev)
-        with matmul_precision(engine.precision), torch.inference_mode():
-            with prof.stage("prepare (centre, norms)"):
-                p = engine.prepare(fs, engine.center_of(fs))
-            with prof.stage("real↔real distances + top-k → radii"), progress_bar(progress, fs.n, "radii real") as b:
-                state = Radii(engine, p, max(ks), progress=b.update if b else None).state()
+        with world.joined(call_options("Manifold.fit", params)):
+            fs, largest = world.settle(
+                lambda: resolve_one(real, "real", max(ks), images, dev, progress), lambda r: rows_fingerprint(r[0])
+            )
+            engine = options.engine(fs.dim)
+            prof = Profiler(dev)
+            with matmul_precision(engine.precision), torch.inference_mode():
+                with prof.stage("prepare (centre, norms)"):
+                    p = engine.prepare(fs, engine.center_of(fs))
+                    if world:  # sharing ranks compare their whole data: every row's norm, summed
+                        world.agree(norm_sums({"real": p}))
+                with prof.stage("real↔real distances + top-k → radii"), progress_bar(progress, fs.n, "radii real") as b:
+                    state = Radii(engine, p, max(ks), progress=b.update if b else None).state()
         return cls(fs.data, state, ks, fs.scale, largest, prof.stages, record)
 
     @property

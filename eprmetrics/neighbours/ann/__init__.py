@@ -16,7 +16,8 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from ...engine import FeatureSet, resolve_device
+from ...defaults import DEFAULTS
+from ...engine import FeatureSet, World, call_options, fingerprint, resolve_device
 from . import exact, faiss_backend, hnswlib_backend, ivf_gemm, ivf_pca, scann_backend  # noqa: F401  (registration)
 from .auto import resolve_backend
 from .base import ANNBackend, available_backends, backend_names, get_backend, register_backend
@@ -54,6 +55,9 @@ def knn_graph(
     device: Union[str, torch.device] = "auto",
     options: Optional[dict[str, Any]] = None,
     stats: Optional[dict[str, Any]] = None,
+    distributed: bool = False,
+    process_group: Any = None,
+    distributed_timeout: float = DEFAULTS["distributed_timeout"],
 ) -> tuple[np.ndarray, np.ndarray]:
     """k nearest other points of every row of ``X``: ``(distances, indices)``.
 
@@ -65,22 +69,34 @@ def knn_graph(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``; GPU faiss is used for the IVF family on CUDA.
         options: backend parameters overriding its defaults (e.g. ``{"nprobe": 32}``).
         stats: if given, receives the backend chosen, why, its parameters and build/search seconds.
+        distributed, process_group, distributed_timeout: share the work over ``torch.distributed`` ranks
+            (the ``exact``, ``ivf-gemm`` and ``ivf-pca`` backends; the others build the same graph on every
+            rank), as for :func:`~eprmetrics.compute_pr`; by default this process computes alone.
 
     Returns:
         float32 ascending true L2 distances and int64 indices, both n × k.
     """
-
-    x = as_float32_rows(X, keep_float16=True)  # a float16 memmap stays on disk for backends that read fp16
+    params = dict(locals())  # the call's arguments, which sharing ranks compare
+    world = World.of(distributed, process_group, distributed_timeout)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k: expected a positive int, got {k!r}")
-    if x.shape[0] < k + 1:
-        raise ValueError(f"X: k={k} needs at least {k + 1} samples, got {x.shape[0]}")
-    dev = resolve_device(device)
-    name, reason = resolve_backend(backend, x.shape[0], x.shape[1], dev)
-    impl = get_backend(name)(**(options or {}))
-    if x.dtype == np.float16 and not impl.accepts_float16:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-    dist, idx, info = impl.run(x, k, seed=seed, device=dev)
+    with world.joined(call_options("knn_graph", params)):
+        # a float16 memmap stays on disk for backends that read fp16
+        x = world.settle(lambda: _rows_for(X, k), lambda rows: fingerprint(FeatureSet(rows, "X")))
+        dev = resolve_device(device)
+        name, reason = resolve_backend(backend, x.shape[0], x.shape[1], dev)
+        impl = get_backend(name)(**(options or {}))
+        if x.dtype == np.float16 and not impl.accepts_float16:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        dist, idx, info = impl.run(x, k, seed=seed, device=dev)
     if stats is not None:
         stats.update(info, reason=reason)
     return dist, idx
+
+
+def _rows_for(X: Any, k: int) -> np.ndarray:
+    """``X`` as rows for a k-NN graph (float32, or float16 kept), with at least ``k + 1`` of them."""
+    x = as_float32_rows(X, keep_float16=True)
+    if x.shape[0] < k + 1:
+        raise ValueError(f"X: k={k} needs at least {k + 1} samples, got {x.shape[0]}")
+    return x
