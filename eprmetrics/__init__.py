@@ -8,6 +8,7 @@ The layers, lowest first (each imports only from those below it; ``docs/architec
 
 from .api import compute_epr, compute_pr
 from .curves import PRCurve, pr_curve
+from .engine import DistributedError
 from .estimators import AuditWarning
 from .features import register_extractor
 from .manifold import Manifold
@@ -22,6 +23,7 @@ __all__ = [
     "pr_curve",
     "PRCurve",
     "AuditWarning",
+    "DistributedError",
     "Result",
     "KResult",
     "HubStatistics",

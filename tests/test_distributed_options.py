@@ -225,3 +225,30 @@ def test_the_plan_is_rank_zeros():
             return [json.loads(json.dumps(dataclasses.asdict(choice))), json.loads(json.dumps(payload))]
 
     assert Choice(**Two(1, 2).first(dataclasses.asdict(mine))) == choice
+
+
+def test_graphs_a_backend_did_not_reproduce_are_refused():
+    """Sharing ranks go on from each set's graph: an ANN backend that builds another graph per process
+    (threads, say) must end in one error, not a blend of two designs."""
+    from eprmetrics.engine import FeatureSet
+    from eprmetrics.neighbours import GraphRequest, build_graph
+    from eprmetrics.profiling import Profiler
+
+    class Partner(World):  # rank 0 of 2; the partner's graph differs
+        def min_int(self, value, device):
+            return value
+
+        def exchange(self, payload, timeout=None):
+            return [dict(payload), {key: value + "0" for key, value in payload.items()}]
+
+    eng = TileEngine(8, CPU, 1 << 20, world=Partner(0, 2))
+    fs = FeatureSet(_pair()[0], "real")
+    p = eng.prepare(fs, eng.center_of(fs))
+    with pytest.raises(DistributedError) as info:
+        build_graph(eng, fs, p, GraphRequest("ivf-gemm", "sampled", 3, 0), Profiler(CPU), False)
+    message = str(info.value)
+    assert message.startswith("distributed: ranks disagree on real.graph: rank 0 ivf-gemm graph ")
+    assert message.endswith(
+        "the data were equal, so the ivf-gemm backend built different graphs on the ranks; use 'ivf-pca', "
+        "'ivf-gemm' or 'exact' for a distributed call"
+    )

@@ -8,12 +8,13 @@ radii) and an index that can search foreign points.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from ..engine import FeatureSet, Prepared, TileEngine
+from ..engine import DistributedError, FeatureSet, Prepared, TileEngine
 from ..profiling import Profiler, progress_bar
 from .ann import ANNBackend, get_backend, resolve_backend
 from .ann.base import finish_graph
@@ -89,11 +90,25 @@ def build_graph(
     with prof.stage(f"{name}: approximate k-NN graph ({chosen} search, k-occurrence)"):
         dist, idx, squared = impl.search(x, k + 1)
         dist, idx = finish_graph(np.asarray(dist), np.asarray(idx), k, squared)
+    if engine.world:  # sharing ranks go on from this graph: one a backend did not reproduce must not blend
+        _agree_on_graph(engine, name, chosen, idx)
     # Distances the backend measured on values exact in fp32 bound the radii without a float64 pass.
     measured = impl.measures_distances and not fs.is_float64
     return SetGraph(
         chosen, reason, impl.used_params, k_occurrence(idx, fs.n), dist=dist, idx=idx, index=impl, measured=measured
     )
+
+
+def _agree_on_graph(engine: TileEngine, name: str, backend: str, idx: np.ndarray) -> None:
+    """Every rank built the same graph of set ``name`` (their data were checked equal): else one error, on all."""
+    digest = hashlib.blake2b(np.ascontiguousarray(idx).tobytes(), digest_size=8).hexdigest()
+    try:
+        engine.world.agree({f"{name}.graph": f"{backend} graph {digest}"})
+    except DistributedError as exc:
+        raise DistributedError(
+            f"{exc} — the data were equal, so the {backend} backend built different graphs on the ranks; use "
+            f"'ivf-pca', 'ivf-gemm' or 'exact' for a distributed call"
+        ) from None
 
 
 def hub_positions(name: str, occurrence: np.ndarray, t: int) -> torch.Tensor:
