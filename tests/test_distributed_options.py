@@ -13,7 +13,7 @@ import torch
 
 from eprmetrics import Manifold, compute_epr, compute_pr, knn_graph, pr_curve
 from eprmetrics.engine import DistributedError, TileEngine, World, call_options, fingerprint, norm_sums
-from eprmetrics.engine.distributed import check_agreement
+from eprmetrics.engine.agreement import check_agreement
 
 CPU = torch.device("cpu")
 ADVICE = "every rank must pass the same data and options"

@@ -4,8 +4,9 @@ Everything above this layer computes distances only through :class:`TileEngine`;
 nothing here knows about radii, hubs or P&R.
 """
 
+from .agreement import DistributedError, call_options, fingerprint, norm_sums
 from .device import default_memory_budget, matmul_precision, resolve_device
-from .distributed import DistributedError, World, call_options, fingerprint, init, norm_sums
+from .distributed import World, init
 from .rounding import ERROR_BOUNDS, PRECISIONS, U32, down32, rounding_factor, up32
 from .sets import FeatureSet, FeatureSubset, Prepared, read_rows
 from .tiles import TileEngine, budget_for_tile, sqdist_block
