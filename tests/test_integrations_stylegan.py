@@ -289,6 +289,24 @@ def test_other_ranks_return_nan_with_the_same_keys(checkout):
     assert list(other) == list(lead) and all(math.isnan(v) for v in other.values())
 
 
+@pytest.mark.parametrize("num_gpus,ready,shared", [(2, True, True), (2, False, False), (1, True, False)])
+def test_the_ranks_of_a_multi_gpu_run_share_the_passes(checkout, monkeypatch, num_gpus, ready, shared):
+    """eprmetrics computes alone unless asked: with several GPUs (and their process group) the metric asks."""
+    import torch.distributed as dist
+
+    seen = []
+    real = stylegan.evaluate
+
+    def spy(*args, options=None, **kwargs):
+        seen.append(options["distributed"])
+        return real(*args, options={**options, "distributed": False}, **kwargs)  # no group in this process
+
+    monkeypatch.setattr(stylegan, "evaluate", spy)
+    monkeypatch.setattr(dist, "is_initialized", lambda: ready)
+    stylegan.pr50k3_full_exact(options(rank=0, num_gpus=num_gpus))
+    assert seen == [shared]
+
+
 def test_register_with_the_checkout_register_metric(checkout):
     names = stylegan.register(lambda fn: checkout.registered.setdefault(fn.__name__, fn))
     assert names == ["pr50k3_full_exact", "pr50k3_full_sampled", "pr50k3_exact", "pr50k3_sampled"]

@@ -244,12 +244,19 @@ def _run(opts: Any, spec: _Spec) -> dict[str, float]:
     else:
         opts.dataset_kwargs.update(max_size=None)
     real, fake = _features(opts, spec)
-    options = {"device": opts.device, "progress": False}
+    # Every rank holds all features (NVlabs gathers them): the ranks of the run share the passes.
+    options = {"device": opts.device, "progress": False, "distributed": opts.num_gpus > 1 and _group_ready()}
     res = evaluate(real, fake, method=spec.method, ks=spec.ks, sample_size=spec.sample_size, options=options)
     values = flat_values(res, spec.ks)
     if opts.rank != 0:  # calc_metric broadcasts rank 0's values
         values = {key: float("nan") for key in values}
     return {f"{spec.name}_{key}": value for key, value in values.items()}
+
+
+def _group_ready() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 def make_metric(
