@@ -3,7 +3,8 @@
 ``python dist_worker.py OUT_DIR`` — every call with ``distributed=True``, rank 0 with a 64 KiB budget and rank 1
 with 256 KiB (the smallest is agreed), equal to one process with 64 KiB; ``python dist_worker.py OUT_DIR
 scenarios`` — the calls that must stay local, and the misuses that must end in one error on every rank
-(:func:`scenarios`).
+(:func:`scenarios`); ``python dist_worker.py OUT_DIR group`` on three ranks — two share over their own group
+(:func:`in_group`).
 """
 
 import json
@@ -108,6 +109,30 @@ def local(real, fake):
     return [ex.precision, ex.recall, pca.precision, pca.recall, idx.tolist()]
 
 
+def subset(real, fake, **shared):
+    """What ranks 0 and 1 of three compute together over their own group."""
+    ex = compute_pr(real, fake, k=3, **shared)
+    pca = compute_epr(real, fake, backend="ivf-pca", sample_size=300, backend_options={"dims": 8}, **shared)
+    shared.pop("memory_budget", None)
+    _, idx = knn_graph(real, 4, backend="ivf-gemm", **shared)
+    return [ex.precision, ex.recall, pca.precision, pca.recall, idx.tolist()]
+
+
+def in_group(world):
+    """Three ranks: 0 and 1 share calls over a group of their own (budgets differ), 2 computes alone meanwhile
+    and is refused the group it is not in."""
+    import torch.distributed as dist
+
+    group = dist.new_group([0, 1])  # every rank makes it; rank 2 gets the non-member marker
+    real, fake = data()
+    if world.rank < 2:
+        out = {"group": subset(real, fake, process_group=group, memory_budget=BUDGET * (1 + 3 * world.rank))}
+    else:
+        out = {"alone": local(*halves(0)), "outside": _error(lambda: compute_pr(real, fake, process_group=group))}
+    dist.barrier()
+    return out
+
+
 def _error(call):
     """``"Type: message"`` of what ``call()`` raised, and the seconds it took."""
     start = time.monotonic()
@@ -155,6 +180,8 @@ if __name__ == "__main__":
     mode = sys.argv[2] if len(sys.argv) > 2 else "equal"
     if mode == "scenarios":
         out = scenarios(world, sys.argv[1])
+    elif mode == "group":
+        out = in_group(world)
     else:  # ranks with different budgets: the smallest, BUDGET, is agreed
         out = results(*data(), budget=BUDGET * (1 + 3 * world.rank), distributed=True)
     out["world"] = [world.rank, world.size]

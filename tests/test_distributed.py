@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from eprmetrics import compute_pr
-from tests.dist_worker import data, halves, local, results
+from tests.dist_worker import BUDGET, data, halves, local, results, subset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -85,6 +85,19 @@ def test_only_when_asked_and_one_error_on_every_rank(tmp_path):
     assert message.startswith("DistributedError: distributed: not every rank of the process group joined this call")
     assert "distributed_timeout=3 s" in message
     assert 3 <= seconds < 20
+
+
+def test_a_process_group_of_some_ranks(tmp_path):
+    """Ranks 0 and 1 of three share over their own group (every collective on it: rank 2, busy alone, is never
+    waited for) and equal one process; rank 2 is refused the group it is not in."""
+    ranks = _torchrun(tmp_path, "group", ranks=3)
+    single = json.loads(json.dumps(subset(*data(), memory_budget=BUDGET)))
+    assert ranks[0]["group"] == ranks[1]["group"] == single
+    assert ranks[2]["alone"] == json.loads(json.dumps(local(*halves(0))))
+    assert ranks[2]["outside"][0] == (
+        "ValueError: process_group: expected a group this process belongs to, got one it is not a member of; call "
+        "with the group's own ranks only, or without process_group"
+    )
 
 
 def test_cli_under_torchrun_reports_once(tmp_path):

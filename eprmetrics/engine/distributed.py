@@ -118,20 +118,21 @@ class World:
         seconds = _timeout(timeout)
         if process_group is None and not distributed:
             return World()
-        ready = dist.is_available() and dist.is_initialized()
-        if process_group is not None and not (dist.is_available() and isinstance(process_group, dist.ProcessGroup)):
+        usable = dist.is_available()
+        outside = usable and process_group is dist.GroupMember.NON_GROUP_MEMBER  # new_group's answer to the left-out
+        if process_group is not None and not outside and not (usable and isinstance(process_group, dist.ProcessGroup)):
             raise ValueError(
                 f"process_group: expected a torch.distributed ProcessGroup (e.g. torch.distributed.new_group(...)) "
                 f"or None, got {type(process_group).__name__}; pass the group the ranks share, or distributed=True "
                 f"for the default group"
             )
-        if not ready:
+        if not (usable and dist.is_initialized()):
             raise ValueError(
                 "distributed: expected an initialised torch.distributed process group with distributed=True, got "
                 "none; call torch.distributed.init_process_group(...) (or eprmetrics.engine.init()) on every rank "
                 "first, or leave distributed=False to compute on this process alone"
             )
-        if process_group is not None and dist.get_rank(process_group) < 0:
+        if outside or (process_group is not None and dist.get_rank(process_group) < 0):
             raise ValueError(
                 "process_group: expected a group this process belongs to, got one it is not a member of; call "
                 "with the group's own ranks only, or without process_group"
