@@ -13,8 +13,10 @@ import torch
 
 torchmetrics = pytest.importorskip("torchmetrics")
 
-from eprmetrics import compute_epr, compute_pr, register_extractor  # noqa: E402
+from eprmetrics import Manifold, compute_epr, compute_pr, register_extractor  # noqa: E402
 from eprmetrics.features.base import Extractor, resize_batch  # noqa: E402
+from eprmetrics.integrations import torchmetrics as tm_module  # noqa: E402
+from eprmetrics.integrations.common import canonical_order, f_score  # noqa: E402
 from eprmetrics.integrations.torchmetrics import FrozenExtractor, PrecisionRecall  # noqa: E402
 
 SEED = 3
@@ -53,6 +55,15 @@ def features(x):
         return tiny_net()(x)
 
 
+def canonical(x):
+    """``x`` in the row order compute() puts a set in."""
+    return x[canonical_order(x)]
+
+
+# the sampled path even on small sets (backend="auto" computes exactly below 5,000 points)
+SAMPLED = dict(method="sampled", sample_size=30, options={"seed": 5, "backend": "exact"})
+
+
 def test_is_a_torchmetrics_metric_like_kid():
     m = metric()
     assert isinstance(m, torchmetrics.Metric)
@@ -75,20 +86,55 @@ def test_exact_equals_compute_pr():
     assert out["precision"].item() == pytest.approx(ref.precision) and out["recall"].item() == pytest.approx(ref.recall)
     assert out["density"].item() == pytest.approx(ref.density) and out["coverage"].item() == pytest.approx(ref.coverage)
     assert out["recall_k5"].item() == pytest.approx(ref.per_k[5].recall)
-    assert {"precision_ci", "recall_ci"}.isdisjoint(out) and all(v.ndim == 0 for v in out.values())
+    assert out["f_score"].item() == pytest.approx(f_score(ref.precision, ref.recall))
+    assert all(v.ndim == 0 for v in out.values()) and not any("_ci" in key for key in out)
 
 
-def test_sampled_equals_compute_epr_with_intervals():
+def test_sampled_equals_compute_epr_with_intervals_as_separate_scalars():
     real, fake = data()
-    m = metric(method="sampled", sample_size=30, options={"seed": 5})
+    m = metric(**SAMPLED)
     m.update(real, real=True)
     m.update(fake, real=False)
     out = m.compute()
-    ref = compute_epr(features(real), features(fake), method="sampled", sample_size=30, seed=5)
-    assert out["precision"].item() == pytest.approx(ref.precision)
-    assert out["precision_ci"].tolist() == pytest.approx(list(ref.precision_ci))
-    assert out["recall_ci"].tolist() == pytest.approx(list(ref.recall_ci))
-    assert "density" not in out
+    ref = compute_epr(canonical(features(real)), canonical(features(fake)), **SAMPLED["options"], sample_size=30)
+    assert ref.plan.path == "sampled" and ref.precision_ci[0] < ref.precision_ci[1]
+    assert set(out) == {
+        "precision", "recall", "f_score",
+        "precision_ci_low", "precision_ci_high", "recall_ci_low", "recall_ci_high",
+    }  # fmt: skip
+    assert all(v.ndim == 0 for v in out.values())  # what LightningModule.log_dict accepts
+    assert out["precision"].item() == pytest.approx(ref.precision) and out["recall"].item() == pytest.approx(ref.recall)
+    assert [out["precision_ci_low"].item(), out["precision_ci_high"].item()] == pytest.approx(list(ref.precision_ci))
+    assert [out["recall_ci_low"].item(), out["recall_ci_high"].item()] == pytest.approx(list(ref.recall_ci))
+
+
+def test_sampled_estimate_does_not_depend_on_the_order_of_the_rows():
+    """Gathered from ranks, rows arrive in an order set by the sharding; the estimate must not follow it."""
+    real, fake = data()
+    perm_r, perm_f = (torch.randperm(len(x), generator=torch.Generator().manual_seed(1)) for x in (real, fake))
+    outs = []
+    for r, f in ((real, fake), (real[perm_r], fake[perm_f]), (real.flip(0), fake.flip(0))):
+        m = metric(**SAMPLED)
+        for part in r.tensor_split(3):
+            m.update(part, real=True)
+        m.update(f, real=False)
+        outs.append(values(m.compute()))
+    assert outs[0] == outs[1] == outs[2]
+    # the raw order does matter to compute_epr itself (so the canonical order is what makes them equal)
+    moved = compute_epr(features(real)[perm_r], features(fake)[perm_f], **SAMPLED["options"], sample_size=30)
+    assert moved.precision != outs[0]["precision"] or moved.recall != outs[0]["recall"]
+
+
+def test_canonical_order_is_a_function_of_the_rows_alone():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(400, 12, generator=gen))  # many exact zeros, as ReLU features have
+    x[7] = x[3]  # identical rows
+    x[8] = x[3]
+    x[9] = -x[3] * 0  # -0.0 and 0.0 mixed: tied keys are ordered by their bits
+    perm = torch.randperm(400, generator=gen)
+    assert torch.equal(x[canonical_order(x)], x[perm][canonical_order(x[perm])])
+    with pytest.raises(ValueError, match="canonical_order: expected float32 N×D features"):
+        canonical_order(x.double())
 
 
 def test_reset_honours_reset_real_features():
@@ -167,6 +213,172 @@ def test_plot_returns_figure_and_axes():
     assert fig is not None and ax is not None
     fig, ax = m.plot([m.compute(), m.compute()])
     assert ax is not None
+
+
+# ---------------------------------------------------------------- forward: the Lightning habit
+
+
+@pytest.mark.parametrize("keep_real", [True, False])
+def test_forward_accumulates_like_update_and_never_drops_or_duplicates_real_features(keep_real):
+    real, fake = data()
+    m = metric(reset_real_features=not keep_real)
+    assert m(real[:50], real=True) is None  # one side only: no batch value to compute
+    assert m(real[50:], real=True) is None
+    for part in fake.tensor_split(3):
+        assert m(part, real=False) is None
+    assert sum(len(x) for x in m.real_features) == len(real) and sum(len(x) for x in m.fake_features) == len(fake)
+    expected = compute_pr(features(real), features(fake))
+    assert m.compute()["precision"].item() == pytest.approx(expected.precision)
+    m.reset()
+    m(fake, real=False)  # a second epoch: the kept real set is neither lost nor doubled
+    assert sum(len(x) for x in m.real_features) == (len(real) if keep_real else 0)
+    if keep_real:
+        twice = compute_pr(features(fake), features(fake)).precision  # what a doubled real set would not give
+        out = m.compute()
+        assert out["precision"].item() == pytest.approx(expected.precision) and twice == 1.0
+        assert out["recall"].item() == pytest.approx(expected.recall)
+
+
+def test_forward_on_an_identical_fake_set_gives_precision_one():
+    """The reported symptom: with reset_real_features=False each forward used to append the real set again."""
+    real, _ = data()
+    m = metric(reset_real_features=False)
+    m.update(real, real=True)
+    for _ in range(3):
+        m(real[:30], real=False)
+    assert len(m.real_features) == 1
+    assert m.compute()["precision"].item() == 1.0
+
+
+# ---------------------------------------------------------------- host precision: autocast, float64
+
+
+def registry_metric(**kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return PrecisionRecall(feature="tiny-pool-test", **kwargs)
+
+
+def image_data():
+    gen = torch.Generator().manual_seed(4)
+    real = torch.randint(0, 256, (90, 3, 20, 20), dtype=torch.uint8, generator=gen)
+    fake = (real[:70].int() + torch.randint(-60, 61, (70, 3, 20, 20), generator=gen)).clamp(0, 255).to(torch.uint8)
+    return real, fake
+
+
+def run(m, real, fake):
+    m.update(real, real=True)
+    m.update(fake, real=False)
+    assert all(t.dtype == torch.float32 for name in ("real_features", "fake_features") for t in getattr(m, name))
+    return values(m.compute())
+
+
+@pytest.mark.parametrize("kind", ["registry", "custom"])
+def test_bf16_autocast_gives_the_float32_numbers(kind):
+    real, fake = image_data() if kind == "registry" else data()
+    make = registry_metric if kind == "registry" else metric
+    expected = run(make(k=(3, 5)), real, fake)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # Lightning's bf16-mixed wraps validation in this
+        got = run(make(k=(3, 5)), real, fake)
+    assert got == expected
+
+
+def test_float64_hosts_give_the_float32_numbers():
+    real, fake = image_data()
+    expected = run(
+        registry_metric(method="sampled", sample_size=30, options={"seed": 5, "backend": "exact"}), real, fake
+    )
+    m = registry_metric(method="sampled", sample_size=30, options={"seed": 5, "backend": "exact"}).set_dtype(
+        torch.float64
+    )
+    assert next(m.feature_net.parameters()).dtype == torch.float32  # the network keeps its dtype
+    got = run(m, real, fake)
+    assert got == pytest.approx(expected, rel=1e-7) and m.compute()["precision"].dtype == torch.float64
+    m = registry_metric(method="sampled", sample_size=30, options={"seed": 5, "backend": "exact"})
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # what Lightning's 64-true does while it runs the module
+    try:
+        got = run(m, real, fake)
+        built = registry_metric()  # a network built now (random init here: weights files are float32 anyway)
+    finally:
+        torch.set_default_dtype(previous)
+    assert got == pytest.approx(expected, rel=1e-7)
+    assert {p.dtype for p in built.feature_net.parameters()} == {torch.float32}
+    built.update(real, real=True)  # the float64 preprocessing (mean/std made under float64) meets float32
+
+
+def test_dtype_casts_reach_neither_the_kept_features_nor_the_network():
+    real, fake = data()
+    m = metric()
+    m.update(real, real=True)
+    before = m.real_features[0].clone()
+    m.set_dtype(torch.half)  # a cast to half would round every kept feature
+    assert m.real_features[0].dtype == torch.float32 and torch.equal(m.real_features[0], before)
+    assert m.feature_net.weight.dtype == torch.float32
+    m.update(fake.double(), real=False)  # a float64 batch (Lightning's 64-true) meets the float32 network
+    assert m.fake_features[0].dtype == torch.float32
+    out = m.compute()
+    assert out["precision"].dtype == torch.float32  # not half: the values keep float32 resolution
+    assert out["precision"].item() == pytest.approx(compute_pr(features(real), features(fake)).precision)
+
+
+# ---------------------------------------------------------------- normalize=True: floats in [0, 1]
+
+
+def test_normalize_takes_floats_in_unit_range_as_torchmetrics_does():
+    real, fake = image_data()
+    expected = run(registry_metric(), real, fake)
+    assert run(registry_metric(normalize=True), real.float() / 255, fake.float() / 255) == expected
+    assert run(registry_metric(normalize=True), real.double() / 255, fake.bfloat16() / 255)[
+        "precision"
+    ] == pytest.approx(expected["precision"], abs=0.05)
+    m = registry_metric(normalize=True)
+    with pytest.raises(
+        ValueError, match=r"imgs: expected float images with values in \[0, 1\] .* got values in \[-1, 1\]"
+    ):
+        m.update(real.float() / 127.5 - 1, real=True)
+    with pytest.raises(
+        ValueError, match=r"imgs: expected float images N×3×H×W with values in \[0, 1\].* got torch.uint8"
+    ):
+        m.update(real, real=True)
+    nan = real.float() / 255
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="got values in"):
+        m.update(nan, real=True)
+    with pytest.raises(ValueError, match=r"imgs: expected uint8 images .* normalize=True for floats in \[0, 1\]"):
+        registry_metric().update(real.float() / 255, real=True)
+    with pytest.raises(ValueError, match="normalize: True scales float images .* feature is an nn.Module"):
+        metric(normalize=True)
+    with pytest.raises(ValueError, match="normalize: expected"):
+        registry_metric(normalize=1)
+
+
+# ---------------------------------------------------------------- reference=Manifold
+
+
+def test_reference_manifold_is_the_real_side_and_refuses_real_updates(monkeypatch):
+    real, fake = data()
+    manifold = Manifold.fit(features(real), k=(3, 5))
+    seen = []
+    evaluate = tm_module.evaluate
+    monkeypatch.setattr(tm_module, "evaluate", lambda r, f, **kw: seen.append(r) or evaluate(r, f, **kw))
+    m = metric(k=(3, 5), reference=manifold)
+    m.update(fake, real=False)
+    out = m.compute()
+    ref = compute_pr(features(real), features(fake), k=(3, 5))
+    assert seen == [manifold] and m.real_features == []  # handed over as it is: its radii are not recomputed
+    assert out["precision"].item() == pytest.approx(ref.precision) and out["recall_k5"].item() == pytest.approx(
+        ref.per_k[5].recall
+    )
+    with pytest.raises(ValueError, match=r"real: this metric's real side is the Manifold given as reference="):
+        m.update(real, real=True)
+    with pytest.raises(ValueError, match="k: this manifold holds radii for k ≤ 5, got k=10"):
+        metric(k=10, reference=manifold)
+    with pytest.raises(ValueError, match="reference: expected an eprmetrics.Manifold"):
+        metric(reference=features(real))
+    wide = metric(reference=Manifold.fit(torch.randn(50, 7)))
+    with pytest.raises(ValueError, match="feature: the network returned 16 features per image, but .* have 7"):
+        wide.update(fake, real=False)
 
 
 # ---------------------------------------------------------------- DDP: two gloo processes

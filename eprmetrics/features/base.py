@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+from contextlib import nullcontext
 from typing import Callable, Optional, Sequence, TypeVar, Union
 
 import torch
@@ -102,7 +103,18 @@ class Extractor:
 
     @torch.inference_mode()
     def __call__(self, images: ImageBatch, device: torch.device) -> torch.Tensor:
-        feats = self.module(self.preprocess(images, device))
+        """float32 N×D features of ``images``, computed in the network's own dtype (float32 as built).
+
+        Autocast is switched off (a host's bf16/fp16 autocast, e.g. Lightning's ``bf16-mixed``, would
+        silently change the features) and the preprocessed input is cast to the network's dtype (a
+        preprocess built under ``torch.set_default_dtype(torch.float64)`` yields float64).
+        """
+        dev_type = torch.device(device).type
+        off = torch.autocast(dev_type, enabled=False) if torch.amp.is_autocast_available(dev_type) else nullcontext()
+        with off:
+            x = self.preprocess(images, device)
+            dtype = next((p.dtype for p in self.module.parameters() if p.is_floating_point()), torch.float32)
+            feats = self.module(x.to(dtype) if x.is_floating_point() else x)
         if feats.ndim != 2:
             feats = feats.flatten(1)
         return feats.float()

@@ -1,10 +1,11 @@
 """torchmetrics: :class:`PrecisionRecall`, a ``Metric`` that keeps features and computes exact P&R on ``compute()``.
 
 Shaped like torchmetrics' ``KernelInceptionDistance``: ``update(imgs, real=True/False)`` runs the
-images through the feature network and appends the features to the list states ``real_features``
-/ ``fake_features`` (gathered across processes with ``dist_reduce_fx="cat"``, so it works under DDP);
-``compute()`` hands every gathered feature to :func:`eprmetrics.compute_pr` (``method="exact"``) or
-:func:`eprmetrics.compute_epr` (``method="sampled"``) and returns a dict of tensors.
+images through the feature network and appends the float32 features to the list states
+``real_features`` / ``fake_features`` (gathered across processes with ``dist_reduce_fx="cat"``, so it
+works under DDP); ``compute()`` puts each gathered set in a canonical row order, hands it to
+:func:`eprmetrics.compute_pr` (``method="exact"``) or :func:`eprmetrics.compute_epr`
+(``method="sampled"``) and returns a dict of 0-d tensors (what ``LightningModule.log_dict`` takes).
 
 torchmetrics is imported when ``PrecisionRecall`` is first looked up (``pip install 'eprmetrics[torchmetrics]'``):
 the class is built then, on top of ``torchmetrics.Metric``, from :class:`PrecisionRecallMixin` below.
@@ -24,18 +25,21 @@ Example (a tiny custom network, so it runs offline; with ``feature="vgg16"`` pas
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional, Union
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import torch
 from torch import nn
 
 from ..defaults import DEFAULTS
 from ..features import extractor_names, get_extractor
-from ..features.base import Extractor, fit_state_dict
+from ..features.base import Extractor, extractor_dim, fit_state_dict
+from ..manifold import Manifold
 from ..validation import check_bool, check_choice, fail, require
-from .common import METHODS, check_method, check_options, evaluate, flat_values
+from .common import METHODS, canonical_order, check_method, check_options, evaluate, flat_values
 
 if TYPE_CHECKING:
     from torchmetrics import Metric as _MetricBase
@@ -44,13 +48,18 @@ else:
 
 __all__ = ["PrecisionRecall", "PrecisionRecallMixin", "METHODS"]
 
+FEATURE_STATES = ("real_features", "fake_features")
+# Set by the metric itself from torchmetrics' sync_on_compute / process_group.
+_OWN_OPTIONS = frozenset({"distributed", "process_group"})
+
 
 class FrozenExtractor(nn.Module):
-    """A registry extractor as a sub-module: moved by ``.to()``, always in eval mode, never trained."""
+    """A registry extractor as a sub-module: moved by ``.to()``, always in eval mode, never trained, float32."""
 
     def __init__(self, extractor: Extractor) -> None:
         super().__init__()
-        self.net = extractor.module.requires_grad_(False)
+        # float32 even when built under torch.set_default_dtype(torch.float64): the features' reference precision
+        self.net = extractor.module.float().requires_grad_(False)
         self.extractor = extractor
 
     def train(self, mode: bool = True) -> "FrozenExtractor":
@@ -61,41 +70,79 @@ class FrozenExtractor(nn.Module):
         return self.extractor(imgs, imgs.device if param is None else param.device).clone()
 
 
-def _check_images(imgs: Any) -> torch.Tensor:
-    if not isinstance(imgs, torch.Tensor) or imgs.dtype != torch.uint8 or imgs.ndim != 4 or imgs.shape[1] not in (1, 3):
-        got = (
-            f"{imgs.dtype} tensor of shape {tuple(imgs.shape)}"
-            if isinstance(imgs, torch.Tensor)
-            else type(imgs).__name__
-        )
-        raise fail(
-            "imgs",
-            "uint8 images N×3×H×W with values 0–255",
-            got,
-            "convert floats in [0, 1] with (imgs * 255).round().to(torch.uint8), or pass feature=nn.Module",
-            show=False,
-        )
+def no_autocast(device: torch.device) -> AbstractContextManager:
+    """Autocast switched off on ``device`` (a host's bf16/fp16 autocast must not reach features or distances)."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else nullcontext()
+
+
+def _tensor_dtypes(module: nn.Module) -> dict[str, torch.dtype]:
+    return {name: t.dtype for name, t in itertools.chain(module.named_parameters(), module.named_buffers())}
+
+
+def _restore_dtypes(module: nn.Module, dtypes: Mapping[str, torch.dtype]) -> None:
+    """Put every parameter and buffer of ``module`` back in the dtype it had when the metric was built."""
+    for name, param in module.named_parameters():
+        if name in dtypes and param.dtype != dtypes[name]:
+            param.data = param.data.to(dtypes[name])
+    for name, buf in list(module.named_buffers()):
+        if name in dtypes and buf.dtype != dtypes[name]:
+            owner, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(owner), attr, buf.to(dtypes[name]))
+
+
+def _run_custom(net: nn.Module, imgs: Any) -> Any:
+    """A user network on ``imgs`` in its own dtype: autocast off, a floating input cast to its parameters'."""
+    dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), None)
+    device = imgs.device if isinstance(imgs, torch.Tensor) else torch.device("cpu")
+    with no_autocast(device):
+        if dtype is not None and isinstance(imgs, torch.Tensor) and imgs.is_floating_point():
+            imgs = imgs.to(dtype)
+        return net(imgs)
+
+
+def _described(imgs: Any) -> str:
+    return (
+        f"{imgs.dtype} tensor of shape {tuple(imgs.shape)}" if isinstance(imgs, torch.Tensor) else type(imgs).__name__
+    )
+
+
+def _check_images(imgs: Any, normalize: bool) -> torch.Tensor:
+    """uint8 N×3×H×W for a registry network (N×1×H×W repeated); with ``normalize``, floats in [0, 1]
+    scaled the way torchmetrics' FID/KID do (``imgs * 255`` truncated to uint8)."""
+    shape_ok = isinstance(imgs, torch.Tensor) and imgs.ndim == 4 and imgs.shape[1] in (1, 3)
+    if normalize:
+        if not shape_ok or not imgs.is_floating_point():
+            raise fail("imgs", "float images N×3×H×W with values in [0, 1] (normalize=True)", _described(imgs),
+                       "pass floats in [0, 1], or uint8 images with normalize=False", show=False)  # fmt: skip
+        low, high = (float(v) for v in torch.aminmax(imgs.detach().float()))
+        if not (0.0 <= low and high <= 1.0):  # also false for NaN
+            raise ValueError(
+                f"imgs: expected float images with values in [0, 1] (normalize=True), got values in "
+                f"[{low:g}, {high:g}]; rescale them to [0, 1] (e.g. (imgs + 1) / 2 for images in [-1, 1])"
+            )
+        # float32 for the half types (bf16 has 8 bits of mantissa); float32/float64 as torchmetrics computes them
+        wide = imgs if imgs.dtype in (torch.float32, torch.float64) else imgs.float()
+        imgs = (wide * 255).to(torch.uint8)
+    elif not shape_ok or imgs.dtype != torch.uint8:
+        raise fail("imgs", "uint8 images N×3×H×W with values 0–255", _described(imgs),
+                   "build the metric with normalize=True for floats in [0, 1], or convert them with "
+                   "(imgs * 255).round().to(torch.uint8), or pass feature=nn.Module", show=False)  # fmt: skip
     return imgs.expand(-1, 3, -1, -1) if imgs.shape[1] == 1 else imgs
 
 
 def _as_tensor_dict(res: Any, ks: Sequence[int], dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    """A :class:`~eprmetrics.Result` as the dict ``compute()`` returns: one tensor per value computed, the
-    intervals as two-element tensors ``precision_ci`` / ``recall_ci``."""
-    flat = flat_values(res, ks)
-    out = {key: torch.tensor(value, dtype=dtype, device=device) for key, value in flat.items() if "_ci_" not in key}
-    for side in ("precision", "recall"):
-        if f"{side}_ci_low" in flat:
-            bounds = [flat[f"{side}_ci_low"], flat[f"{side}_ci_high"]]
-            out[f"{side}_ci"] = torch.tensor(bounds, dtype=dtype, device=device)
-    return out
+    """A :class:`~eprmetrics.Result` as the dict ``compute()`` returns: one 0-d tensor per value of
+    :func:`~eprmetrics.integrations.common.flat_values` (interval bounds as ``*_ci_low`` / ``*_ci_high``)."""
+    return {key: torch.tensor(value, dtype=dtype, device=device) for key, value in flat_values(res, ks).items()}
 
 
-def _scalars(val: Any) -> Any:
-    """What torchmetrics' plot helper draws: the scalar entries of one result dict (or of each in a list)."""
+def _plotted(val: Any) -> Any:
+    """What the plot draws: the values of one result dict (or of each in a list), interval bounds left out."""
     if isinstance(val, Mapping):
-        return {k: v for k, v in val.items() if v.numel() == 1}
+        return {k: v for k, v in val.items() if "_ci_" not in k}
     if isinstance(val, Sequence) and val and isinstance(val[0], Mapping):
-        return [_scalars(v) for v in val]
+        return [_plotted(v) for v in val]
     return val
 
 
@@ -111,6 +158,22 @@ def _bars(values: Mapping[str, torch.Tensor], ax: Any, title: str) -> Any:
     return fig, ax
 
 
+def _check_reference(reference: Any, ks: Sequence[int], feature: Union[str, nn.Module]) -> Optional[Manifold]:
+    if reference is None:
+        return None
+    if not isinstance(reference, Manifold):
+        raise fail("reference", "an eprmetrics.Manifold fitted on the real features", type(reference).__name__,
+                   "build one with eprmetrics.Manifold.fit(real_features, k=...)", show=False)  # fmt: skip
+    reference.check_k(max(ks))
+    dim = None if isinstance(feature, nn.Module) else extractor_dim(feature)
+    if dim is not None and dim != reference.dim:
+        raise ValueError(
+            f"reference: the manifold holds {reference.dim}-dimensional features, but feature={feature!r} makes "
+            f"{dim}-dimensional ones; fit the manifold on features of the same network"
+        )
+    return reference
+
+
 class PrecisionRecallMixin(_MetricBase):
     """Precision, recall, density and coverage of fake images against real ones, as a torchmetrics ``Metric``.
 
@@ -120,24 +183,38 @@ class PrecisionRecallMixin(_MetricBase):
         feature: ``"vgg16"`` (fc2, the feature space of the P&R paper; default), another registry
             name (``"inception"``, or one added with :func:`eprmetrics.register_extractor`), or an
             ``nn.Module``. A registry network takes uint8 images N×3×H×W (values 0–255; grayscale
-            N×1×H×W is repeated) and is kept in eval mode; an ``nn.Module`` gets whatever ``update``
-            is given and must return N×D features (put it in eval mode yourself).
+            N×1×H×W is repeated), is kept in eval mode and in float32; an ``nn.Module`` gets whatever
+            ``update`` is given (a floating input cast to its dtype) and must return N×D features (put
+            it in eval mode yourself). Either network keeps the dtype it had when the metric was built
+            (``set_dtype``, Lightning's ``64-true``/``16-true`` leave it alone) and runs with autocast
+            off (Lightning's ``bf16-mixed``); features are stored as float32.
         k: neighbourhood size, or several for ``method="exact"`` (e.g. ``(3, 5, 10)``: ``compute()``
             then adds ``precision_k5``, ``recall_k5``, … next to the headline values of the first).
         method: ``"exact"`` (:func:`eprmetrics.compute_pr`) or ``"sampled"``
-            (:func:`eprmetrics.compute_epr`: estimates with ``precision_ci`` / ``recall_ci``).
+            (:func:`eprmetrics.compute_epr`: estimates with confidence intervals).
         reset_real_features: ``False`` keeps the real features across ``reset()`` (a fixed real
             set is extracted once).
         weights: a state-dict file for the feature network (offline use).
         sample_size: ``method="sampled"``: queries per set (int) or target half-width (float).
         options: more keyword arguments for ``compute_pr`` / ``compute_epr`` (e.g.
             ``{"strict": True, "seed": 1, "density_coverage": False}``). The device defaults to the
-            metric's.
+            metric's; distribution is set by the metric (below).
+        normalize: ``True``: a registry network takes float images in [0, 1], scaled to uint8 as
+            torchmetrics' FID/KID do (``(imgs * 255)`` truncated); ``False`` (default): uint8 only.
+        reference: an :class:`eprmetrics.Manifold` fitted once on the real features (of the same
+            network): the real side is never extracted nor recomputed, and ``update(real=True)`` is refused.
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, …).
 
-    ``compute()`` returns a dict of 0-d tensors ``precision``, ``recall``, ``density``,
-    ``coverage`` (exact method), or ``precision``, ``recall`` and the two-element
-    ``precision_ci``, ``recall_ci`` (sampled method).
+    ``compute()`` returns a dict of 0-d tensors: ``precision``, ``recall``, ``f_score`` (torch-fidelity's
+    ``2PR / (P + R)``), ``density`` and ``coverage`` (exact method), or ``precision_ci_low``,
+    ``precision_ci_high``, ``recall_ci_low``, ``recall_ci_high`` (sampled method). Under DDP the features
+    of every process are gathered (``sync_on_compute=True``, the default) and the processes of
+    ``process_group`` share the computation; with ``sync_on_compute=False`` each computes on its own
+    features. Each set is put in a canonical row order first, so a sampled estimate does not depend on
+    how the data were sharded.
+
+    ``forward`` (``metric(imgs, real=...)``, a Lightning habit) is ``update``: it adds the batch to the
+    accumulated features and returns ``None``, as P&R of one batch has no meaning (it needs both sets).
 
     Every feature is kept until ``reset()`` (N × 4096 floats per set with VGG-16): the metric
     warns about it, as torchmetrics' KID does.
@@ -160,15 +237,25 @@ class PrecisionRecallMixin(_MetricBase):
         weights: Optional[Union[str, os.PathLike]] = None,
         sample_size: Union[int, float] = DEFAULTS["sample_size"],
         options: Optional[Mapping[str, Any]] = None,
+        normalize: bool = False,
+        reference: Optional[Manifold] = None,
         **kwargs: Any,
     ) -> None:
         from torchmetrics.utilities import rank_zero_warn
 
         method, ks, sample_size = check_method(method, k, sample_size)
         check_bool(reset_real_features, "reset_real_features")
-        options = check_options(options, method)
-        if not isinstance(feature, nn.Module):
+        check_bool(normalize, "normalize")
+        options = check_options(options, method, own=_OWN_OPTIONS)
+        if isinstance(feature, nn.Module):
+            if normalize:
+                raise ValueError(
+                    "normalize: True scales float images to uint8 for a registry network, but feature is an "
+                    "nn.Module, which receives the images update() is given; drop normalize=True"
+                )
+        else:
             check_choice(feature, "feature", extractor_names(), "or pass an nn.Module")
+        reference = _check_reference(reference, ks, feature)
         super().__init__(**kwargs)
         rank_zero_warn(
             "Metric `PrecisionRecall` will save all extracted features in buffer."
@@ -176,7 +263,7 @@ class PrecisionRecallMixin(_MetricBase):
             UserWarning,
         )
         self.method, self.k, self.sample_size, self.options = method, ks, sample_size, options
-        self.reset_real_features = reset_real_features
+        self.reset_real_features, self.normalize, self.reference = reset_real_features, normalize, reference
         self.custom = isinstance(feature, nn.Module)
         if isinstance(feature, nn.Module):
             self.feature_net: nn.Module = (
@@ -184,21 +271,61 @@ class PrecisionRecallMixin(_MetricBase):
             )
         else:
             self.feature_net = FrozenExtractor(get_extractor(feature, weights))
+        self.net_dtypes = _tensor_dtypes(self.feature_net)
         self.add_state("real_features", [], dist_reduce_fx="cat")
         self.add_state("fake_features", [], dist_reduce_fx="cat")
 
     def update(self, imgs: Any, real: bool) -> None:
-        """Extract the features of ``imgs`` and keep them as real (``real=True``) or fake ones."""
+        """Extract the features of ``imgs`` and keep them (float32) as real (``real=True``) or fake ones."""
         check_bool(real, "real")
+        if real and self.reference is not None:
+            raise ValueError(
+                "real: this metric's real side is the Manifold given as reference= (fitted once, never "
+                "recomputed); update it with fake images only (real=False)"
+            )
         with torch.no_grad():
-            feats = self.feature_net(imgs if self.custom else _check_images(imgs))
+            feats = (
+                _run_custom(self.feature_net, imgs)
+                if self.custom
+                else self.feature_net(_check_images(imgs, self.normalize))
+            )
         if not isinstance(feats, torch.Tensor) or feats.ndim < 2:
             got = f"shape {tuple(feats.shape)}" if isinstance(feats, torch.Tensor) else type(feats).__name__
             raise fail("feature", "a network returning N×D features", got, show=False)
-        feats = feats.detach().flatten(1)
+        feats = feats.detach().flatten(1).float()
+        self._check_width(feats.shape[1])
         (self.real_features if real else self.fake_features).append(feats)
 
+    def _check_width(self, dim: int) -> None:
+        """The same feature width as the reference and the features kept so far (one line, not a cat error)."""
+        kept = [t.shape[1] for name in FEATURE_STATES for t in getattr(self, name) if t.ndim == 2]
+        widths = kept[:1] + ([self.reference.dim] if self.reference is not None else [])
+        for width in widths:
+            if width != dim:
+                raise ValueError(
+                    f"feature: the network returned {dim} features per image, but the features kept so far (or the "
+                    f"reference manifold) have {width}; use one network for every update"
+                )
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        """``metric(imgs, real=...)`` is :meth:`update`: the batch joins the accumulated features; returns None.
+
+        torchmetrics' default ``forward`` computes the metric on the batch alone (resetting the state to do
+        so and merging it back): for P&R that means a k-NN pass per step, values with no meaning (a batch
+        holds one side), and it would lose or duplicate the kept real features. Call ``compute()`` for
+        the value.
+        """
+        if self._is_synced:
+            from torchmetrics.utilities.exceptions import TorchMetricsUserError
+
+            raise TorchMetricsUserError(
+                "PrecisionRecall: forward() on synced states; call unsync() first (or update() after compute())"
+            )
+        self.update(*args, **kwargs)
+        self._forward_cache = None
+
     def _gathered(self, name: str) -> torch.Tensor:
+        """Every feature of one side (all processes', once synced), float32, in canonical row order."""
         state = getattr(self, name)
         if isinstance(state, list):
             state = torch.cat(state) if state else None
@@ -207,14 +334,25 @@ class PrecisionRecallMixin(_MetricBase):
             raise ValueError(
                 f"PrecisionRecall: no {side} features to compute on; call update(imgs, real={side == 'real'}) first"
             )
-        return state
+        state = state.float()  # exact: every feature was stored as float32
+        return state[canonical_order(state)]
+
+    def _distribution(self) -> dict[str, Any]:
+        """Distributed only when torchmetrics gathered the states (``sync_on_compute``) over several processes."""
+        group = self.process_group or None
+        if not self._is_synced or torch.distributed.get_world_size(group) < 2:
+            return {"distributed": False}
+        return {"distributed": True, "process_group": group}
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """P&R of every fake feature against every real one (all processes' features, under DDP)."""
-        real, fake = self._gathered("real_features"), self._gathered("fake_features")
-        opts = {"device": self.device, **self.options}
-        res = evaluate(real, fake, method=self.method, ks=self.k, sample_size=self.sample_size, options=opts)
-        return _as_tensor_dict(res, self.k, self.dtype, self.device)
+        """P&R of every fake feature against every real one (every process's features, under DDP)."""
+        fake = self._gathered("fake_features")
+        real = self.reference if self.reference is not None else self._gathered("real_features")
+        opts = {"device": self.device, **self.options, **self._distribution()}
+        with no_autocast(self.device):
+            res = evaluate(real, fake, method=self.method, ks=self.k, sample_size=self.sample_size, options=opts)
+        # the metric's dtype (set_dtype), but never below float32: a half would round 0.5775 to 0.5776
+        return _as_tensor_dict(res, self.k, torch.promote_types(self.dtype, torch.float32), self.device)
 
     def reset(self) -> None:
         """Clear the features; the real ones stay when ``reset_real_features=False``."""
@@ -223,12 +361,23 @@ class PrecisionRecallMixin(_MetricBase):
         if not self.reset_real_features:
             self.real_features = kept
 
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> nn.Module:
+        """Device moves reach the features; dtype casts (``set_dtype``, a precision plugin) reach neither the
+        features (float32: a cast to half would round them) nor the feature network (built dtype)."""
+        this = super()._apply(fn, exclude_state=(*exclude_state, *FEATURE_STATES))
+        for name in FEATURE_STATES:
+            value = getattr(this, name)
+            device = this.device
+            setattr(this, name, [t.to(device) for t in value] if isinstance(value, list) else value.to(device))
+        _restore_dtypes(self.feature_net, self.net_dtypes)
+        return this
+
     def plot(self, val: Any = None, ax: Any = None) -> Any:
-        """torchmetrics' plot of the scalar values (one result dict, or a list of them); returns ``(fig, ax)``.
+        """torchmetrics' plot of the values (one result dict, or a list of them); returns ``(fig, ax)``.
 
         Without ``val`` the metric is computed first.
         """
-        val = _scalars(self.compute() if val is None else val)
+        val = _plotted(self.compute() if val is None else val)
         if hasattr(super(), "_plot"):
             return super()._plot(val, ax)
         return _bars(val if isinstance(val, Mapping) else val[-1], ax, type(self).__name__)
