@@ -428,3 +428,47 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
         assert got["world"] == [rank, 2]
         assert got["results"].pop("exact_local_real") == got["results"].pop("sampled_local_real") == share
         assert got["results"] == {k: v for k, v in single.items() if not k.endswith("_local_real")}, rank
+
+
+# ---------------------------------------------------------------- a real Lightning loop
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "64-true"])
+def test_lightning_log_dict_takes_every_sampled_output_under_each_precision_plugin(precision):
+    """``self.log_dict(metric.compute())`` in a Trainer (Lightning rejects a tensor of more than one element),
+    with the metric called the Lightning way (``self.metric(imgs, real=...)``): the float32 numbers."""
+    lightning = pytest.importorskip("lightning")
+    real, fake = image_data()
+    kwargs = dict(method="sampled", sample_size=30, options={"seed": 5, "backend": "exact"})
+    expected = run(registry_metric(**kwargs), real, fake)
+
+    class Module(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.metric = registry_metric(**kwargs)
+            self.lin = torch.nn.Linear(1, 1)
+
+        def validation_step(self, batch, batch_idx):
+            imgs, is_real = batch
+            self.metric(imgs, real=bool(is_real))
+
+        def on_validation_epoch_end(self):
+            self.log_dict(self.metric.compute())
+            self.metric.reset()
+
+    batches = [(part, True) for part in real.tensor_split(2)] + [(part, False) for part in fake.tensor_split(3)]
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    trainer = lightning.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    module = Module()
+    for _ in range(2):  # a second epoch starts from the reset state and gives the same values
+        (logged,) = trainer.validate(module, dataloaders=loader, verbose=False)
+        assert logged == pytest.approx(expected, rel=1e-7) and set(logged) == set(expected)
+        assert module.metric.real_features == [] and module.metric.fake_features == []
