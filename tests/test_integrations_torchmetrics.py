@@ -387,6 +387,26 @@ def test_reference_manifold_is_the_real_side_and_refuses_real_updates(monkeypatc
         wide.update(fake, real=False)
 
 
+@register_extractor("tiny-pool-test-other")
+def _tiny_pool_other(weights=None):
+    torch.manual_seed(1)  # same architecture and width, other weights
+    return Extractor("tiny-pool-test-other", _Pool(), 8, lambda imgs, dev: resize_batch(imgs, 16, dev), "tiny")
+
+
+def test_reference_manifold_fitted_on_images_must_come_from_the_metric_network():
+    real, fake = image_data()
+    manifold = Manifold.fit(real, k=3, extractor="tiny-pool-test", progress=False)
+    m = registry_metric(reference=manifold)
+    m.update(fake, real=False)
+    ref = compute_pr(real, fake, k=3, extractor="tiny-pool-test", progress=False)
+    assert m.compute()["precision"].item() == pytest.approx(ref.precision)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(ValueError, match="reference: the manifold's features were made by tiny-pool-test, but .* "
+                           "is tiny-pool-test-other; build the metric with the manifold's network"):  # fmt: skip
+            PrecisionRecall(feature="tiny-pool-test-other", reference=manifold)
+
+
 # ---------------------------------------------------------------- DDP: two gloo processes
 
 

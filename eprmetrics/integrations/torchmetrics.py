@@ -37,7 +37,7 @@ from torch import nn
 from ..defaults import DEFAULTS
 from ..features import extractor_names, get_extractor
 from ..features.base import Extractor, extractor_dim, fit_state_dict
-from ..manifold import Manifold
+from ..manifold import Manifold, extractor_record
 from ..validation import check_bool, check_choice, fail, require
 from .common import METHODS, canonical_order, check_method, check_options, evaluate, flat_values
 
@@ -158,7 +158,11 @@ def _bars(values: Mapping[str, torch.Tensor], ax: Any, title: str) -> Any:
     return fig, ax
 
 
-def _check_reference(reference: Any, ks: Sequence[int], feature: Union[str, nn.Module]) -> Optional[Manifold]:
+def _check_reference(
+    reference: Any, ks: Sequence[int], feature: Union[str, nn.Module], weights: Any
+) -> Optional[Manifold]:
+    """``reference``: None, or a Manifold holding ``k``, of this network's width and (where it recorded one) made
+    by this network with these weights."""
     if reference is None:
         return None
     if not isinstance(reference, Manifold):
@@ -171,6 +175,16 @@ def _check_reference(reference: Any, ks: Sequence[int], feature: Union[str, nn.M
             f"reference: the manifold holds {reference.dim}-dimensional features, but feature={feature!r} makes "
             f"{dim}-dimensional ones; fit the manifold on features of the same network"
         )
+    made_by = reference.extractor  # recorded when the manifold was fitted on images
+    if made_by is not None and made_by.identity is not None:
+        ours = extractor_record(feature, weights)
+        if ours.identity is not None and ours.identity != made_by.identity:
+            which = "with other weights" if ours.name == made_by.name else ours.name
+            raise ValueError(
+                f"reference: the manifold's features were made by {made_by.name}, but this metric's feature network "
+                f"is {which}; build the metric with the manifold's network and weights, or fit the manifold with "
+                f"this one"
+            )
     return reference
 
 
@@ -255,7 +269,7 @@ class PrecisionRecallMixin(_MetricBase):
                 )
         else:
             check_choice(feature, "feature", extractor_names(), "or pass an nn.Module")
-        reference = _check_reference(reference, ks, feature)
+        reference = _check_reference(reference, ks, feature, weights)
         super().__init__(**kwargs)
         rank_zero_warn(
             "Metric `PrecisionRecall` will save all extracted features in buffer."
