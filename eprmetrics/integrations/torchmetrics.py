@@ -25,10 +25,8 @@ Example (a tiny custom network, so it runs offline; with ``feature="vgg16"`` pas
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import torch
@@ -36,10 +34,11 @@ from torch import nn
 
 from ..defaults import DEFAULTS
 from ..features import extractor_names, get_extractor
-from ..features.base import Extractor, extractor_dim, fit_state_dict
+from ..features.base import extractor_dim, fit_state_dict
 from ..manifold import Manifold, extractor_record
 from ..validation import check_bool, check_choice, fail, require
 from .common import METHODS, canonical_order, check_method, check_options, evaluate, flat_values
+from .host import FrozenExtractor, check_images, no_autocast, restore_dtypes, run_custom, tensor_dtypes
 
 if TYPE_CHECKING:
     from torchmetrics import Metric as _MetricBase
@@ -51,84 +50,6 @@ __all__ = ["PrecisionRecall", "PrecisionRecallMixin", "METHODS"]
 FEATURE_STATES = ("real_features", "fake_features")
 # Set by the metric itself from torchmetrics' sync_on_compute / process_group.
 _OWN_OPTIONS = frozenset({"distributed", "process_group"})
-
-
-class FrozenExtractor(nn.Module):
-    """A registry extractor as a sub-module: moved by ``.to()``, always in eval mode, never trained, float32."""
-
-    def __init__(self, extractor: Extractor) -> None:
-        super().__init__()
-        # float32 even when built under torch.set_default_dtype(torch.float64): the features' reference precision
-        self.net = extractor.module.float().requires_grad_(False)
-        self.extractor = extractor
-
-    def train(self, mode: bool = True) -> "FrozenExtractor":
-        return super().train(False)  # a Lightning ``model.train()`` must not switch dropout on
-
-    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-        param = next(self.net.parameters(), None)
-        return self.extractor(imgs, imgs.device if param is None else param.device).clone()
-
-
-def no_autocast(device: torch.device) -> AbstractContextManager:
-    """Autocast switched off on ``device`` (a host's bf16/fp16 autocast must not reach features or distances)."""
-    kind = torch.device(device).type
-    return torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else nullcontext()
-
-
-def _tensor_dtypes(module: nn.Module) -> dict[str, torch.dtype]:
-    return {name: t.dtype for name, t in itertools.chain(module.named_parameters(), module.named_buffers())}
-
-
-def _restore_dtypes(module: nn.Module, dtypes: Mapping[str, torch.dtype]) -> None:
-    """Put every parameter and buffer of ``module`` back in the dtype it had when the metric was built."""
-    for name, param in module.named_parameters():
-        if name in dtypes and param.dtype != dtypes[name]:
-            param.data = param.data.to(dtypes[name])
-    for name, buf in list(module.named_buffers()):
-        if name in dtypes and buf.dtype != dtypes[name]:
-            owner, _, attr = name.rpartition(".")
-            setattr(module.get_submodule(owner), attr, buf.to(dtypes[name]))
-
-
-def _run_custom(net: nn.Module, imgs: Any) -> Any:
-    """A user network on ``imgs`` in its own dtype: autocast off, a floating input cast to its parameters'."""
-    dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), None)
-    device = imgs.device if isinstance(imgs, torch.Tensor) else torch.device("cpu")
-    with no_autocast(device):
-        if dtype is not None and isinstance(imgs, torch.Tensor) and imgs.is_floating_point():
-            imgs = imgs.to(dtype)
-        return net(imgs)
-
-
-def _described(imgs: Any) -> str:
-    return (
-        f"{imgs.dtype} tensor of shape {tuple(imgs.shape)}" if isinstance(imgs, torch.Tensor) else type(imgs).__name__
-    )
-
-
-def _check_images(imgs: Any, normalize: bool) -> torch.Tensor:
-    """uint8 N×3×H×W for a registry network (N×1×H×W repeated); with ``normalize``, floats in [0, 1]
-    scaled the way torchmetrics' FID/KID do (``imgs * 255`` truncated to uint8)."""
-    shape_ok = isinstance(imgs, torch.Tensor) and imgs.ndim == 4 and imgs.shape[1] in (1, 3)
-    if normalize:
-        if not shape_ok or not imgs.is_floating_point():
-            raise fail("imgs", "float images N×3×H×W with values in [0, 1] (normalize=True)", _described(imgs),
-                       "pass floats in [0, 1], or uint8 images with normalize=False", show=False)  # fmt: skip
-        low, high = (float(v) for v in torch.aminmax(imgs.detach().float()))
-        if not (0.0 <= low and high <= 1.0):  # also false for NaN
-            raise ValueError(
-                f"imgs: expected float images with values in [0, 1] (normalize=True), got values in "
-                f"[{low:g}, {high:g}]; rescale them to [0, 1] (e.g. (imgs + 1) / 2 for images in [-1, 1])"
-            )
-        # float32 for the half types (bf16 has 8 bits of mantissa); float32/float64 as torchmetrics computes them
-        wide = imgs if imgs.dtype in (torch.float32, torch.float64) else imgs.float()
-        imgs = (wide * 255).to(torch.uint8)
-    elif not shape_ok or imgs.dtype != torch.uint8:
-        raise fail("imgs", "uint8 images N×3×H×W with values 0–255", _described(imgs),
-                   "build the metric with normalize=True for floats in [0, 1], or convert them with "
-                   "(imgs * 255).round().to(torch.uint8), or pass feature=nn.Module", show=False)  # fmt: skip
-    return imgs.expand(-1, 3, -1, -1) if imgs.shape[1] == 1 else imgs
 
 
 def _as_tensor_dict(res: Any, ks: Sequence[int], dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
@@ -285,7 +206,7 @@ class PrecisionRecallMixin(_MetricBase):
             )
         else:
             self.feature_net = FrozenExtractor(get_extractor(feature, weights))
-        self.net_dtypes = _tensor_dtypes(self.feature_net)
+        self.net_dtypes = tensor_dtypes(self.feature_net)
         self.add_state("real_features", [], dist_reduce_fx="cat")
         self.add_state("fake_features", [], dist_reduce_fx="cat")
 
@@ -299,9 +220,9 @@ class PrecisionRecallMixin(_MetricBase):
             )
         with torch.no_grad():
             feats = (
-                _run_custom(self.feature_net, imgs)
+                run_custom(self.feature_net, imgs)
                 if self.custom
-                else self.feature_net(_check_images(imgs, self.normalize))
+                else self.feature_net(check_images(imgs, self.normalize))
             )
         if not isinstance(feats, torch.Tensor) or feats.ndim < 2:
             got = f"shape {tuple(feats.shape)}" if isinstance(feats, torch.Tensor) else type(feats).__name__
@@ -383,7 +304,7 @@ class PrecisionRecallMixin(_MetricBase):
             value = getattr(this, name)
             device = this.device
             setattr(this, name, [t.to(device) for t in value] if isinstance(value, list) else value.to(device))
-        _restore_dtypes(self.feature_net, self.net_dtypes)
+        restore_dtypes(self.feature_net, self.net_dtypes)
         return this
 
     def plot(self, val: Any = None, ax: Any = None) -> Any:
