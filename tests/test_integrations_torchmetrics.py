@@ -162,6 +162,8 @@ def test_nothing_to_compute_and_bad_options_are_one_line():
         metric(method="sampled", k=(3, 5))
     with pytest.raises(ValueError, match=r"options: expected compute_pr arguments .* got \['sample_size'\]"):
         metric(options={"sample_size": 10})
+    with pytest.raises(ValueError, match=r"options: expected compute_epr arguments .* got \['process_group'\]"):
+        metric(method="sampled", options={"process_group": None})  # set by the metric from its own process_group
     with pytest.raises(ValueError, match="feature: expected one of"):
         PrecisionRecall(feature="no-such-network")
 
