@@ -252,6 +252,18 @@ def test_forward_on_an_identical_fake_set_gives_precision_one():
     assert m.compute()["precision"].item() == 1.0
 
 
+def test_metric_collection_forward_and_compute():
+    real, fake = data()
+    collection = torchmetrics.MetricCollection({"k3": metric(), "k5": metric(k=5)})
+    assert collection(real, real=True) == {"k3": None, "k5": None}
+    collection(fake, real=False)
+    out = collection.compute()
+    for k in (3, 5):
+        ref = compute_pr(features(real), features(fake), k=k)
+        assert out[f"k{k}_precision"].item() == pytest.approx(ref.precision)
+        assert out[f"k{k}_recall"].item() == pytest.approx(ref.recall)
+
+
 # ---------------------------------------------------------------- host precision: autocast, float64
 
 
