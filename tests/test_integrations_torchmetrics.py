@@ -14,7 +14,7 @@ import torch
 torchmetrics = pytest.importorskip("torchmetrics")
 
 from eprmetrics import Manifold, compute_epr, compute_pr, register_extractor  # noqa: E402
-from eprmetrics.features.base import Extractor, resize_batch  # noqa: E402
+from eprmetrics.features.base import Extractor, imagenet_preprocess  # noqa: E402
 from eprmetrics.integrations import torchmetrics as tm_module  # noqa: E402
 from eprmetrics.integrations.common import canonical_order, f_score  # noqa: E402
 from eprmetrics.integrations.torchmetrics import FrozenExtractor, PrecisionRecall  # noqa: E402
@@ -169,10 +169,14 @@ def test_nothing_to_compute_and_bad_options_are_one_line():
 
 
 class _Pool(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, seed: int):
         super().__init__()
         self.drop = torch.nn.Dropout(0.5)
         self.lin = torch.nn.Linear(48, 8)
+        gen = torch.Generator().manual_seed(seed)  # float32 draws: the same weights whatever the default dtype
+        with torch.no_grad():
+            for p in self.lin.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * 0.2)
 
     def forward(self, x):
         return self.lin(self.drop(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)))
@@ -180,8 +184,7 @@ class _Pool(torch.nn.Module):
 
 @register_extractor("tiny-pool-test")
 def _tiny_pool(weights=None):
-    torch.manual_seed(0)
-    return Extractor("tiny-pool-test", _Pool(), 8, lambda imgs, dev: resize_batch(imgs, 16, dev), "tiny")
+    return Extractor("tiny-pool-test", _Pool(0), 8, imagenet_preprocess(16), "tiny")
 
 
 def test_registry_extractor_takes_uint8_images_and_stays_in_eval_mode():
@@ -196,6 +199,8 @@ def test_registry_extractor_takes_uint8_images_and_stays_in_eval_mode():
     m.update(imgs, real=True)
     m.update(imgs[:10], real=False)
     m.update(imgs[:10, :1], real=False)  # grayscale N×1×H×W is repeated to RGB
+    assert torch.equal(m.fake_features[1], m.feature_net(imgs[:10, :1].expand(-1, 3, -1, -1)))
+    m.fake_features.pop()
     out = m.compute()
     assert out["precision"].item() == 1.0
     with pytest.raises(ValueError, match=r"imgs: expected uint8 images N×3×H×W .* got torch.float32 tensor"):
@@ -304,27 +309,24 @@ def test_bf16_autocast_gives_the_float32_numbers(kind):
 
 def test_float64_hosts_give_the_float32_numbers():
     real, fake = image_data()
-    expected = run(
-        registry_metric(method="sampled", sample_size=30, options={"seed": 5, "backend": "exact"}), real, fake
-    )
-    m = registry_metric(method="sampled", sample_size=30, options={"seed": 5, "backend": "exact"}).set_dtype(
-        torch.float64
-    )
+    kwargs = dict(method="sampled", sample_size=30, options={"seed": 5, "backend": "exact"})
+    reference = registry_metric(**kwargs)
+    expected = run(reference, real, fake)
+    m = registry_metric(**kwargs).set_dtype(torch.float64)
     assert next(m.feature_net.parameters()).dtype == torch.float32  # the network keeps its dtype
     got = run(m, real, fake)
     assert m.compute()["precision"].dtype == torch.float64  # the metric's dtype: its values rounded to float32 ...
     assert as_float32(got) == expected  # ... are the float32 run's, bit for bit
-    m = registry_metric(method="sampled", sample_size=30, options={"seed": 5, "backend": "exact"})
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # what Lightning's 64-true does while it runs the module
+    torch.set_default_dtype(torch.float64)  # what Lightning's 64-true does while it builds and runs the module
     try:
+        m = registry_metric(**kwargs)  # network and preprocessing (ImageNet mean/std) made under float64
         got = run(m, real, fake)
-        built = registry_metric()  # a network built now (random init here: weights files are float32 anyway)
     finally:
         torch.set_default_dtype(previous)
+    assert {p.dtype for p in m.feature_net.parameters()} == {torch.float32}
+    assert torch.equal(torch.cat(m.real_features), torch.cat(reference.real_features))  # the very same features
     assert as_float32(got) == expected
-    assert {p.dtype for p in built.feature_net.parameters()} == {torch.float32}
-    built.update(real, real=True)  # the float64 preprocessing (mean/std made under float64) meets float32
 
 
 def test_dtype_casts_reach_neither_the_kept_features_nor_the_network():
@@ -402,9 +404,8 @@ def test_reference_manifold_is_the_real_side_and_refuses_real_updates(monkeypatc
 
 
 @register_extractor("tiny-pool-test-other")
-def _tiny_pool_other(weights=None):
-    torch.manual_seed(1)  # same architecture and width, other weights
-    return Extractor("tiny-pool-test-other", _Pool(), 8, lambda imgs, dev: resize_batch(imgs, 16, dev), "tiny")
+def _tiny_pool_other(weights=None):  # same architecture and width, other weights
+    return Extractor("tiny-pool-test-other", _Pool(1), 8, imagenet_preprocess(16), "tiny")
 
 
 def test_reference_manifold_fitted_on_images_must_come_from_the_metric_network():

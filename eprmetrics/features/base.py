@@ -61,8 +61,8 @@ def resize_batch(images: ImageBatch, size: int, device: torch.device, mode: str 
 def imagenet_preprocess(size: int, mode: str = "torch") -> Callable[[ImageBatch, torch.device], torch.Tensor]:
     """uint8 images → bilinear ``size``×``size`` in ``mode`` (see :func:`resize_batch`) → ImageNet mean/std."""
     check_resize_mode(mode)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)  # float32 under any default dtype
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
 
     def preprocess(images: ImageBatch, device: torch.device) -> torch.Tensor:
         return (resize_batch(images, size, device, mode) - mean.to(device)) / std.to(device)

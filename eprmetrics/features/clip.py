@@ -48,8 +48,8 @@ def _resize_crop(x: torch.Tensor) -> torch.Tensor:
 
 def clip_preprocess(images: ImageBatch, device: torch.device) -> torch.Tensor:
     """uint8 images → [0, 1] → CLIP's resize (shorter side to 224, bicubic) and centre crop → CLIP mean/std."""
-    mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     out = []
     for x in [images] if isinstance(images, torch.Tensor) else list(images):
         x = x.to(device)

@@ -45,8 +45,8 @@ def dinov2_preprocess(images: ImageBatch, device: torch.device) -> torch.Tensor:
 
     The aspect ratio is not kept (dgm-eval's ``Resize((224, 224))``).
     """
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     out = []
     for x in [images] if isinstance(images, torch.Tensor) else list(images):
         x = x.to(device)
