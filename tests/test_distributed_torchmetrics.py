@@ -5,7 +5,6 @@ The processes are forked (they start with torch, torchmetrics and eprmetrics imp
 them, ~25 s); each runs :func:`_worker` and saves what it computed.
 """
 
-import inspect
 import os
 import time
 import warnings
@@ -15,13 +14,11 @@ import torch
 
 pytest.importorskip("torchmetrics")
 
-from eprmetrics import compute_pr  # noqa: E402
 from eprmetrics.integrations.torchmetrics import PrecisionRecall  # noqa: E402
 
 SEED = 3
 WORLD = 2
 SAMPLED = dict(method="sampled", sample_size=30, options={"seed": 5, "backend": "exact"})
-OPT_IN = "distributed" in inspect.signature(compute_pr).parameters  # opt-in distribution (compute_pr(distributed=))
 
 
 def tiny_net() -> torch.nn.Module:
@@ -70,8 +67,7 @@ def _worker(rank: int, folder: str) -> None:
     try:
         real, fake = data()
         out = {layout: computed(shards(real, rank)[layout], shards(fake, rank)[layout]) for layout in shards(real, 0)}
-        if OPT_IN:
-            out["local"] = computed(local_share(real, rank), local_share(fake, rank), sync_on_compute=False)
+        out["local"] = computed(local_share(real, rank), local_share(fake, rank), sync_on_compute=False)
         torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -102,7 +98,6 @@ def test_sampled_estimate_is_the_same_for_strided_and_contiguous_shards(ranks):
         assert got["strided"] == single, rank
 
 
-@pytest.mark.skipif(not OPT_IN, reason="needs opt-in distribution: compute_pr(distributed=...) (branch h/dist)")
 def test_without_sync_on_compute_each_process_computes_on_its_own_features(ranks):
     real, fake = data()
     for rank, got in enumerate(ranks):

@@ -82,9 +82,6 @@ def evaluate(
     ``options`` may hold ``distributed`` / ``process_group``, the ranks sharing the work (each holding the
     same sets)."""
     opts = dict(options or {})
-    target = compute_pr if method == "exact" else compute_epr
-    if "distributed" not in inspect.signature(target).parameters:  # before opt-in distribution: local by default
-        opts = {key: value for key, value in opts.items() if key not in ("distributed", "process_group")}
     if method == "exact":
         return compute_pr(real, fake, k=tuple(ks), **opts)
     return compute_epr(real, fake, method="sampled", k=ks[0], sample_size=sample_size, **opts)
