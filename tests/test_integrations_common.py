@@ -1,5 +1,7 @@
 """flat_values: what every adapter reports, as separate floats, with torch-fidelity's F-score."""
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,16 @@ def test_f_score_is_the_harmonic_mean_and_zero_when_both_are_zero():
     assert f_score(0.0, 0.0) == 0.0
     assert f_score(1.0, 0.0) == 0.0
     assert f_score(0.5, 0.25) == pytest.approx(2 * 0.5 * 0.25 / 0.75)
+
+
+def test_f_score_equals_torch_fidelity_on_every_input():
+    """torch-fidelity floors P + R at 1e-5: tiny values (one hit in 10^6 samples) must agree too."""
+    prc = pytest.importorskip("torch_fidelity.metric_prc")
+    source = inspect.getsource(prc)
+    assert "max(1e-5, precision + recall)" in source  # the formula this test mirrors
+    for p, r in [(0.0, 0.0), (1.0, 0.0), (0.5, 0.25), (2e-6, 3e-6), (1e-6, 0.0), (0.99, 0.98)]:
+        assert f_score(p, r) == 2 * p * r / max(1e-5, p + r)
+    assert f_score(2e-6, 3e-6) != 2 * 2e-6 * 3e-6 / 5e-6  # the floor changes this one
     real, fake = sets(shift=100.0)  # the sets do not overlap: P = R = 0
     out = flat_values(compute_pr(real, fake, k=3), (3,))
     assert out["precision"] == out["recall"] == out["f_score"] == 0.0

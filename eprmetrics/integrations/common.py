@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 METHODS = ("exact", "sampled")
+F_SCORE_FLOOR = 1e-5  # torch-fidelity's floor on P + R in its F-score
 # The values an adapter reports, in this order (each where the method computes it).
 VALUES = ("precision", "recall", "density", "coverage")
 # compute_pr / compute_epr arguments an adapter sets itself; the others may travel in ``options``.
@@ -88,8 +89,9 @@ def evaluate(
 
 
 def f_score(precision: float, recall: float) -> float:
-    """torch-fidelity's F-score: the harmonic mean ``2PR / (P + R)`` of precision and recall, 0 when both are 0."""
-    return 0.0 if precision + recall == 0 else 2.0 * precision * recall / (precision + recall)
+    """torch-fidelity's F-score: ``2PR / max(P + R, 1e-5)``, the harmonic mean of precision and recall (its floor
+    on the denominator makes it 0 when both are 0, and is kept so that the two packages agree on every input)."""
+    return 2.0 * precision * recall / max(precision + recall, F_SCORE_FLOOR)
 
 
 def flat_values(res: Result, ks: Sequence[int]) -> dict[str, float]:
