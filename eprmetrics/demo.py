@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from .api import compute_epr, compute_pr
 from .estimators import AuditWarning
+from .fileio import atomic_write
 from .plots import demo_plot
 from .report import format_bytes
 from .result import Result
@@ -24,6 +25,12 @@ from .validation import fail
 __all__ = ["demo", "bench", "bench_data", "DEMO_CASES"]
 
 DEMO_CASES = [("none", 0.0), ("mode_drop", 0.5), ("truncation", 0.2), ("outliers", 0.3), ("noise", 0.1)]
+
+
+def _write_json(path: str, rows: list[dict[str, Any]]) -> None:
+    """The rows as JSON, written whole or not at all (a temporary file renamed over ``path``)."""
+    with atomic_write(path, "--json", "w") as fh:
+        json.dump(rows, fh, indent=2)
 
 
 def _rel_err(exact: float, value: float) -> float:
@@ -100,8 +107,7 @@ def demo(
     print("\nStages of the last exact run:")
     print(exact.stage_table())
     if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(rows, fh, indent=2)
+        _write_json(json_path, rows)
     return rows
 
 
@@ -149,6 +155,5 @@ def bench(
         )
         rows.append({"method": label, **r.to_dict()})
     if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(rows, fh, indent=2)
+        _write_json(json_path, rows)
     return rows

@@ -91,7 +91,9 @@ def probe_writable(path: PathLike, what: str, folder: bool = False) -> None:
         os.makedirs(place, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=place, prefix=".eprmetrics-probe-")
         try:
-            os.write(fd, b"\0" * 4096)  # a full disk refuses data, not always the empty file
+            block = memoryview(b"\0" * 4096)  # a full disk refuses data, not always the empty file
+            while block:  # a size limit or a nearly full disk writes part of it first, then refuses the rest
+                block = block[os.write(fd, block) :]
             os.fsync(fd)
         finally:
             os.close(fd)

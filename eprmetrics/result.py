@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .fileio import atomic_write
 from .profiling import Stage
 from .report import metrics_table, render, stage_table
 
@@ -199,11 +200,13 @@ class Result:
         """The result as strict JSON text (``json.dumps`` options pass through); also written to ``path`` if given.
 
         Realism scores that are infinite (a fake sample equal to a real one) are written as ``null`` and
-        their indices listed in ``realism_infinite``.
+        their indices listed in ``realism_infinite``. The file is written whole or not at all (a temporary file
+        renamed over ``path``): a full disk or a read-only folder is an :class:`~eprmetrics.fileio.OutputError`
+        naming ``path``, and leaves no partial file.
         """
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False, **kwargs)
         if path is not None:
-            with open(path, "w") as fh:
+            with atomic_write(path, "to_json path", "w") as fh:
                 fh.write(text + "\n")
         return text
 

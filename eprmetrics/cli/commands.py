@@ -8,8 +8,9 @@ import os
 from typing import Any
 
 from ..defaults import DEFAULTS
+from ..fileio import atomic_write, probe_writable
 from ..plots import plot_features_dir, plot_run
-from ..validation import check_output_file
+from ..validation import check_folder, check_output_file
 
 __all__ = ["COMMAND_FUNCTIONS", "flag"]
 
@@ -31,7 +32,7 @@ def _engine_opts(args: argparse.Namespace) -> dict[str, Any]:
         memory_budget=args.memory_budget,
         error_bound=args.error_bound,
         precision=args.precision,
-        progress=not args.quiet,
+        progress=False if args.quiet else None,  # None: bars on a terminal only (tqdm's convention, as the API)
     )
 
 
@@ -102,9 +103,30 @@ def _real_input(path: Any) -> Any:
     return path
 
 
+def _check_outputs(args: argparse.Namespace, folders: tuple[str, ...] = (), files: tuple[str, ...] = ("json",)) -> None:
+    """Every output of the command probed before any work (a temporary file created and removed there): a
+    read-only folder, a missing permission or a full disk is one line now, not a traceback after the run."""
+    for name in files:
+        value = getattr(args, name, None)
+        if value:
+            probe_writable(check_output_file(value, flag(name)), flag(name))
+    for name in folders:
+        value = getattr(args, name, None)
+        if value:
+            probe_writable(check_folder(value, flag(name)) or value, flag(name), folder=True)
+
+
+def _write_json(path: str, data: Any) -> None:
+    """``--json``: written whole or not at all (a temporary file renamed over ``path``)."""
+    with atomic_write(path, "--json", "w") as fh:
+        fh.write(data if isinstance(data, str) else json.dumps(data, indent=2))
+        fh.write("\n")
+
+
 def _run_on(args: argparse.Namespace, rank: int, distributed: bool = False) -> int:
     from ..api import compute_epr, compute_pr
 
+    _check_outputs(args, folders=("save_features", "cache_dir", "plot"))
     common = dict(
         _engine_opts(args),
         distributed=distributed,
@@ -112,8 +134,6 @@ def _run_on(args: argparse.Namespace, rank: int, distributed: bool = False) -> i
         save_features=plot_features_dir(args.plot, args.save_features, "--plot"),  # the figures need image features
     )
     _check_combination(args)
-    if args.json:
-        check_output_file(args.json, "--json")
     if args.exact:
         res = compute_pr(_real_input(args.real), args.fake, k=args.k, realism=args.realism, **common)
     else:
@@ -135,17 +155,16 @@ def _run_on(args: argparse.Namespace, rank: int, distributed: bool = False) -> i
             "--method sampled gives intervals, --exact the exact value."
         )
     if args.json:
-        res.to_json(args.json)
+        _write_json(args.json, res.to_json())
     plot_run(args.plot, args.real, args.fake, res, common["save_features"], args.device)
     return 0
 
 
 def _single_k(args: argparse.Namespace, job: str) -> int:
-    """The one k of the demo and bench jobs (the --json file checked too, before any work)."""
+    """The one k of the demo and bench jobs (the --json file and the demo's --plot probed too, before any work)."""
     if len(args.k) != 1:
         raise ValueError(f"--k: expected one value for the {job}, got {','.join(map(str, args.k))}; e.g. --k 3")
-    if args.json:
-        check_output_file(args.json, "--json")
+    _check_outputs(args, files=("json", "plot"))
     return int(args.k[0])
 
 
@@ -170,8 +189,7 @@ def _manifold(args: argparse.Namespace) -> int:
     from ..manifold import Manifold, check_destination
 
     opts = {key: v for key, v in _engine_opts(args).items() if key != "strict"}  # radii do not depend on it
-    if args.json:
-        check_output_file(args.json, "--json")
+    _check_outputs(args, folders=("cache_dir",))
     check_destination(args.out, args.overwrite)  # before the fit: an existing OUT is refused in a second
     manifold = Manifold.fit(args.real, k=args.k, **opts, **_image_opts(args))
     path = manifold.save(args.out, features=not args.no_copy, overwrite=args.overwrite)
@@ -179,8 +197,9 @@ def _manifold(args: argparse.Namespace) -> int:
     print(f"{manifold!r} fitted in {fit_s:.1f} s → {path}")
     print(f"use it as REAL: eprmetrics {path} FAKE (k ≤ {manifold.k_max})")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"path": path, "n": manifold.n, "dim": manifold.dim, "k": list(manifold.k), "fit_s": fit_s}, f)
+        _write_json(
+            args.json, {"path": path, "n": manifold.n, "dim": manifold.dim, "k": list(manifold.k), "fit_s": fit_s}
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ import traceback
 import warnings
 from typing import Any, Optional, Sequence
 
+from ..fileio import OutputError, describe_os_error
 from .commands import COMMAND_FUNCTIONS, flag
 from .parser import COMMANDS, UsageError, build_parser
 
@@ -22,7 +23,14 @@ _USER_ERRORS = (
     ModuleNotFoundError,
     PermissionError,
     IsADirectoryError,
+    OutputError,
 )
+
+
+def _os_error_line(exc: OSError) -> str:
+    """Any other file error (a full disk under a write the run makes): the file and what to do, on one line."""
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    return f"{where}{describe_os_error(exc)}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -103,3 +111,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file written or read on the way (ENOSPC, EROFS, EFBIG…), not a bug of the input
+        if args.debug:
+            traceback.print_exc()
+        print(f"eprmetrics: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2

@@ -7,6 +7,7 @@ import os
 import textwrap
 from typing import Any, Optional
 
+from ..fileio import atomic_write
 from ..validation import fail
 
 __all__ = ["MISSING", "MISSING_LIBRARY", "pyplot", "check_png_path", "save_figure", "format_score", "wrap"]
@@ -42,12 +43,14 @@ def check_png_path(path: Any, name: str = "path") -> str:
 
 
 def save_figure(fig: Any, path: str, dpi: int = 120) -> str:
-    """Write ``fig`` to ``path`` (its folder created if missing), close it, return the path."""
+    """Write ``fig`` to ``path`` (its folder created if missing) whole or not at all (a temporary file renamed
+    over it: a full disk leaves no partial image), close it, return the path."""
     import matplotlib.pyplot as plt
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    kind = os.path.splitext(path)[1][1:].lower() or None
     try:
-        fig.savefig(path, dpi=dpi)
+        with atomic_write(path, "plot", "wb") as fh:
+            fig.savefig(fh, dpi=dpi, format=kind)
     finally:
         plt.close(fig)
     return path

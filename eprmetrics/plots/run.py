@@ -11,6 +11,7 @@ import numpy as np
 from ..defaults import DEFAULTS
 from ..engine import World
 from ..features import as_image_source, is_image_input
+from ..fileio import probe_writable
 from ..result import Result
 from ..validation import check_folder, fail
 from .figure import MISSING_LIBRARY, pyplot
@@ -28,14 +29,11 @@ PLOT_HELP = (
 
 
 def _usable_folder(value: Any, name: str) -> str:
+    """The figures' folder, created and probed (a temporary file written and removed there): a read-only or
+    full place is refused before the run, not after it."""
     folder = check_folder(value, name)
     assert folder is not None
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise fail(name, "a folder that can be created", folder, f"{exc.strerror or exc}") from None
-    if not os.access(folder, os.W_OK):
-        raise fail(name, "a writable folder", folder, "pick a folder you can write to")
+    probe_writable(folder, name, folder=True)
     return folder
 
 
