@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Optional, Union
+import warnings
+from typing import IO, Any, Optional, Union
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ from .defaults import DEFAULTS
 from .engine import FeatureSet, read_rows
 from .features import as_image_source, extract_features, extractor_names, is_image_input
 from .features.base import check_extractor, extractor_dim
-from .validation import check_choice, check_folder, check_int, check_path_exists
+from .fileio import check_regular, open_regular, probe_writable
+from .validation import check_choice, check_folder, check_int, check_path_exists, check_path_like
 
 __all__ = [
     "ImageOptions",
@@ -33,6 +35,8 @@ __all__ = [
     "validate_pair",
     "check_set",
     "pair_scale",
+    "prescale_subnormal",
+    "warn_inexact_ints",
     "FeaturesLike",
 ]
 
@@ -70,9 +74,19 @@ class ImageOptions:
         check_int(self.batch_size, "batch_size")
         check_int(self.num_workers, "num_workers", minimum=0)
         check_choice(self.on_error, "on_error", ("raise", "skip"))
+        check_path_like(self.weights, "weights")
         check_extractor(self.extractor, self.weights)  # a weights file that is missing fails now, not after hours
         for option in ("cache_dir", "save_features"):
             check_folder(getattr(self, option), option)
+
+    def probe_outputs(self, opened: list[Any]) -> None:
+        """Where image features will be written (``cache_dir``, ``save_features``), probed before any image is
+        read when an input is images: a read-only or full place is one line now, not after the extraction."""
+        if any(is_image_input(v) for v in opened):
+            for option in ("cache_dir", "save_features"):
+                folder = getattr(self, option)
+                if folder is not None:
+                    probe_writable(folder, option, folder=True)
 
     def open(self, value: Any, name: str) -> Any:
         """An image source for image inputs (cheap checks: paths, empty folders); other inputs pass through."""
@@ -119,6 +133,7 @@ def resolve_pair(
     # Both are checked before either is extracted; feature inputs are read here, once (an .npz in full).
     opened = [images.open(v, name) for v, name in zip((real, fake), names)]
     opened = [v if is_image_input(v) else as_feature_set(v, name) for v, name in zip(opened, names)]
+    images.probe_outputs(opened)
     _check_dims_before_extraction(opened, images)
     real_fs, fake_fs = (
         as_feature_set(images.features(v, name, device, progress), name) for v, name in zip(opened, names)
@@ -164,15 +179,44 @@ def _reason(exc: BaseException) -> str:
 
 
 def _read_array(path: str, name: str) -> np.ndarray:
+    """The array of a ``.npy`` (memory-mapped) or ``.npz`` file. Only a regular file is opened (a FIFO would
+    block for ever), and its header's shape × itemsize is checked against the bytes there before anything
+    is allocated (a damaged header claiming 10¹² rows is one line, not a ``MemoryError``)."""
+    size = check_regular(path, name)
     if path.endswith(".npy"):
+        with open_regular(path, name) as fh:
+            _check_header(fh, size, name, path)
         return np.load(path, mmap_mode="r")
     with np.load(path) as archive:
         keys = list(archive.keys())
-        if len(keys) == 1:
-            return archive[keys[0]]
-        if "features" in keys:
-            return archive["features"]
-    raise ValueError(f"{name}: {path!r} holds arrays {keys}; expected a single array or one named 'features'")
+        key = keys[0] if len(keys) == 1 else "features" if "features" in keys else None
+        if key is None:
+            raise ValueError(f"{name}: {path!r} holds arrays {keys}; expected a single array or one named 'features'")
+        member = archive.zip.getinfo(key if key in archive.zip.namelist() else f"{key}.npy")
+        with archive.zip.open(member) as fh:
+            _check_header(fh, member.file_size, name, f"{path}[{key}]")
+        return archive[key]
+
+
+def _check_header(fh: IO[bytes], size: int, name: str, where: str) -> None:
+    """The array a ``.npy`` header announces fits in the ``size`` bytes of its file."""
+    try:
+        version = np.lib.format.read_magic(fh)
+    except ValueError:
+        return  # not a .npy header: numpy's own reading reports it
+    if version not in ((1, 0), (2, 0)):
+        return
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(fh)
+    if dtype.hasobject:
+        return  # pickled objects: refused by numpy's reading, with its reason
+    need = fh.tell() + math.prod(shape) * dtype.itemsize
+    if need > size:
+        raise ValueError(
+            f"{name}: cannot read {where!r} as a feature file (its header announces shape {tuple(shape)} of "
+            f"{dtype}, {need:,} bytes, but it holds {size:,}); check that the file is complete, or write it again "
+            f"with numpy.save"
+        )
 
 
 def as_feature_set(value: FeaturesLike, name: str) -> FeatureSet:
@@ -188,12 +232,16 @@ def as_feature_set(value: FeaturesLike, name: str) -> FeatureSet:
     if isinstance(value, (str, os.PathLike)):
         value = _load_path(value, name)
     if isinstance(value, np.ndarray):
-        if value.dtype not in _FLOAT_DTYPES and not np.issubdtype(value.dtype, np.integer):
+        if value.dtype.newbyteorder("=") not in _FLOAT_DTYPES and not np.issubdtype(value.dtype, np.integer):
             raise ValueError(f"{name}: expected a float array, got dtype {value.dtype}")
+        if not value.dtype.isnative:  # big-endian '>f4' (a .npy written elsewhere): converted, in memory
+            value = value.astype(value.dtype.newbyteorder("="))
     elif isinstance(value, torch.Tensor):
         if value.is_complex() or value.dtype == torch.bool:
             raise ValueError(f"{name}: expected a float tensor, got dtype {value.dtype}")
         if not value.is_floating_point():
+            if value.dtype == torch.int64 and value.numel():
+                warn_inexact_ints(value.detach().cpu().numpy(), name)
             value = value.to(torch.float64)
         value = value.detach()
     else:
@@ -224,6 +272,7 @@ def validate_pair(real: FeatureSet, fake: FeatureSet, k_max: int, real_largest: 
         )
     largest = check_set(real, k_max) if real_largest is None else real_largest
     largest = max(largest, check_set(fake, k_max))
+    largest = prescale_subnormal((real, fake), largest)
     real.scale = fake.scale = pair_scale(largest)
 
 
@@ -241,10 +290,36 @@ def resolve_one(
 ) -> tuple[FeatureSet, float]:
     """One input (features or images) as a checked set, scaled on its own, and its largest absolute value."""
     opened = images.open(value, name)
+    images.probe_outputs([opened])
     fs = as_feature_set(images.features(opened, name, device, progress), name)
     largest = check_set(fs, k_max)
+    if 0.0 < largest < _SUBNORMAL:  # a pair is scaled in two steps (prescale_subnormal); a lone set cannot be
+        raise ValueError(
+            f"{name}: every value is a float64 subnormal (largest |x| = {largest:.3g}), too small for a manifold to "
+            f"keep its radii at; multiply the features by a power of two, e.g. numpy.ldexp(x, 600) (P&R is "
+            f"scale-invariant), or pass them to compute_pr/compute_epr directly"
+        )
     fs.scale = pair_scale(largest)
     return fs, largest
+
+
+# Below this every value is subnormal in float64: the power of two that brings it to [1, 2) exceeds the
+# largest float64 (ldexp(1, 1030) overflows), so such sets are scaled in two steps (PRESCALE, then the usual).
+_SUBNORMAL = 2.0**-1022
+_PRESCALE = 2.0**600
+
+
+def prescale_subnormal(sets: tuple[FeatureSet, ...], largest: float) -> float:
+    """Sets whose values are all float64 subnormals multiplied by 2⁶⁰⁰ (exact: a power of two, and the
+    results are normal), once, as a float64 copy; the pair's new largest absolute value. Other sets pass."""
+    if largest == 0.0 or largest >= _SUBNORMAL:
+        return largest
+    for fs in sets:
+        if isinstance(fs.data, torch.Tensor):
+            fs.data = fs.data.to(torch.float64) * _PRESCALE
+        else:
+            fs.data = np.asarray(fs.data, dtype=np.float64) * _PRESCALE
+    return largest * _PRESCALE
 
 
 def pair_scale(largest: float) -> float:
@@ -258,9 +333,32 @@ def pair_scale(largest: float) -> float:
     return math.ldexp(1.0, -math.frexp(largest)[1] + 1)
 
 
+def warn_inexact_ints(values: np.ndarray, name: str) -> bool:
+    """Warn (and return True) when 64-bit integers hold values float64 cannot represent (beyond 2⁵³ with
+    low bits set): they are computed with as float64, so they change by rounding."""
+    if values.dtype.kind not in "iu" or values.dtype.itemsize < 8:
+        return False
+    big = values[(values > 2**53) | (values < -(2**53))] if values.dtype.kind == "i" else values[values > 2**53]
+    if not big.size:
+        return False
+    mag = np.abs(big).astype(np.uint64) if big.dtype.kind == "i" else big  # |−2⁶³| wraps to 2⁶³ as uint64
+    # Exact in float64 iff the bits below the top 53 are zero (a float estimate of the bit length can only err
+    # upwards, for values just below a power of two, which are inexact either way).
+    low = np.frexp(mag.astype(np.float64))[1].astype(np.int64) - 53
+    mask = (np.uint64(1) << low.clip(0).astype(np.uint64)) - np.uint64(1)
+    inexact = bool(np.any(mag & mask))
+    if inexact:
+        warnings.warn(
+            f"{name}: integer values beyond ±2⁵³ cannot be held exactly in float64 and are rounded "
+            f"(e.g. {int(big[np.flatnonzero(mag & mask)[0]])}); pass floats, or integers within ±2⁵³, for exact values",
+            stacklevel=3,
+        )
+    return inexact
+
+
 def _largest_finite(fs: FeatureSet) -> float:
     """Largest absolute value of ``fs`` (ValueError naming the first row with NaN or Inf)."""
-    largest = 0.0
+    largest, warned = 0.0, False
     step = _check_rows(fs.dim)
     for start in range(0, fs.n, step):
         rows = fs.data[start : start + step]
@@ -277,6 +375,7 @@ def _largest_finite(fs: FeatureSet) -> float:
             ok = np.isfinite(rows).all(axis=1)
             ints = rows.astype(np.float64) if rows.dtype.kind in "iu" else rows  # abs(int8 −128) wraps
             top = float(np.abs(ints).max()) if rows.size else 0.0
+            warned = warned or (rows.dtype.itemsize == 8 and rows.size > 0 and warn_inexact_ints(rows, fs.name))
         if not bool(ok.all()):
             bad = start + int(np.flatnonzero(~ok)[0])
             raise ValueError(f"{fs.name}: features must be finite, found NaN or Inf in row {bad}")

@@ -40,6 +40,10 @@ __all__ = [
     "check_path_exists",
     "check_folder",
     "check_output_file",
+    "check_path_like",
+    "check_mapping",
+    "check_graph_options",
+    "check_keywords",
     "require",
     "SampleSize",
 ]
@@ -143,11 +147,44 @@ def check_path_exists(value: Any, name: str) -> str:
     return path
 
 
+def check_path_like(value: Any, name: str, optional: bool = True) -> Optional[str]:
+    """``value`` as a path string, or None when ``optional``; anything else (an int would be taken as a file
+    descriptor) refused."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or isinstance(os.fspath(value), bytes):
+        kind = "a path (str or os.PathLike)" + (" or None" if optional else "")
+        raise fail(name, kind, type(value).__name__, error=TypeError, show=False)
+    return str(os.fspath(value))
+
+
+def check_mapping(value: Any, name: str, fix: str) -> Optional[dict]:
+    """A dict, or None (backend parameters, a dict to fill with statistics)."""
+    if value is not None and not isinstance(value, dict):
+        raise fail(name, "a dict or None", type(value).__name__, fix, error=TypeError, show=False)
+    return value
+
+
+def check_graph_options(k: Any, seed: Any, options: Any, stats: Any) -> tuple[int, int]:
+    """The options of :func:`eprmetrics.knn_graph`, checked before the features are read; ``k`` and ``seed``
+    as Python ints (numpy integers welcome)."""
+    check_mapping(options, "options", "backend parameters, e.g. options={'nprobe': 32}")
+    check_mapping(stats, "stats", "pass a dict to receive the backend's statistics, or None")
+    return check_int(k, "k", fix="neighbours per point, self excluded, e.g. k=3"), check_int(seed, "seed", minimum=0)
+
+
+def check_keywords(options: dict[str, Any], accepted: Sequence[str], where: str, fix: str) -> None:
+    """Every key of ``options`` is a keyword of the function that receives them (``where``)."""
+    foreign = [key for key in options if key not in accepted]
+    if foreign:
+        raise fail(", ".join(foreign), f"options of {where}", ", ".join(foreign), fix, show=False)
+
+
 def check_folder(value: Any, name: str) -> Optional[str]:
     """An output folder (created later if missing), or None; refused when it names an existing file."""
     if value is None:
         return None
-    path = os.path.expanduser(os.fspath(value))
+    path = os.path.expanduser(check_path_like(value, name) or "")
     if os.path.exists(path) and not os.path.isdir(path):
         raise fail(name, "a folder", path, "it is a file: pass a folder path (created if missing)")
     return path
@@ -155,7 +192,7 @@ def check_folder(value: Any, name: str) -> Optional[str]:
 
 def check_output_file(value: Any, name: str) -> str:
     """A file to write later: its folder must exist and the path must not be a folder."""
-    path = os.path.expanduser(os.fspath(value))
+    path = os.path.expanduser(check_path_like(value, name) or "")
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise fail(name, "a file path", path, "it is a folder: name a file in it, e.g. result.json")
