@@ -31,6 +31,7 @@ from .api import compute_epr, compute_pr
 from .defaults import DEFAULTS
 from .manifold import Manifold
 from .result import Result
+from .validation import check_keywords
 
 __all__ = ["pr_curve", "PRCurve", "frontier", "CURVE_METHODS"]
 
@@ -106,6 +107,11 @@ def frontier(results: Mapping[Hashable, Result]) -> list[Hashable]:
     ]
 
 
+def _call_options(call: Any) -> list[str]:
+    """The keyword options ``call`` takes besides the inputs and those ``pr_curve`` sets itself."""
+    return [name for name in inspect.signature(call).parameters if name not in ("real", "fake", "k", "method")]
+
+
 def pr_curve(
     real: Any,
     fakes: Mapping[Hashable, Any],
@@ -140,6 +146,8 @@ def pr_curve(
             f"fakes: expected a non-empty mapping {{label: fake features or images}}, got {type(fakes).__name__}"
             f"{' (empty)' if isinstance(fakes, Mapping) else ''}; e.g. {{0.5: fake_05, 1.0: fake_10}}"
         )
+    call = compute_pr if method == "exact" else compute_epr
+    check_keywords(options, _call_options(call), f"{call.__name__} (method={method!r})", "drop them or change method")
     options.update(distributed=distributed, process_group=process_group)  # forwarded to the fit and every call
     curve = PRCurve()
     start = time.perf_counter()
@@ -153,9 +161,12 @@ def pr_curve(
     curve.seconds = {}
     for label, fake in fakes.items():
         start = time.perf_counter()
-        if method == "exact":
-            res: Result = compute_pr(curve.manifold, fake, k=k, **options)
-        else:
-            res = compute_epr(curve.manifold, fake, method=method, k=k, **options)
+        try:
+            if method == "exact":
+                res: Result = compute_pr(curve.manifold, fake, k=k, **options)
+            else:
+                res = compute_epr(curve.manifold, fake, method=method, k=k, **options)
+        except (ValueError, TypeError, FileNotFoundError) as exc:  # which fake set, when several were given
+            raise type(exc)(f"fakes[{label!r}]: {exc}") from exc
         curve[label], curve.seconds[label] = res, time.perf_counter() - start
     return curve

@@ -27,7 +27,7 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
+    except (RuntimeError, TypeError, ValueError) as exc:  # ValueError: an index too large for torch
         raise ValueError(f"{_EXPECTED_DEVICE}, got {device!r}; pass one of these") from exc
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"{_EXPECTED_DEVICE}, got {device!r}; eprmetrics runs on CPUs and CUDA GPUs")

@@ -39,7 +39,7 @@ from ..inputs import ImageOptions, resolve_one, resolve_pair
 from ..neighbours import Radii, RadiiState, SetGraph, k_occurrence
 from ..profiling import Profiler, Stage, progress_bar
 from ..result import HubStatistics
-from ..validation import check_k
+from ..validation import check_k, check_path_like
 from .storage import (
     FEATURES_FILE,
     RADII_DTYPES,
@@ -261,6 +261,7 @@ class Manifold:
             ManifoldError: (a ``ValueError``) a file that is not the one saved — truncated, edited, swapped,
                 of format version 1, or not a manifold's; one line naming it.
         """
+        path, features = check_path_like(path, "path", optional=False) or "", check_path_like(features, "features")
         stored = read_folder(path, features)
         state = RadiiState(*(torch.from_numpy(stored.arrays[key]) for key in RADII_DTYPES))
         meta = stored.meta

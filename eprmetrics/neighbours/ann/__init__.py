@@ -18,6 +18,7 @@ import torch
 
 from ...defaults import DEFAULTS
 from ...engine import FeatureSet, World, call_options, fingerprint, resolve_device
+from ...validation import check_graph_options
 from . import exact, faiss_backend, hnswlib_backend, ivf_gemm, ivf_pca, scann_backend  # noqa: F401  (registration)
 from .auto import resolve_backend
 from .base import ANNBackend, available_backends, backend_names, get_backend, register_backend
@@ -77,9 +78,8 @@ def knn_graph(
         float32 ascending true L2 distances and int64 indices, both n × k.
     """
     params = dict(locals())  # the call's arguments, which sharing ranks compare
+    k, seed = check_graph_options(k, seed, options, stats)  # before the features are read; np.int64 k is an int
     world = World.of(distributed, process_group, distributed_timeout)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k: expected a positive int, got {k!r}")
     with world.joined(call_options("knn_graph", params)):
         # a float16 memmap stays on disk for backends that read fp16
         x = world.settle(lambda: _rows_for(X, k), lambda rows: fingerprint(FeatureSet(rows, "X")))
