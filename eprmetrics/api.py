@@ -119,8 +119,9 @@ def compute_pr(
             the first is the headline value.
         strict: use ``<`` instead of ``≤`` for ball membership (the ``prdc`` package's rule).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        memory_budget: bytes a tile may use; default half of free CUDA memory, or
-            1/8 of available RAM capped at 1 GiB.
+        memory_budget: bytes the tiles' workspace may use; default half of free CUDA memory, or
+            1/8 of available RAM capped at 1 GiB. Inputs, k-NN graphs and ANN indexes come on top;
+            ``Result.stages`` reports the peak RSS and RSS growth of every stage.
         density_coverage: also compute density and coverage (Naeem et al., 2020).
         realism: also return the realism score of every fake sample (first k).
         error_bound: how fp32 rounding is bounded when deciding which cases to
@@ -245,7 +246,9 @@ def compute_epr(
         confidence: level of the intervals.
         audit: hubness method: queries per set of the sampled audit (``True``: the
             default 800), or ``False`` to skip it.
-        seed: seeds index training and sampling.
+        seed: seeds index training and sampling. With a named ``backend`` the same seed gives the
+            same estimate at any thread count; ``"auto"`` lets the planner's timings choose the backend
+            (and path), so name ``res.backend`` to repeat a run exactly elsewhere.
         screen: how sampled queries are decided against every ball: ``"auto"`` (default) projects each
             reference set on its leading principal directions and skips, with proof, the balls and
             points a projected distance rules out — when a pilot shows few pairs pass
