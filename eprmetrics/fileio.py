@@ -48,6 +48,7 @@ _FIXES = {
     errno.EPERM: "operation not permitted: choose a place you may write to",
     errno.ENOENT: "a folder on the way does not exist: create it first",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "a file is where a folder is needed: move it or choose another place",
     errno.EISDIR: "it is a folder: give a file name",
     errno.ELOOP: "too many levels of symbolic links (a symlink loop): fix the link",
     errno.ENAMETOOLONG: "the name is too long",

@@ -6,6 +6,10 @@ combinations that cannot apply, bad files and bad outputs.
 
 from __future__ import annotations
 
+import io
+import os
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -33,6 +37,15 @@ def place(tmp_path_factory):
     (d / "empty").mkdir()
     (d / "broken.zip").write_bytes(b"PK not a zip")
     (d / "afile").write_text("x")
+    header = io.BytesIO()  # a header announcing 10¹² rows, then 64 bytes: refused before any allocation
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 6)})
+    (d / "huge.npy").write_bytes(header.getvalue() + b"\0" * 64)
+    with zipfile.ZipFile(d / "huge.npz", "w") as archive:
+        archive.writestr("arr_0.npy", header.getvalue() + b"\0" * 64)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(d / "fifo.npy")  # reading it would block for ever
+    else:
+        (d / "fifo.npy").write_bytes(b"")
     return d
 
 
@@ -97,11 +110,19 @@ CASES = [
     ["{d}/empty", F],
     ["{d}/broken.zip", F],
     [R, F, "--weights", "{d}/missing.pt"],
+    ["{d}/huge.npy", F],
+    [R, "{d}/huge.npz"],
+    ["{d}/fifo.npy", F],
+    ["manifold", "{d}/fifo.npy", "{d}/m_out"],
     # bad outputs, refused before any work
     [R, F, "--json", "{d}/no/such/folder/out.json"],
     [R, F, "--json", "{d}/empty"],
     [R, F, "--save-features", "{d}/afile"],
     [R, F, "--cache-dir", "{d}/afile"],
+    [R, F, "--json", "{d}/afile/out.json"],
+    [R, F, "--plot", "{d}/afile/plots"],
+    ["demo", "--json", "{d}/afile/demo.json"],
+    ["manifold", R, "{d}/m_out2", "--json", "{d}/afile/m.json"],
 ]
 
 

@@ -207,3 +207,16 @@ def test_to_json_into_a_folder_is_one_line(tmp_path):
     res = compute_pr(np.ones((5, 2)) * np.arange(5)[:, None], np.ones((5, 2)), k=1)
     with pytest.raises(OutputError, match="to_json path: could not write"):
         res.to_json(str(tmp_path))
+
+
+def test_a_figure_path_that_cannot_be_written_is_refused_before_the_graphs(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import eprmetrics.plots.hubness as hubness
+
+    def work(*args, **kwargs):
+        raise AssertionError("the graphs were built")
+
+    monkeypatch.setattr(hubness, "hub_histograms", work)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match=r"^path: cannot write to .*afile: a file is where a folder is needed"):
+        hubness.hubness_histogram(np.ones((9, 2)), np.ones((9, 2)), 3, tmp_path / "afile" / "h.png")

@@ -7,7 +7,7 @@ import os
 import textwrap
 from typing import Any, Optional
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, probe_writable
 from ..validation import fail
 
 __all__ = ["MISSING", "MISSING_LIBRARY", "pyplot", "check_png_path", "save_figure", "format_score", "wrap"]
@@ -31,7 +31,8 @@ def pyplot(quiet: bool = False) -> Optional[Any]:
 
 
 def check_png_path(path: Any, name: str = "path") -> str:
-    """An output image file: a path with an extension matplotlib knows (``.png``), not a folder."""
+    """An output image file: a path with an extension matplotlib knows (``.png``), not a folder, in a place
+    that can be written to (probed, its folder created)."""
     if not isinstance(path, (str, os.PathLike)):
         raise fail(name, "a file path such as 'plots/hubness.png'", type(path).__name__, error=TypeError, show=False)
     text = os.path.expanduser(os.fspath(path))
@@ -39,6 +40,7 @@ def check_png_path(path: Any, name: str = "path") -> str:
         raise fail(name, "a file path", text, "it is a folder: name a file in it, e.g. hubness.png")
     if not os.path.splitext(text)[1]:
         raise fail(name, "a file name with an extension such as .png", text)
+    probe_writable(text, name)  # before the graphs are built: a read-only or full place is one line now
     return text
 
 
