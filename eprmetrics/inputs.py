@@ -18,6 +18,7 @@ import warnings
 from typing import IO, Any, Optional, Union
 
 import numpy as np
+import psutil
 import torch
 
 from .defaults import DEFAULTS
@@ -235,7 +236,7 @@ def as_feature_set(value: FeaturesLike, name: str) -> FeatureSet:
         if value.dtype.newbyteorder("=") not in _FLOAT_DTYPES and not np.issubdtype(value.dtype, np.integer):
             raise ValueError(f"{name}: expected a float array, got dtype {value.dtype}")
         if not value.dtype.isnative:  # big-endian '>f4' (a .npy written elsewhere): converted, in memory
-            value = value.astype(value.dtype.newbyteorder("="))
+            value = _native(value, name)
     elif isinstance(value, torch.Tensor):
         if value.is_complex() or value.dtype == torch.bool:
             raise ValueError(f"{name}: expected a float tensor, got dtype {value.dtype}")
@@ -255,6 +256,19 @@ def as_feature_set(value: FeaturesLike, name: str) -> FeatureSet:
             hint = "; images must be uint8 (N×3×H×W, N×H×W×3 or N×H×W): e.g. (x * 255).round().to(torch.uint8)"
         raise ValueError(f"{name}: expected a 2-D array (n_samples × dim), got shape {tuple(value.shape)}{hint}")
     return FeatureSet(value, name)
+
+
+def _native(value: np.ndarray, name: str) -> np.ndarray:
+    """``value`` in native byte order: a copy in memory, refused when it would take over half the free RAM."""
+    free = psutil.virtual_memory().available
+    if value.nbytes > free // 2:
+        native = value.dtype.newbyteorder("=").str
+        raise ValueError(
+            f"{name}: expected native byte order for an array this large ({value.nbytes:,} bytes of {value.dtype.str}; "
+            f"converting it needs that much memory, {free:,} bytes are free); convert the file once, in blocks, "
+            f"e.g. with numpy.lib.format.open_memmap(out, 'w+', '{native}', shape) filled block by block"
+        )
+    return value.astype(value.dtype.newbyteorder("="))
 
 
 def validate_pair(real: FeatureSet, fake: FeatureSet, k_max: int, real_largest: Optional[float] = None) -> None:

@@ -138,3 +138,19 @@ def test_integers_float64_cannot_hold_warn_and_those_it_holds_do_not():
         compute_pr(*high)  # 2⁶³ + multiples of 2¹¹: exact in float64
     with pytest.warns(UserWarning, match="integer values beyond"):
         compute_pr((real + 1000).astype(np.uint64) + np.uint64(2**64 - 4000), fake)
+
+
+def test_a_big_endian_array_too_large_to_convert_in_memory_is_one_line(tmp_path, monkeypatch):
+    import psutil
+
+    real, fake = _grid_pair(1)
+    np.save(tmp_path / "r.npy", real.astype(">f8"))
+
+    class Scarce:
+        available = real.nbytes  # half of it is less than the copy would take
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Scarce())
+    with pytest.raises(
+        ValueError, match=r"^real: expected native byte order for an array this large .*>f8.*open_memmap"
+    ):
+        compute_pr(str(tmp_path / "r.npy"), fake)

@@ -57,9 +57,13 @@ def test_a_named_backend_gives_the_same_estimate_at_any_thread_count():
 
 
 def test_naming_the_backend_auto_chose_reproduces_the_run():
+    """The planner's choice depends on this machine's timings (on a loaded machine it may compute exactly)."""
     real, fake = make_pair(6000, 6000, dim=32, seed=6)
     auto = compute_epr(real, fake, seed=3, sample_size=400, progress=False)
-    assert auto.plan is not None and auto.plan.path == "sampled" and auto.backend is not None
+    assert auto.plan is not None
+    if auto.plan.path == "exact":  # zero-width intervals: the exact values, which any repeat gives
+        assert auto.precision_ci == (auto.precision, auto.precision)
+        return
     again = compute_epr(real, fake, seed=3, sample_size=400, backend=auto.backend, progress=False)
     assert (again.precision, again.recall, again.precision_ci) == (auto.precision, auto.recall, auto.precision_ci)
 
