@@ -10,6 +10,7 @@ accepted by design (numpy integers for ints) must be accepted.
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 
@@ -95,6 +96,7 @@ def _names_option(message: str, option: str) -> bool:
 def _outcome(call, option: str, value, tmp_path, monkeypatch) -> str:
     """'' when ``value`` is accepted or refused well; what went wrong otherwise."""
     monkeypatch.chdir(tmp_path)  # a string value taken as a folder name lands here
+    value = copy.deepcopy(value)  # knn_graph fills a dict given as stats: every case gets a fresh one
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
