@@ -48,7 +48,16 @@ BAD = {
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError, OutputError)
 
 IMAGE_OPTIONS = ["extractor", "weights", "batch_size", "num_workers", "cache_dir", "on_error"]
-ENGINE_OPTIONS = ["device", "memory_budget", "error_bound", "precision", "progress"]
+ENGINE_OPTIONS = [
+    "device",
+    "memory_budget",
+    "error_bound",
+    "precision",
+    "progress",
+    "distributed",
+    "process_group",
+    "distributed_timeout",
+]
 CALLS = {
     "compute_pr": (
         lambda **kw: compute_pr(REAL, FAKE, **kw),
@@ -61,7 +70,7 @@ CALLS = {
     ),
     "knn_graph": (
         lambda **kw: knn_graph(REAL, **({"k": 3} | kw)),
-        ["k", "backend", "seed", "device", "options", "stats"],
+        ["k", "backend", "seed", "device", "options", "stats", "distributed", "process_group"],
     ),
     "Manifold.fit": (lambda **kw: Manifold.fit(REAL, **kw), ["k", *ENGINE_OPTIONS, *IMAGE_OPTIONS]),
     "pr_curve": (
