@@ -128,7 +128,7 @@ def test_corrupt_image_raises_naming_it_or_is_skipped(folders):
     bad.write_bytes(b"not a png at all")
     with pytest.raises(ValueError, match=r"real: cannot read image .*broken.png"):
         compute_pr(real, real, extractor=CountingNet())
-    with pytest.warns(UserWarning, match=r"broken.png.*skipped"):
+    with pytest.warns(UserWarning, match=r"real: 1 of 25 images could not be read and were skipped .*broken.png"):
         feats = extract_features(real, name="real", extractor=CountingNet(), on_error="skip", progress=False)
     assert feats.shape[0] == 24
 

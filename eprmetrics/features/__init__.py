@@ -28,6 +28,7 @@ from . import clip, dinov2, inception, vgg16  # noqa: F401  (registration)
 from .base import (
     Extractor,
     check_extractor,
+    extractor_dim,
     extractor_names,
     extractor_revision,
     get_extractor,
@@ -36,6 +37,8 @@ from .base import (
 )
 from .cache import cache_path, load_cached, save_atomic
 from .images import IMAGE_EXTENSIONS, ImageSource, as_image_source, is_image_input
+from .loader import LoadedImages, LoadReport, collate_loaded
+from .reading import ImageError, ImageLimits
 
 __all__ = [
     "extractor_identity",
@@ -48,16 +51,9 @@ __all__ = [
     "as_image_source",
     "ImageSource",
     "IMAGE_EXTENSIONS",
+    "ImageLimits",
+    "ImageError",
 ]
-
-
-def _collate(batch: list) -> Any:
-    items = [b for b in batch if b is not None]
-    if not items:
-        return None
-    if len({tuple(x.shape) for x in items}) == 1:
-        return torch.stack(items)
-    return items  # mixed sizes: each image is resized on its own
 
 
 # Module attributes torch keeps for itself; everything else a module holds may change what it computes.
@@ -109,6 +105,8 @@ def _cache_file(
     extractor: Union[str, nn.Module],
     weights: Optional[Union[str, os.PathLike]],
 ) -> Optional[str]:
+    """The cache entry for these images, extractor and weights; None: no cache, an extractor that cannot be
+    identified, or (``on_error="skip"``) an image that cannot be read — such runs are not cached."""
     if cache_dir is None:
         return None
     ident = extractor_identity(extractor, weights)
@@ -119,8 +117,50 @@ def _cache_file(
             stacklevel=4,
         )
         return None
+    images_fp = src.fingerprint()  # under on_error="raise", the one-line error of an unreadable image
+    if images_fp is None:
+        return None
     label = extractor if isinstance(extractor, str) else "custom"
-    return cache_path(os.path.expanduser(os.fspath(cache_dir)), src.fingerprint(), label, ident)
+    return cache_path(os.path.expanduser(os.fspath(cache_dir)), images_fp, label, ident)
+
+
+def _extract(
+    src: ImageSource, ext: Extractor, dev: torch.device, batch_size: int, num_workers: int, progress: Optional[bool]
+) -> tuple[np.ndarray, int]:
+    """The features of every readable image in ``src`` and how many were skipped; one warning for all skipped
+    images, whatever the number of workers."""
+    loader = torch.utils.data.DataLoader(
+        LoadedImages(src),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle=False,
+        collate_fn=collate_loaded,
+        pin_memory=dev.type == "cuda",
+    )
+    from tqdm.auto import tqdm
+
+    report = LoadReport(src)
+    feats = []
+    for batch in tqdm(loader, desc=f"features {src.name}", unit="batch", **tqdm_options(progress)):
+        report.add(batch)
+        if batch.images is not None:
+            feats.append(ext(batch.images, dev).cpu())
+    report.warn()
+    if not feats:
+        raise ValueError(f"{src.name}: none of the {len(src)} images could be read")
+    return torch.cat(feats).numpy().astype(np.float32, copy=False), len(report.problems)
+
+
+def _keep(path: str, features: np.ndarray, skipped: int, name: str) -> None:
+    """Write the cache entry — unless images were skipped (rows would not match images); a failed write of the
+    cache warns (the features are still returned)."""
+    if skipped:
+        warnings.warn(f"cache_dir: the features of {name} are not cached: {skipped} images were skipped", stacklevel=3)
+        return
+    try:
+        save_atomic(path, features, "cache_dir")
+    except OSError as exc:
+        warnings.warn(f"{exc}; the features are not cached", stacklevel=3)
 
 
 def extract_features(
@@ -136,6 +176,7 @@ def extract_features(
     save_to: Optional[str] = None,
     on_error: str = "raise",
     progress: Optional[bool] = None,
+    limits: Optional[ImageLimits] = None,
 ) -> np.ndarray:
     """Features of every image, in input order, as an N×D float32 array.
 
@@ -154,46 +195,36 @@ def extract_features(
             timm's DINOv2 ``lvd142m``, open_clip's ``openai``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         batch_size, num_workers: DataLoader settings.
-        cache_dir: reuse/keep features keyed by the images' content, the extractor and its weights.
+        cache_dir: reuse/keep features keyed by the images' content, the extractor and its weights' content;
+            an entry is used only if it holds one finite float32 row per image (of the extractor's width);
+            runs that skipped images are not cached.
         save_to: also write the features to this ``.npy`` path.
-        on_error: ``"raise"`` (default) or ``"skip"`` unreadable images (with a warning).
+        on_error: ``"raise"`` (default) or ``"skip"`` unreadable images (one warning for all of them).
         progress: tqdm progress bar; None (default): on a terminal, for work longer than a few seconds.
+        limits: bounds on each image file (:class:`ImageLimits`: bytes, pixels, side reduced to);
+            default: ``ImageLimits.from_env()`` (``EPRMETRICS_MAX_IMAGE_BYTES`` / ``_PIXELS`` / ``_SIDE``).
+            An :class:`ImageSource` passed as ``images`` keeps its own.
 
     Raises:
-        ValueError: unreadable image (naming it), empty folder, bad options.
+        ValueError: unreadable or refused image (naming it), empty folder, bad options.
         FileNotFoundError: missing path or weights file.
     """
     check_int(batch_size, "batch_size")
     check_int(num_workers, "num_workers", minimum=0)
-    src = as_image_source(images, name, on_error)
+    src = as_image_source(images, name, on_error, limits)
     check_extractor(extractor, weights)
     dev = resolve_device(device)
     path = _cache_file(cache_dir, src, extractor, weights)
-    cached = None if path is None else load_cached(path)
+    dim = extractor_dim(extractor) if isinstance(extractor, str) else None
+    cached = None if path is None else load_cached(path, len(src), dim)
     if cached is not None:  # a hit builds no network and loads no weights
         if save_to:
             save_atomic(save_to, cached)
         return cached
     ext = get_extractor(extractor, weights).to(dev)
-    loader = torch.utils.data.DataLoader(
-        src,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shuffle=False,
-        collate_fn=_collate,
-        pin_memory=dev.type == "cuda",
-    )
-    from tqdm.auto import tqdm
-
-    feats = []
-    for batch in tqdm(loader, desc=f"features {name}", unit="batch", **tqdm_options(progress)):
-        if batch is not None:
-            feats.append(ext(batch, dev).cpu())
-    if not feats:
-        raise ValueError(f"{name}: none of the {len(src)} images could be read")
-    out = torch.cat(feats).numpy().astype(np.float32, copy=False)
-    if path is not None:
-        save_atomic(path, out)
+    out, skipped = _extract(src, ext, dev, batch_size, num_workers, progress)
+    if cache_dir is not None and (path is not None or skipped):
+        _keep(path or "", out, skipped, name)
     if save_to:
         save_atomic(save_to, out)
     return out

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
+import io
 import os
+import sys
 from contextlib import nullcontext
 from typing import Callable, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import nn
 
+from ..fileio import open_regular
 from .resize import check_resize_mode, resize
 
 __all__ = [
@@ -226,10 +231,13 @@ def pretrained(
     the Hugging Face hub's errors); this says which extractor, what failed and how to pass a local
     file instead (a ValueError: exit status 2 on the command line). ``source``: the call that builds
     the network with its weights, to save its state dict from (default: the torchvision builder
-    ``builder`` with ``weights=tag``).
+    ``builder`` with ``weights=tag``). What the download prints on stdout goes to stderr (after a
+    successful download) or nowhere (before the error): stdout stays the report's.
     """
+    said = io.StringIO()  # torch.hub prints "Downloading: ..." on stdout, which may be a --json - report
     try:
-        return build()
+        with contextlib.redirect_stdout(said):
+            net = build()
     except (OSError, http.client.HTTPException, RuntimeError) as exc:
         if not _download_failure(exc):
             raise
@@ -241,6 +249,9 @@ def pretrained(
             f"without network pass weights=PATH (--weights PATH on the command line), a state dict saved with "
             f"torch.save({source}.state_dict(), PATH)"
         ) from exc
+    if said.getvalue():  # a download that worked: its note goes where progress goes
+        sys.stderr.write(said.getvalue())
+    return net
 
 
 def load_state_dict(path: Union[str, os.PathLike]) -> dict:
@@ -310,9 +321,22 @@ def without_init(build: Callable[[], Net]) -> Net:
     return net.to_empty(device="cpu")
 
 
+# Content hashes of weights files, by what identifies one version of a file: device, inode, size, mtime and
+# ctime (which no user command can set back). Each file is hashed once per process.
+_WEIGHTS_HASHES: dict[tuple[int, ...], str] = {}
+
+
 def weights_fingerprint(path: Optional[str], default: str) -> str:
-    """Identify weights for the cache: the file's path, size and mtime, or the default weights' name."""
+    """Identify weights for the cache: a hash of the file's content (so weights replaced with ``cp -p``, same
+    size and mtime, are new weights), or the default weights' name."""
     if path is None:
         return default
-    st = os.stat(path)
-    return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
+    with open_regular(path, "weights") as fh:
+        st = os.fstat(fh.fileno())
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key not in _WEIGHTS_HASHES:
+            h = hashlib.blake2b(digest_size=20)
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+            _WEIGHTS_HASHES[key] = h.hexdigest()
+    return f"blake2b:{_WEIGHTS_HASHES[key]}"

@@ -1,22 +1,34 @@
-"""Image sources: a folder (recursive), a zip archive, a list of files, or a uint8 tensor."""
+"""Image sources: a folder (recursive), a zip archive, a list of files, or a uint8 tensor.
+
+Files and zip members are untrusted: each is read within the bounds of :mod:`.reading` (regular files only,
+a byte cap, a pixel cap from the header before decoding) and reduced to at most ``limits.max_side`` pixels
+on its longer side before it becomes floats. Only PNG, JPEG, BMP, WebP and TIFF decoders are tried.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import struct
 import warnings
 import zipfile
-from typing import Any, Optional, Sequence
+from typing import IO, Any, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..fileio import describe_os_error
 from ..validation import check_choice, check_path_exists
+from .reading import ENV, ImageError, ImageLimits, archive_members, open_archive, read_file, read_member
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "as_image_source", "is_image_input"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "as_image_source", "is_image_input", "decode_image", "to_rgb8"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# The decoders tried, whatever a file is named: never Pillow's others (EPS would run Ghostscript).
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF")
+# Version of the bytes → pixels path, in the cache key: a change to it must not hit old entries.
+DECODE_VERSION = "decode-v2"
 
 
 def _is_image_name(name: str) -> bool:
@@ -27,7 +39,8 @@ class ImageSource(torch.utils.data.Dataset):
     """Decoded images as uint8 3×H×W tensors, with a content fingerprint.
 
     ``on_error="raise"`` (default) turns an unreadable image into a ValueError
-    naming it; ``"skip"`` warns and leaves it out.
+    naming it; ``"skip"`` warns and leaves it out. ``limits``: see :class:`ImageLimits`
+    (default: the module constants, overridden by ``EPRMETRICS_MAX_IMAGE_*``).
     """
 
     def __init__(
@@ -38,70 +51,145 @@ class ImageSource(torch.utils.data.Dataset):
         on_error: str = "raise",
         archive: Optional[str] = None,
         tensor: Optional[torch.Tensor] = None,
+        limits: Optional[ImageLimits] = None,
     ) -> None:
         check_choice(on_error, "on_error", ("raise", "skip"))
-        self.kind, self.items, self.name, self.on_error, self.archive, self.tensor = (
-            kind,
-            list(items),
-            name,
-            on_error,
-            archive,
-            tensor,
-        )
-        self._zip: Optional[zipfile.ZipFile] = None
+        self.kind, self.items, self.name, self.on_error = kind, list(items), name, on_error
+        self.archive, self.tensor = archive, tensor
+        self.limits = limits if limits is not None else ImageLimits.from_env()
+        self._zip: Optional[tuple[int, IO[bytes], zipfile.ZipFile]] = None
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _read(self, i: int) -> bytes:
-        if self.kind == "zip":
-            if self._zip is None:  # one handle per (worker) process
-                if self.archive is None:
-                    raise RuntimeError(f"{self.name}: a zip image source has no archive path")
-                self._zip = zipfile.ZipFile(self.archive)
-            return self._zip.read(self.items[i])
-        with open(self.items[i], "rb") as fh:
-            return fh.read()
+    def _archive(self) -> zipfile.ZipFile:
+        # One handle per process: a handle opened before a DataLoader forks its workers would share its file
+        # offset with them, and their reads would interleave.
+        if self._zip is None or self._zip[0] != os.getpid():
+            if self.archive is None:
+                raise RuntimeError(f"{self.name}: a zip image source has no archive path")
+            fh, zf = open_archive(self.archive, self.name)
+            self._zip = (os.getpid(), fh, zf)
+        return self._zip[2]
 
     def label(self, i: int) -> str:
         return f"{self.archive}:{self.items[i]}" if self.kind == "zip" else str(self.items[i])
 
-    def __getitem__(self, i: int) -> Optional[torch.Tensor]:
-        if self.kind == "tensor":
-            if self.tensor is None:
-                raise RuntimeError(f"{self.name}: a tensor image source has no tensor")
-            return self.tensor[i]
-        from PIL import Image
+    def error(self, i: int, reason: BaseException) -> ImageError:
+        """The one-line error for image ``i``: which input, which file, why."""
+        return ImageError(f"{self.name}: cannot read image {self.label(i)}: {reason}")
 
+    def read_bytes(self, i: int) -> bytes:
+        """The bytes of file (or zip member) ``i``, within ``limits.max_bytes``; an :class:`ImageError` naming it."""
         try:
-            with Image.open(io.BytesIO(self._read(i))) as img:
-                img.load()
-                arr = to_rgb8(img)
-        except Exception as exc:
-            msg = f"{self.name}: cannot read image {self.label(i)}: {exc.__class__.__name__}: {exc}"
-            if self.on_error == "skip":
-                warnings.warn(msg + " (skipped)", stacklevel=2)
-                return None
-            raise ValueError(msg) from None
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+            if self.kind == "zip":
+                return read_member(self._archive(), self.items[i], self.limits)
+            return read_file(self.items[i], self.limits)
+        except ImageError as exc:
+            raise self.error(i, exc) from None
 
-    def fingerprint(self) -> str:
-        """Hash of the images' bytes, in order (file names do not matter)."""
-        h = hashlib.blake2b(digest_size=20)
-        h.update(f"{self.kind}:{len(self)}".encode())
+    def load(self, i: int) -> tuple[torch.Tensor, bool]:
+        """Image ``i`` as uint8 3×H×W and whether it was reduced; an :class:`ImageError` naming it if unreadable."""
         if self.kind == "tensor":
             if self.tensor is None:
                 raise RuntimeError(f"{self.name}: a tensor image source has no tensor")
+            return self.tensor[i], False
+        data = self.read_bytes(i)
+        try:
+            arr, reduced = decode_image(data, self.limits)
+        except Exception as exc:  # Pillow raises many kinds for a damaged file; each becomes one line
+            raise self.error(i, ImageError(_describe(exc))) from None
+        if not arr.flags.writeable:  # Pillow's buffer: torch wants memory it may own
+            arr = arr.copy()
+        return torch.from_numpy(arr).permute(2, 0, 1), reduced
+
+    def __getitem__(self, i: int) -> Optional[torch.Tensor]:
+        try:
+            return self.load(i)[0]
+        except ImageError as exc:
+            if self.on_error == "skip":
+                warnings.warn(f"{exc} (skipped)", stacklevel=2)
+                return None
+            raise
+
+    def fingerprint(self) -> Optional[str]:
+        """Hash of the images' bytes, in order, each length-prefixed (zip members with their names; file names do
+        not matter), with the decoding bounds that change pixels. None under ``on_error="skip"`` when a file
+        cannot be read (such runs are not cached); under ``"raise"`` the error names the file."""
+        h = hashlib.blake2b(digest_size=20)
+        h.update(f"{DECODE_VERSION}|side={self.limits.max_side}|{self.kind}|{len(self)}|".encode())
+        if self.kind == "tensor":
+            if self.tensor is None:
+                raise RuntimeError(f"{self.name}: a tensor image source has no tensor")
+            h.update(f"{tuple(self.tensor.shape)}|{self.tensor.dtype}|".encode())
             h.update(self.tensor.contiguous().cpu().numpy().tobytes())
-        else:
-            for i in range(len(self)):
-                h.update(self._read(i))
+            return h.hexdigest()
+        for i in range(len(self)):
+            try:
+                data = self.read_bytes(i)
+            except ImageError:
+                if self.on_error == "skip":
+                    return None
+                raise
+            member = self.items[i].encode() if self.kind == "zip" else b""
+            h.update(struct.pack("<QQ", len(member), len(data)))
+            h.update(member)
+            h.update(data)
         return h.hexdigest()
 
     def __getstate__(self) -> dict:  # the zip handle does not cross process boundaries
         state = dict(self.__dict__)
         state["_zip"] = None
         return state
+
+
+def _describe(exc: BaseException) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, ImageError):
+        return str(exc)
+    if isinstance(exc, UnidentifiedImageError):  # its text shows a memory address, not the file
+        return "not a PNG, JPEG, BMP, WebP or TIFF image (or a damaged one)"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no detail'}"
+
+
+# Modes Image.reduce cannot work in, and the mode each is reduced in instead (to_rgb8 gives the same colours).
+_REDUCE_AS = {"1": "L", "P": "RGB", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, bool]:
+    """Image bytes → H×W×3 uint8 within ``limits``, and whether the image was reduced.
+
+    The pixel count is checked from the header before anything is decoded; an image with a side longer
+    than ``limits.max_side`` is reduced (a JPEG while decoding, by Pillow's ``draft``; then ``reduce``, a box
+    filter, by a whole factor) before it is converted, so no full-size copy is ever made in RGB or float.
+    """
+    from PIL import Image
+
+    with warnings.catch_warnings():  # our pixel cap is below Pillow's warning: it decides, not a warning
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        Image.init()
+        img = Image.open(io.BytesIO(data), formats=[f for f in IMAGE_FORMATS if f in Image.OPEN])
+    with img:
+        w, h = img.size
+        if w * h > limits.max_pixels:
+            raise ImageError(
+                f"it is {w}×{h} = {w * h:,} pixels, over the limit of {limits.max_pixels:,}; if it is genuine, "
+                f"raise the limit with {ENV['max_pixels']}=N (or limits=ImageLimits(max_pixels=N))"
+            )
+        factor = _ceil_div(max(w, h), limits.max_side)
+        if factor > 1 and img.format in ("JPEG", "MPO"):
+            img.draft(None, (_ceil_div(w, factor), _ceil_div(h, factor)))
+        img.load()
+        out: Any = img
+        if max(out.size) > limits.max_side:
+            out = out.convert(_REDUCE_AS[out.mode]) if out.mode in _REDUCE_AS else out
+            out = out.reduce(_ceil_div(max(out.size), limits.max_side))
+        return to_rgb8(out), factor > 1
 
 
 # Integer modes wider than 8 bits (16-bit PNG/TIFF grayscale) and their full scale.
@@ -156,10 +244,26 @@ def _channels_first(value: torch.Tensor, name: str) -> torch.Tensor:
     return value
 
 
-def as_image_source(value: Any, name: str, on_error: str = "raise") -> ImageSource:
+def _walk_error(name: str) -> Any:
+    def fail(exc: OSError) -> None:  # os.walk would otherwise leave an unreadable folder out, silently
+        raise ValueError(f"{name}: cannot list the folder {exc.filename!r}: {describe_os_error(exc)}") from None
+
+    return fail
+
+
+def _folder_images(path: str, name: str) -> list[str]:
+    walk = os.walk(path, onerror=_walk_error(name))
+    return sorted(os.path.join(root, f) for root, _, names in walk for f in names if _is_image_name(f))
+
+
+def as_image_source(
+    value: Any, name: str, on_error: str = "raise", limits: Optional[ImageLimits] = None
+) -> ImageSource:
     """Folder / zip / list of files / uint8 tensor → :class:`ImageSource`.
 
     Tensors: N×3×H×W, N×H×W×3, or grayscale N×1×H×W, N×H×W×1, N×H×W (repeated to 3 channels).
+    Files: whether each is a regular image within ``limits`` is found when it is read (and honours
+    ``on_error``); a zip archive holding two image members of one name is refused here.
     """
     if isinstance(value, ImageSource):
         return value
@@ -169,24 +273,20 @@ def as_image_source(value: Any, name: str, on_error: str = "raise") -> ImageSour
         value = _channels_first(value, name)
         if value.shape[0] == 0:
             raise ValueError(f"{name}: no images in the tensor")
-        return ImageSource("tensor", range(value.shape[0]), name, on_error, tensor=value.contiguous())
+        return ImageSource("tensor", range(value.shape[0]), name, on_error, tensor=value.contiguous(), limits=limits)
     if isinstance(value, (list, tuple)):
         files = [os.fspath(v) for v in value]
-        missing = [f for f in files if not os.path.isfile(f)]
+        missing = [f for f in files if not os.path.lexists(f)]
         if missing:
             raise FileNotFoundError(f"{name}: no such image file: {missing[0]!r}")
-        return ImageSource("files", files, name, on_error)
+        return ImageSource("files", files, name, on_error, limits=limits)
     path = check_path_exists(value, name)
     if os.path.isdir(path):
-        files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names if _is_image_name(f))
+        files = _folder_images(path, name)
         if not files:
             raise ValueError(f"{name}: no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path!r}")
-        return ImageSource("files", files, name, on_error)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = sorted(m for m in zf.namelist() if _is_image_name(m) and not m.endswith("/"))
-    except zipfile.BadZipFile:
-        raise ValueError(f"{name}: {path!r} is not a valid zip archive") from None
+        return ImageSource("files", files, name, on_error, limits=limits)
+    members = archive_members(path, name, IMAGE_EXTENSIONS)
     if not members:
         raise ValueError(f"{name}: no images ({', '.join(IMAGE_EXTENSIONS)}) in archive {path!r}")
-    return ImageSource("zip", members, name, on_error, archive=path)
+    return ImageSource("zip", members, name, on_error, archive=path, limits=limits)
