@@ -214,15 +214,18 @@ def extract_features(
     src = as_image_source(images, name, on_error, limits)
     check_extractor(extractor, weights)
     dev = resolve_device(device)
-    path = _cache_file(cache_dir, src, extractor, weights)
-    dim = extractor_dim(extractor) if isinstance(extractor, str) else None
-    cached = None if path is None else load_cached(path, len(src), dim)
-    if cached is not None:  # a hit builds no network and loads no weights
-        if save_to:
-            save_atomic(save_to, cached)
-        return cached
-    ext = get_extractor(extractor, weights).to(dev)
-    out, skipped = _extract(src, ext, dev, batch_size, num_workers, progress)
+    try:
+        path = _cache_file(cache_dir, src, extractor, weights)
+        dim = extractor_dim(extractor) if isinstance(extractor, str) else None
+        cached = None if path is None else load_cached(path, len(src), dim)
+        if cached is not None:  # a hit builds no network and loads no weights
+            if save_to:
+                save_atomic(save_to, cached)
+            return cached
+        ext = get_extractor(extractor, weights).to(dev)
+        out, skipped = _extract(src, ext, dev, batch_size, num_workers, progress)
+    finally:
+        src.close()  # this process's zip handle, if any
     if cache_dir is not None and (path is not None or skipped):
         _keep(path or "", out, skipped, name)
     if save_to:

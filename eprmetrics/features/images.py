@@ -137,6 +137,16 @@ class ImageSource(torch.utils.data.Dataset):
             h.update(data)
         return h.hexdigest()
 
+    def close(self) -> None:
+        """Close this process's handle on the zip archive (reopened when needed)."""
+        held, self._zip = getattr(self, "_zip", None), None
+        if held is not None and held[0] == os.getpid():
+            held[2].close()
+            held[1].close()
+
+    def __del__(self) -> None:
+        self.close()
+
     def __getstate__(self) -> dict:  # the zip handle does not cross process boundaries
         state = dict(self.__dict__)
         state["_zip"] = None
