@@ -91,3 +91,22 @@ def test_cli_exits_2_with_one_line(offline, tmp_path, capsys, extractor):
     assert code == 2
     assert err.startswith(f"eprmetrics: error: {extractor}: cannot download the IMAGENET1K_V1 weights")
     assert err.count("\n") == 1 and "Traceback" not in err and "--weights PATH" in err
+
+
+def test_nothing_reaches_stdout_before_the_offline_error(offline, capfd):
+    """torch.hub prints "Downloading: ..." on stdout before it downloads: stdout may be a report (--json -)."""
+    imgs = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="vgg16: cannot download"):
+        extract_features(imgs, extractor="vgg16", progress=False)
+    captured = capfd.readouterr()
+    assert captured.out == "", captured.out
+
+
+def test_a_download_note_goes_to_stderr(capfd):
+    def build():
+        print('Downloading: "https://example/w.pth" to /cache/w.pth')
+        return torch.nn.Identity()
+
+    assert isinstance(pretrained("vgg16", build, "vgg16"), torch.nn.Identity)
+    captured = capfd.readouterr()
+    assert captured.out == "" and "Downloading:" in captured.err

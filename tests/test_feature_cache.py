@@ -1,0 +1,174 @@
+"""The feature cache returns only what its key claims: the features of these images' bytes, through this
+extractor with these weights' content — a planted, colliding or stale entry is a miss, recomputed."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
+
+from eprmetrics.features import ImageLimits, as_image_source, extract_features  # noqa: E402
+
+
+class SmallNet(torch.nn.Module):
+    """4×4 average pool → a linear layer: 16 features of any image size, seeded weights."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 16))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def png(rng, size=16):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def folder_of(path, blobs):
+    path.mkdir(parents=True)
+    for i, blob in enumerate(blobs):
+        (path / f"{i:02d}.png").write_bytes(blob)
+    return path
+
+
+def extract(images, cache, **kw):
+    return extract_features(images, extractor=SmallNet(), cache_dir=cache, progress=False, batch_size=2, **kw)
+
+
+def entry(cache):
+    (path,) = cache.glob("*.npy")
+    return path
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        np.zeros((2, 3), np.float32),  # another shape: the observed bug returned it as the 5 images' features
+        np.zeros((5, 16), np.float64),  # another dtype
+        np.full((5, 16), np.nan, np.float32),  # not finite
+        np.zeros((16, 5), np.float32).T,  # Fortran order, right shape: a valid entry, used
+    ],
+    ids=["shape", "dtype", "nan", "fortran-ok"],
+)
+def test_planted_entry_is_a_miss_recomputed_and_overwritten(tmp_path, rng, planted):
+    images = folder_of(tmp_path / "imgs", [png(rng) for _ in range(5)])
+    cache = tmp_path / "cache"
+    first = extract(images, cache)
+    np.save(entry(cache), planted)
+    if planted.shape == (5, 16) and planted.dtype == np.float32 and np.isfinite(planted).all():
+        np.testing.assert_array_equal(extract(images, cache), planted)  # a well-formed entry is trusted
+        return
+    with pytest.warns(UserWarning, match=r"cache_dir: the entry .*\.npy holds .*; recomputing it"):
+        again = extract(images, cache)
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(np.load(entry(cache)), first)  # overwritten
+
+
+def test_fifo_or_truncated_entry_is_a_miss(tmp_path, rng):
+    images = folder_of(tmp_path / "imgs", [png(rng) for _ in range(3)])
+    cache = tmp_path / "cache"
+    first = extract(images, cache)
+    path = entry(cache)
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.warns(UserWarning, match="is truncated or has trailing data"):
+        np.testing.assert_array_equal(extract(images, cache), first)
+    if hasattr(os, "mkfifo"):
+        path.unlink()
+        os.mkfifo(path)  # would block a plain open
+        with pytest.warns(UserWarning, match="is a FIFO"):
+            np.testing.assert_array_equal(extract(images, cache), first)
+
+
+def test_concatenated_bytes_do_not_collide(tmp_path, rng):
+    """Folders [P1‖P2, P3] and [P1, P2‖P3] hashed to one key when bytes were concatenated without lengths; a
+    PNG ignores bytes after its end, so they decode as (P1, P3) and (P1, P2): different features."""
+    p1, p2, p3 = png(rng), png(rng), png(rng)
+    a = folder_of(tmp_path / "a", [p1 + p2, p3])
+    b = folder_of(tmp_path / "b", [p1, p2 + p3])
+    assert as_image_source(a, "a").fingerprint() != as_image_source(b, "b").fingerprint()
+    cache = tmp_path / "cache"
+    extract(a, cache)
+    np.testing.assert_array_equal(extract(b, cache), extract(b, None))
+
+
+def test_zip_member_names_are_part_of_the_key(tmp_path, rng):
+    import zipfile
+
+    blobs = [png(rng), png(rng)]
+    keys = []
+    for names in (("a.png", "b.png"), ("a.png", "c.png")):
+        path = tmp_path / f"{names[1]}.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, blob in zip(names, blobs):
+                zf.writestr(name, blob)
+        keys.append(as_image_source(path, "z").fingerprint())
+    assert keys[0] != keys[1]
+
+
+def test_reduction_bound_is_part_of_the_key(tmp_path, rng):
+    images = folder_of(tmp_path / "imgs", [png(rng, size=40)])
+    small, default = ImageLimits(max_side=16), ImageLimits()
+    assert as_image_source(images, "x", limits=small).fingerprint() != as_image_source(images, "x").fingerprint()
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning, match="reduced to at most 16"):
+        reduced = extract(images, cache, limits=small)
+    full = extract(images, cache, limits=default)
+    assert not np.array_equal(reduced, full) and len(list(cache.glob("*.npy"))) == 2
+
+
+def test_weights_replaced_with_cp_p_are_new_weights(tmp_path, rng):
+    """``cp -p`` keeps size and mtime: weights identified by path, size and mtime served the old features."""
+    images = folder_of(tmp_path / "imgs", [png(rng) for _ in range(4)])
+    old, new = tmp_path / "old.pt", tmp_path / "new.pt"
+    torch.save(SmallNet(seed=1).state_dict(), old)
+    torch.save(SmallNet(seed=2).state_dict(), new)
+    os.utime(new, ns=(old.stat().st_atime_ns, old.stat().st_mtime_ns))
+    weights = tmp_path / "weights.pt"
+    shutil.copy2(old, weights)
+    cache = tmp_path / "cache"
+
+    def run(cache_dir):  # a fresh module each time: loading weights changes the module it is given
+        return extract_features(images, extractor=SmallNet(), weights=weights, cache_dir=cache_dir, progress=False)
+
+    with_old = run(cache)
+    stat = weights.stat()
+    shutil.copy2(new, weights)  # what `cp -p new.pt weights.pt` does: same path, size and mtime
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    with_new = run(cache)
+    assert not np.array_equal(with_old, with_new)
+    np.testing.assert_array_equal(with_new, run(None))
+
+
+def test_weights_are_hashed_once_per_file(tmp_path, monkeypatch):
+    from eprmetrics.features import base
+
+    path = tmp_path / "w.pt"
+    torch.save(SmallNet().state_dict(), path)
+    hashed = []
+    real = base.hashlib.blake2b
+    monkeypatch.setattr(base.hashlib, "blake2b", lambda *a, **k: hashed.append(1) or real(*a, **k))
+    first = base.weights_fingerprint(str(path), "default")
+    assert base.weights_fingerprint(str(path), "default") == first and len(hashed) == 1
+    shutil.copy(path, tmp_path / "elsewhere.pt")  # the same bytes at another path: the same weights
+    assert base.weights_fingerprint(str(tmp_path / "elsewhere.pt"), "default") == first
+
+
+def test_runs_that_skip_images_are_not_cached(tmp_path, rng):
+    images = folder_of(tmp_path / "imgs", [png(rng), png(rng), b"not an image"])
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning) as caught:
+        feats = extract(images, cache, on_error="skip")
+    assert feats.shape == (2, 16) and not list(cache.glob("*.npy"))
+    texts = [str(w.message) for w in caught]
+    assert any("1 of 3 images could not be read and were skipped" in t for t in texts), texts
+    assert any("cache_dir: the features of images are not cached: 1 images were skipped" in t for t in texts), texts
