@@ -1,8 +1,10 @@
 """The feature cache returns only what its key claims: the features of these images' bytes, through this
 extractor with these weights' content — a planted, colliding or stale entry is a miss, recomputed."""
 
+import contextlib
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -43,6 +45,26 @@ def folder_of(path, blobs):
 
 def extract(images, cache, **kw):
     return extract_features(images, extractor=SmallNet(), cache_dir=cache, progress=False, batch_size=2, **kw)
+
+
+class Hung(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def hang_guard(seconds):
+    """Fail instead of hanging: SIGALRM interrupts a blocking open() of a FIFO."""
+
+    def fire(signum, frame):
+        raise Hung(f"still blocked after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def entry(cache):
@@ -172,3 +194,61 @@ def test_runs_that_skip_images_are_not_cached(tmp_path, rng):
     texts = [str(w.message) for w in caught]
     assert any("1 of 3 images could not be read and were skipped" in t for t in texts), texts
     assert any("cache_dir: the features of images are not cached: 1 images were skipped" in t for t in texts), texts
+
+
+def test_zip_read_by_workers_after_the_fingerprint(tmp_path, rng):
+    """The fingerprint opens the archive in the parent before the DataLoader forks its workers: each process
+    must read through its own handle (a shared one interleaves their reads: bad CRCs, wrong bytes)."""
+    import zipfile
+
+    path = tmp_path / "imgs.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(32):
+            zf.writestr(f"{i:02d}.png", png(rng, size=160))  # ~75 KB: many chunked reads to interleave
+    alone = extract(path, None)
+    np.testing.assert_array_equal(extract(path, tmp_path / "cache", num_workers=2), alone)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_cli_hostile_file_while_fingerprinting_is_one_line(tmp_path, rng, capsys, monkeypatch):
+    """The cache's fingerprint reads every file before the network is built: a FIFO there is the same one
+    line as during extraction (it hung before), exit status 2."""
+    import torch.hub
+
+    from eprmetrics.cli import main
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a test tried to download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    real = folder_of(tmp_path / "real", [png(rng) for _ in range(4)])
+    os.mkfifo(real / "pipe.png")
+    with hang_guard(60):
+        code = main([str(real), str(real), "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "real: cannot read image" in err and "pipe.png: it is a FIFO" in err, err
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_worker_reads_through_its_own_zip_handle(tmp_path, rng):
+    """Deterministic form of the test above: a child's reads leave the parent's file offset where it was."""
+    import zipfile
+
+    path = tmp_path / "imgs.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(4):
+            zf.writestr(f"{i}.png", png(rng, size=160))  # larger than a read buffer: offsets differ by member
+    src = as_image_source(path, "z")
+    src.fingerprint()  # the parent's handle is open now, as when a DataLoader forks its workers
+    fd = src._zip[1].fileno()
+    before = os.lseek(fd, 0, os.SEEK_CUR)
+    pid = os.fork()
+    if pid == 0:  # the child: read a member, leave without pytest's teardown
+        try:
+            src.load(0)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.lseek(fd, 0, os.SEEK_CUR) == before
+    src.close()
