@@ -220,7 +220,7 @@ def extract_features(
         cached = None if path is None else load_cached(path, len(src), dim)
         if cached is not None:  # a hit builds no network and loads no weights
             if save_to:
-                save_atomic(save_to, cached)
+                save_atomic(save_to, cached, "save_features")
             return cached
         ext = get_extractor(extractor, weights).to(dev)
         out, skipped = _extract(src, ext, dev, batch_size, num_workers, progress)
@@ -229,5 +229,5 @@ def extract_features(
     if cache_dir is not None and (path is not None or skipped):
         _keep(path or "", out, skipped, name)
     if save_to:
-        save_atomic(save_to, out)
+        save_atomic(save_to, out, "save_features")
     return out

@@ -145,7 +145,10 @@ class ImageSource(torch.utils.data.Dataset):
             held[1].close()
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # at interpreter exit the modules it needs may be gone already
+            pass
 
     def __getstate__(self) -> dict:  # the zip handle does not cross process boundaries
         state = dict(self.__dict__)
