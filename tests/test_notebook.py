@@ -33,3 +33,14 @@ def test_walkthrough_notebook_runs(tmp_path):
     assert "extractors:" in out and "dinov2" in out and "'precision'" in out
     images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2  # the ψ curve and the hubness histogram, shown inline
+
+
+def test_walkthrough_notebook_is_committed_with_its_outputs():
+    """A reader on GitHub sees what every cell prints (the run above checks that it still runs)."""
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs for c in code), "re-run the notebook and save it with its outputs"
+    assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
+    assert "on the frontier:" in "\n".join(_text(c) for c in code)
+    assert sum("image/png" in o.get("data", {}) for c in code for o in c.outputs) == 2
