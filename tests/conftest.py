@@ -20,3 +20,18 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+SUITE_MEMORY = 4 << 30  # the whole suite stays under 4 GiB of resident memory (its own process)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when the test process itself grew past the suite's memory budget (a brute force on a full
+    n × m × d array once took 17 GiB and was killed by the OOM killer on a busy machine)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    if peak > SUITE_MEMORY and session.exitstatus == 0:
+        print(f"\nthe test process peaked at {peak / 2**30:.2f} GiB, over the suite's {SUITE_MEMORY / 2**30:.0f} GiB")
+        session.exitstatus = 1
