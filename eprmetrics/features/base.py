@@ -9,7 +9,7 @@ import io
 import os
 import sys
 from contextlib import nullcontext
-from typing import Callable, Optional, Sequence, TypeVar, Union
+from typing import Callable, Iterator, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import nn
@@ -75,6 +75,22 @@ def imagenet_preprocess(size: int, mode: str = "torch") -> Callable[[ImageBatch,
     return preprocess
 
 
+@contextlib.contextmanager
+def float32_default() -> Iterator[None]:
+    """``torch.get_default_dtype()`` float32 inside (a host's ``torch.set_default_dtype(torch.float64)``, e.g.
+    Lightning's ``64-true``, would build a registry network in float64 and make tensors it creates while it runs
+    float64: features a rounding away from the float32 ones). Touches nothing when the default is float32."""
+    previous = torch.get_default_dtype()
+    if previous == torch.float32:
+        yield
+        return
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 class Extractor:
     """A feature network with its preprocessing.
 
@@ -111,12 +127,13 @@ class Extractor:
         """float32 N×D features of ``images``, computed in the network's own dtype (float32 as built).
 
         Autocast is switched off (a host's bf16/fp16 autocast, e.g. Lightning's ``bf16-mixed``, would
-        silently change the features) and the preprocessed input is cast to the network's dtype (a
-        preprocess built under ``torch.set_default_dtype(torch.float64)`` yields float64).
+        silently change the features), the default dtype is float32 while it runs (tensors the network
+        makes on the fly) and the preprocessed input is cast to the network's dtype; :func:`get_extractor`
+        builds a registry network in float32 whatever the host's default dtype.
         """
         dev_type = torch.device(device).type
         off = torch.autocast(dev_type, enabled=False) if torch.amp.is_autocast_available(dev_type) else nullcontext()
-        with off:
+        with off, float32_default():
             x = self.preprocess(images, device)
             dtype = next((p.dtype for p in self.module.parameters() if p.is_floating_point()), torch.float32)
             feats = self.module(x.to(dtype) if x.is_floating_point() else x)
@@ -196,7 +213,10 @@ def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str,
             "custom", extractor, None, _custom_preprocess, f"custom:{type(extractor).__name__}:{id(extractor)}"
         )
     check_extractor(extractor, weights)
-    return _REGISTRY[extractor](None if weights is None else os.fspath(weights))
+    with float32_default():  # a registry network is float32 whatever the host's default dtype
+        ext = _REGISTRY[extractor](None if weights is None else os.fspath(weights))
+    ext.module.float()
+    return ext
 
 
 Net = TypeVar("Net", bound=nn.Module)

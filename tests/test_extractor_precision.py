@@ -1,0 +1,97 @@
+"""Features are float32 by construction on every path, not only inside the torchmetrics metric.
+
+``extract_features`` and ``compute_pr(images, ...)`` under a host's ``torch.set_default_dtype(torch.float64)``
+(Lightning's ``64-true``) or inside a bf16 autocast region (``bf16-mixed``) give the float32 features and
+numbers, bit for bit. A tiny registry extractor keeps it offline; it draws its weights in the default dtype,
+as torchvision's constructors initialise theirs, so a network built under float64 would differ.
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from eprmetrics import compute_pr, register_extractor
+from eprmetrics.features import extract_features, get_extractor
+from eprmetrics.features.base import Extractor, imagenet_preprocess
+
+NAME = "precision-pool-test"
+
+
+class _Pool(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(48, 8)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # default-dtype draws: another network when built under float64
+            self.lin.weight.copy_(torch.randn(self.lin.weight.shape, generator=gen))
+            self.lin.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.tensor(1.0 / 3.0)  # a tensor made while it runs, in the default dtype
+        return self.lin(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)) * scale
+
+
+@register_extractor(NAME, dim=8)
+def _pool(weights=None):
+    return Extractor(NAME, _Pool(), 8, imagenet_preprocess(16), "pool")
+
+
+def images():
+    gen = torch.Generator().manual_seed(4)
+    real = torch.randint(0, 256, (60, 3, 20, 20), dtype=torch.uint8, generator=gen)
+    fake = (real[:50].int() + torch.randint(-70, 71, (50, 3, 20, 20), generator=gen)).clamp(0, 255)
+    return real, fake.to(torch.uint8)
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def numbers(result) -> dict:
+    """What a result says about the sets (not its timings or memory)."""
+    skip = {"seconds", "peak_rss", "stages"}
+    return {key: value for key, value in result.to_dict().items() if key not in skip}
+
+
+HOSTS = {
+    "float64-default": lambda: default_dtype(torch.float64),
+    "bf16-autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+}
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_extract_features_are_the_float32_ones_under_any_host_precision(host):
+    real, _ = images()
+    expected = extract_features(real, extractor=NAME, progress=False)
+    with HOSTS[host]():
+        got = extract_features(real, extractor=NAME, progress=False)
+        assert torch.get_default_dtype() in (torch.float32, torch.float64)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_compute_pr_on_images_gives_the_float32_numbers_under_any_host_precision(host):
+    real, fake = images()
+    expected = numbers(compute_pr(real, fake, extractor=NAME, k=(3, 5), progress=False))
+    with HOSTS[host]():
+        got = numbers(compute_pr(real, fake, extractor=NAME, k=(3, 5), progress=False))
+    assert got == expected
+
+
+def test_a_registry_network_is_float32_and_the_default_dtype_is_left_as_the_host_set_it():
+    with default_dtype(torch.float64):
+        ext = get_extractor(NAME)
+        assert torch.get_default_dtype() == torch.float64
+        feats = ext(images()[0], torch.device("cpu"))
+        assert torch.get_default_dtype() == torch.float64
+    assert {p.dtype for p in ext.module.parameters()} == {torch.float32}
+    assert feats.dtype == torch.float32
