@@ -95,3 +95,16 @@ def test_a_registry_network_is_float32_and_the_default_dtype_is_left_as_the_host
         assert torch.get_default_dtype() == torch.float64
     assert {p.dtype for p in ext.module.parameters()} == {torch.float32}
     assert feats.dtype == torch.float32
+
+
+def test_a_custom_module_runs_with_autocast_off_and_gives_float32_features():
+    real, _ = images()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 8))
+    expected = extract_features(real, extractor=net, progress=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a bf16 Linear would round every feature
+        got = extract_features(real, extractor=net, progress=False)
+    np.testing.assert_array_equal(got, expected)
+    wide = extract_features(real, extractor=net.double(), progress=False)  # the user's float64 network ...
+    assert wide.dtype == np.float32  # ... stored as float32
+    np.testing.assert_allclose(wide, expected, rtol=1e-5, atol=1e-5)
