@@ -9,11 +9,12 @@ import io
 import os
 import sys
 from contextlib import nullcontext
-from typing import Callable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Callable, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import nn
 
+from ..engine.device import float32_default
 from ..fileio import open_regular
 from .resize import check_resize_mode, resize
 
@@ -73,22 +74,6 @@ def imagenet_preprocess(size: int, mode: str = "torch") -> Callable[[ImageBatch,
         return (resize_batch(images, size, device, mode) - mean.to(device)) / std.to(device)
 
     return preprocess
-
-
-@contextlib.contextmanager
-def float32_default() -> Iterator[None]:
-    """``torch.get_default_dtype()`` float32 inside (a host's ``torch.set_default_dtype(torch.float64)``, e.g.
-    Lightning's ``64-true``, would build a registry network in float64 and make tensors it creates while it runs
-    float64: features a rounding away from the float32 ones). Touches nothing when the default is float32."""
-    previous = torch.get_default_dtype()
-    if previous == torch.float32:
-        yield
-        return
-    torch.set_default_dtype(torch.float32)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 class Extractor:

@@ -1,8 +1,9 @@
-"""Features are float32 by construction on every path, not only inside the torchmetrics metric.
+"""A host's precision settings never reach features or numbers, on every path (not only inside the metric).
 
-``extract_features`` and ``compute_pr(images, ...)`` under a host's ``torch.set_default_dtype(torch.float64)``
-(Lightning's ``64-true``) or inside a bf16 autocast region (``bf16-mixed``) give the float32 features and
-numbers, bit for bit. A tiny registry extractor keeps it offline; it draws its weights in the default dtype,
+Under ``torch.set_default_dtype(torch.float64)`` (Lightning's ``64-true``) or inside a bf16 autocast region
+(``bf16-mixed``): ``extract_features`` and ``compute_pr(images, ...)`` give the float32 features and numbers
+bit for bit, and so do every entry point on features (the ANN backends crashed on a dtype clash or ran their
+GEMMs in bfloat16). A tiny registry extractor keeps it offline; it draws its weights in the default dtype,
 as torchvision's constructors initialise theirs, so a network built under float64 would differ.
 """
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from eprmetrics import compute_pr, register_extractor
+from eprmetrics import Manifold, compute_epr, compute_pr, knn_graph, pr_curve, register_extractor
 from eprmetrics.features import extract_features, get_extractor
 from eprmetrics.features.base import Extractor, imagenet_preprocess
 
@@ -56,8 +57,8 @@ def default_dtype(dtype):
 
 
 def numbers(result) -> dict:
-    """What a result says about the sets (not its timings or memory)."""
-    skip = {"seconds", "peak_rss", "stages"}
+    """What a result says about the sets (not its timings, memory, or the plan's predicted times)."""
+    skip = {"seconds", "peak_rss", "stages", "plan", "memory_budget"}
     return {key: value for key, value in result.to_dict().items() if key not in skip}
 
 
@@ -108,3 +109,46 @@ def test_a_custom_module_runs_with_autocast_off_and_gives_float32_features():
     wide = extract_features(real, extractor=net.double(), progress=False)  # the user's float64 network ...
     assert wide.dtype == np.float32  # ... stored as float32
     np.testing.assert_allclose(wide, expected, rtol=1e-5, atol=1e-5)
+
+
+def feature_sets():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(800, 16)).astype(np.float32)
+    return real, (rng.normal(size=(600, 16)) * 1.1 + 0.05).astype(np.float32)
+
+
+def _graph(backend):
+    return [np.asarray(a).tobytes() for a in knn_graph(feature_sets()[0], 5, backend=backend)]
+
+
+def _sampled(backend, method="sampled"):
+    real, fake = feature_sets()
+    return numbers(compute_epr(real, fake, method=method, sample_size=100, seed=1, backend=backend, progress=False))
+
+
+def _curve():
+    real, fake = feature_sets()
+    curve = pr_curve(Manifold.fit(real, k=3), {0.5: fake[:300], 1.0: fake}, k=3, progress=False)
+    return [(r.precision, r.recall, r.density, r.coverage) for r in curve.values()]
+
+
+ENTRY_POINTS = {
+    "knn_graph-ivf-gemm": lambda: _graph("ivf-gemm"),
+    "knn_graph-ivf-pca": lambda: _graph("ivf-pca"),
+    "compute_epr-ivf-gemm": lambda: _sampled("ivf-gemm"),
+    "compute_epr-ivf-pca": lambda: _sampled("ivf-pca"),
+    "compute_epr-hubness": lambda: _sampled("exact", "hubness"),
+    "pr_curve-manifold": _curve,
+}
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_entry_points_on_features_ignore_the_host_precision(host, entry):
+    """The estimate for one seed and the graph are the float32 run's, not a crash or another estimate."""
+    expected = ENTRY_POINTS[entry]()
+    with HOSTS[host]():
+        before = torch.get_default_dtype()
+        got = ENTRY_POINTS[entry]()
+        assert torch.get_default_dtype() == before  # the host's setting is left as it was
+    assert got == expected
