@@ -1,10 +1,10 @@
 """A host's precision settings never reach features or numbers, on every path (not only inside the metric).
 
-Under ``torch.set_default_dtype(torch.float64)`` (Lightning's ``64-true``) or inside a bf16 autocast region
-(``bf16-mixed``): ``extract_features`` and ``compute_pr(images, ...)`` give the float32 features and numbers
-bit for bit, and so do every entry point on features (the ANN backends crashed on a dtype clash or ran their
-GEMMs in bfloat16). A tiny registry extractor keeps it offline; it draws its weights in the default dtype,
-as torchvision's constructors initialise theirs, so a network built under float64 would differ.
+Under ``torch.set_default_dtype(torch.float64)`` (Lightning's ``64-true``; ``bfloat16``: ``bf16-true``) or
+inside a bf16 autocast region (``bf16-mixed``): ``extract_features`` and ``compute_pr(images, ...)`` give the
+float32 features and numbers bit for bit, and so does every entry point on features (the ANN backends crashed
+on a dtype clash). A tiny registry extractor keeps it offline; it draws its weights in the default dtype, as
+torchvision's constructors initialise theirs, so a network built under float64 would differ.
 """
 
 import contextlib
@@ -64,6 +64,7 @@ def numbers(result) -> dict:
 
 HOSTS = {
     "float64-default": lambda: default_dtype(torch.float64),
+    "bfloat16-default": lambda: default_dtype(torch.bfloat16),  # Lightning's bf16-true
     "bf16-autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
 }
 
@@ -73,8 +74,9 @@ def test_extract_features_are_the_float32_ones_under_any_host_precision(host):
     real, _ = images()
     expected = extract_features(real, extractor=NAME, progress=False)
     with HOSTS[host]():
+        before = torch.get_default_dtype()
         got = extract_features(real, extractor=NAME, progress=False)
-        assert torch.get_default_dtype() in (torch.float32, torch.float64)
+        assert torch.get_default_dtype() == before  # the host's setting is left as it was
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, expected)
 
