@@ -334,9 +334,12 @@ def test_dtype_casts_reach_neither_the_kept_features_nor_the_network():
     m = metric()
     m.update(real, real=True)
     before = m.real_features[0].clone()
+    weight = m.feature_net.weight.detach().clone()
     m.set_dtype(torch.half)  # a cast to half would round every kept feature
     assert m.real_features[0].dtype == torch.float32 and torch.equal(m.real_features[0], before)
     assert m.feature_net.weight.dtype == torch.float32
+    m.bfloat16()  # what Lightning's bf16-true does to the module: not cast to bfloat16 and back (rounded weights)
+    assert torch.equal(m.feature_net.weight, weight)
     m.update(fake.double(), real=False)  # a float64 batch (Lightning's 64-true) meets the float32 network
     assert m.fake_features[0].dtype == torch.float32
     out = m.compute()
@@ -474,7 +477,7 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
 # ---------------------------------------------------------------- a real Lightning loop
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "64-true"])
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "64-true", "bf16-true"])
 def test_lightning_log_dict_takes_every_sampled_output_under_each_precision_plugin(precision):
     """``self.log_dict(metric.compute())`` in a Trainer (Lightning rejects a tensor of more than one element),
     with the metric called the Lightning way (``self.metric(imgs, real=...)``): the float32 numbers."""

@@ -14,9 +14,38 @@ import torch
 
 from ..defaults import CUDA_BUDGET_FRACTION, HOST_BUDGET_CAP, HOST_BUDGET_FRACTION
 
-__all__ = ["resolve_device", "default_memory_budget", "matmul_precision"]
+__all__ = ["resolve_device", "default_memory_budget", "matmul_precision", "autocast_off", "float32_default"]
 
 _EXPECTED_DEVICE = "device: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+@contextlib.contextmanager
+def autocast_off() -> Iterator[None]:
+    """Autocast switched off on the CPU and CUDA inside (a host's region, e.g. Lightning's ``bf16-mixed`` around
+    validation, would run the engine's GEMMs in bfloat16: other distances, graphs and decisions, or a dtype
+    clash). Every entry point computes inside it; its own precision is ``precision=`` / ``gemm_precision``."""
+    with contextlib.ExitStack() as stack:
+        for kind in ("cpu", "cuda"):
+            if torch.amp.is_autocast_available(kind):
+                stack.enter_context(torch.autocast(kind, enabled=False))
+        yield
+
+
+@contextlib.contextmanager
+def float32_default() -> Iterator[None]:
+    """``torch.get_default_dtype()`` float32 inside. A host's ``torch.set_default_dtype(torch.float64)`` (e.g.
+    Lightning's ``64-true``) would otherwise make the tensors created without a dtype float64: seeded draws
+    (other samples, another estimate for one seed), ANN centroids that meet float32 rows (a dtype clash), a
+    registry network built in float64. Touches nothing when the default is float32 already."""
+    previous = torch.get_default_dtype()
+    if previous == torch.float32:
+        yield
+        return
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:

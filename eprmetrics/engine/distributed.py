@@ -53,7 +53,7 @@ import torch
 
 from ..defaults import DEFAULTS
 from .agreement import DistributedError, check_agreement
-from .device import resolve_device
+from .device import autocast_off, float32_default, resolve_device
 
 __all__ = ["World", "init"]
 
@@ -155,12 +155,15 @@ class World:
     @contextlib.contextmanager
     def joined(self, call: Mapping[str, str]) -> Iterator["World"]:
         """This world installed as :meth:`current` for a call (nested calls install their own), after the
-        ranks checked that they all make this ``call`` (:func:`call_options`) within ``timeout``."""
+        ranks checked that they all make this ``call`` (:func:`call_options`) within ``timeout``. Every entry
+        point computes inside it, so the host's numerics are pinned there too: autocast off (:func:`autocast_off`),
+        float32 as the default dtype (:func:`float32_default`)."""
         token = _CURRENT.set(self)
         try:
-            if self:
-                self.agree(dict(call), self.timeout)
-            yield self
+            with autocast_off(), float32_default():
+                if self:
+                    self.agree(dict(call), self.timeout)
+                yield self
         finally:
             _CURRENT.reset(token)
 

@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence, TypeVar, Union
 import torch
 from torch import nn
 
+from ..engine.device import float32_default
 from ..fileio import open_regular
 from .resize import check_resize_mode, resize
 
@@ -111,12 +112,13 @@ class Extractor:
         """float32 N×D features of ``images``, computed in the network's own dtype (float32 as built).
 
         Autocast is switched off (a host's bf16/fp16 autocast, e.g. Lightning's ``bf16-mixed``, would
-        silently change the features) and the preprocessed input is cast to the network's dtype (a
-        preprocess built under ``torch.set_default_dtype(torch.float64)`` yields float64).
+        silently change the features), the default dtype is float32 while it runs (tensors the network
+        makes on the fly) and the preprocessed input is cast to the network's dtype; :func:`get_extractor`
+        builds a registry network in float32 whatever the host's default dtype.
         """
         dev_type = torch.device(device).type
         off = torch.autocast(dev_type, enabled=False) if torch.amp.is_autocast_available(dev_type) else nullcontext()
-        with off:
+        with off, float32_default():
             x = self.preprocess(images, device)
             dtype = next((p.dtype for p in self.module.parameters() if p.is_floating_point()), torch.float32)
             feats = self.module(x.to(dtype) if x.is_floating_point() else x)
@@ -196,7 +198,10 @@ def get_extractor(extractor: Union[str, nn.Module], weights: Optional[Union[str,
             "custom", extractor, None, _custom_preprocess, f"custom:{type(extractor).__name__}:{id(extractor)}"
         )
     check_extractor(extractor, weights)
-    return _REGISTRY[extractor](None if weights is None else os.fspath(weights))
+    with float32_default():  # a registry network is float32 whatever the host's default dtype
+        ext = _REGISTRY[extractor](None if weights is None else os.fspath(weights))
+    ext.module.float()
+    return ext
 
 
 Net = TypeVar("Net", bound=nn.Module)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -17,7 +17,15 @@ from torch import nn
 from ..features.base import Extractor
 from ..validation import fail
 
-__all__ = ["FrozenExtractor", "no_autocast", "tensor_dtypes", "restore_dtypes", "run_custom", "check_images"]
+__all__ = [
+    "FrozenExtractor",
+    "device_only",
+    "no_autocast",
+    "tensor_dtypes",
+    "restore_dtypes",
+    "run_custom",
+    "check_images",
+]
 
 
 class FrozenExtractor(nn.Module):
@@ -45,6 +53,18 @@ def no_autocast(device: torch.device) -> AbstractContextManager:
 
 def tensor_dtypes(module: nn.Module) -> dict[str, torch.dtype]:
     return {name: t.dtype for name, t in itertools.chain(module.named_parameters(), module.named_buffers())}
+
+
+def device_only(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` (what ``Module._apply`` maps over tensors) reduced to its device move: a tensor it would cast to
+    another dtype is moved, uncast, to the device ``fn`` chose. A network cast to bfloat16 and back would keep
+    float32 weights rounded to bfloat16, silently other features."""
+
+    def moved(t: torch.Tensor) -> torch.Tensor:
+        out = fn(t)
+        return out if out.dtype == t.dtype else t.to(device=out.device)
+
+    return moved
 
 
 def restore_dtypes(module: nn.Module, dtypes: Mapping[str, torch.dtype]) -> None:

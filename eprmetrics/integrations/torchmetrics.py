@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union, cast
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ from ..features.base import extractor_dim, fit_state_dict
 from ..manifold import Manifold, extractor_record
 from ..validation import check_bool, check_choice, fail, require
 from .common import METHODS, canonical_order, check_method, check_options, evaluate, flat_values
-from .host import FrozenExtractor, check_images, no_autocast, restore_dtypes, run_custom, tensor_dtypes
+from .host import FrozenExtractor, check_images, device_only, no_autocast, restore_dtypes, run_custom, tensor_dtypes
 
 if TYPE_CHECKING:
     from torchmetrics import Metric as _MetricBase
@@ -298,8 +298,14 @@ class PrecisionRecallMixin(_MetricBase):
 
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> nn.Module:
         """Device moves reach the features; dtype casts (``set_dtype``, a precision plugin) reach neither the
-        features (float32: a cast to half would round them) nor the feature network (built dtype)."""
-        this = super()._apply(fn, exclude_state=(*exclude_state, *FEATURE_STATES))
+        features (float32: a cast to half would round them) nor the feature network (built dtype). The network
+        is never cast and cast back: Lightning's ``bf16-true`` would leave float32 weights rounded to bfloat16."""
+        net = cast(nn.Module, self._modules.pop("feature_net"))
+        try:
+            this = super()._apply(fn, exclude_state=(*exclude_state, *FEATURE_STATES))
+            net._apply(device_only(fn))
+        finally:
+            self._modules["feature_net"] = net
         for name in FEATURE_STATES:
             value = getattr(this, name)
             device = this.device

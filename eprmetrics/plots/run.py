@@ -9,7 +9,6 @@ from typing import Any, Optional
 import numpy as np
 
 from ..defaults import DEFAULTS
-from ..engine import World
 from ..features import as_image_source, is_image_input
 from ..fileio import probe_writable
 from ..result import Result
@@ -69,10 +68,8 @@ def plot_run(
     if images and features_dir is None:
         raise fail("features_dir", "the folder the image features were saved to", None, "see plot_features_dir")
     feats = [os.path.join(features_dir or "", f"{n}.npy") for n in ("real", "fake")] if images else [real, fake]
-    if World.current():  # under torchrun rank 0 draws alone: the exact graph, on this process
-        backend = "exact"
-    else:
-        backend = result.hubs["real"].backend if result.hubs else "auto"
+    # Under torchrun rank 0 draws alone, on this process: a plot never asks to share (distributed=False).
+    backend = result.hubs["real"].backend if result.hubs else "auto"
     t = DEFAULTS["t"] if result.t is None else result.t
     hub_png = os.path.join(plot_dir, "hubness.png")
     written = [hubness_histogram(feats[0], feats[1], result.k, hub_png, t=t, backend=backend, device=device)]
