@@ -39,7 +39,7 @@ import numpy as np
 from benchmarks.common import RESULTS, machine, save
 from eprmetrics import AuditWarning, compute_epr, compute_pr
 from eprmetrics.engine import resolve_device
-from eprmetrics.synthetic import SyntheticSpec, generate, write_npy
+from eprmetrics.synthetic import SPECTRA, SyntheticSpec, generate, write_npy
 
 warnings.simplefilter("ignore", AuditWarning)
 
@@ -414,7 +414,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--gen-device", default="cpu", help="where memmap chunks are generated")
     ap.add_argument("--dtype", choices=("float32", "float16"), help="default: float16 for memmap, else float32")
     ap.add_argument("--memmap", help="write the sets as .npy memory maps in this folder (kept for reuse)")
-    ap.add_argument("--spectrum", default="low", choices=("low", "long"), help="synthetic spectrum (see SyntheticSpec)")
+    ap.add_argument("--spectrum", default="low", choices=SPECTRA, help="synthetic spectrum (see SyntheticSpec)")
     ap.add_argument("--defect", default="truncation")
     ap.add_argument("--strength", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
