@@ -132,6 +132,19 @@ def make_sets(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return real, fake, f"generated on {dev} ({args.dtype})"
 
 
+def memmap_passes(stages: list[dict[str, Any]], sets: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per memory-mapped set (a .npy path): bytes the package asked for from its file over ``stages`` and
+    the full passes they make (÷ the set's bytes); per stage too."""
+    out = {}
+    for name, path in sets.items():
+        if not isinstance(path, str):
+            continue
+        key, size = os.path.abspath(path), np.load(path, mmap_mode="r").nbytes
+        per_stage = [(s.get("mapped_read") or {}).get(key, 0) for s in stages]
+        out[name] = {"bytes": sum(per_stage), "passes": sum(per_stage) / size, "per_stage": per_stage}
+    return out
+
+
 def run_method(name: str, real: Any, fake: Any, args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     opts = {"device": args.device, "seed": args.seed} if name != "exact" else {"device": args.device}
@@ -151,9 +164,11 @@ def run_method(name: str, real: Any, fake: Any, args: argparse.Namespace) -> dic
         "backend": res.backend,
         "plan": None if res.plan is None else {"path": res.plan.path, "backends": res.plan.backends},
         "stages": [s.to_dict() for s in res.stages],
+        "params": None if res.plan is None else res.plan.params,
         "rss_timeline_mib": rss_timeline,  # memory-profiler: (epoch s, MiB), page cache of the memmaps included
         "anon_timeline": mem.samples,  # (epoch s, bytes) anonymous RSS: beyond the page cache
     }
+    out["memmap_passes"] = memmap_passes(out["stages"], {"real": real, "fake": fake})
     if res.precision_ci is not None:
         out.update(precision_ci=list(res.precision_ci), recall_ci=list(res.recall_ci))
         out["sampling"] = {side: dict(v) for side, v in res.sampling.items()}
@@ -216,19 +231,27 @@ def t_lsun(args: argparse.Namespace) -> None:
         "",
         f"Data generation (timed apart, not in any figure below): {generation:.0f} s.",
         "",
-        "| method | stage | time s | peak RSS GiB | read from storage GiB | device peak GiB |",
-        "|---|---|---|---|---|---|",
+        "| method | stage | time s | peak RSS GiB | read from storage GiB | asked from memmaps GiB (passes "
+        "real/fake) | device peak GiB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for s in r["stages"]:
+        passes = r.get("memmap_passes") or {}
+        for i, s in enumerate(r["stages"]):
+            per = "/".join(
+                f"{p['per_stage'][i] / p['bytes'] * p['passes']:.2f}" if p["bytes"] else "0" for p in passes.values()
+            )
             md.append(
                 f"| {r['method']} | {s['name']} | {s['seconds']:.1f} | {_gib(s.get('rss_peak'))} | "
-                f"{_gib(s.get('storage_read'))} | {_gib(s.get('device_peak'))} |"
+                f"{_gib(s.get('storage_read'))} | {_gib(s.get('mapped_total'))} ({per or '-'}) | "
+                f"{_gib(s.get('device_peak'))} |"
             )
         read = sum(s.get("storage_read") or 0 for s in r["stages"])
+        asked = sum(s.get("mapped_total") or 0 for s in r["stages"])
+        per = "/".join(f"{p['passes']:.2f}" for p in passes.values())
         md.append(
             f"| **{r['method']}** | **total** | **{r['seconds']:.1f}** | {_gib(r['peak_rss'])} | {_gib(read)} | "
-            f"{_gib(r['peak_device'])} |"
+            f"{_gib(asked)} ({per or '-'}) | {_gib(r['peak_device'])} |"
         )
     md += ["", "| method | P | R | interval | peak anonymous RSS growth GiB |", "|---|---|---|---|---|"]
     for r in rows:

@@ -231,6 +231,8 @@ def _hits(
         todo = todo[~hits]
     while todo.numel():
         pos, own, d2, more = _candidates(engine, queries, q_index[todo], radii, per_tile)
+        radii.n_scanned += todo.numel()
+        radii.n_candidates += pos.numel()
         pos, own, d2 = _refined(radii, pos, own, d2)
         sub = torch.zeros(todo.numel(), dtype=torch.bool, device=engine.device)
         _decide(radii, pos, own, d2, sub, strict)
