@@ -207,10 +207,23 @@ def plot_timeline(row: dict[str, Any], path: str, title: str) -> None:
     print(f"wrote {path}")
 
 
+def git_revision() -> str:
+    """The revision of the code measured (``+dirty`` when the work tree differs from it)."""
+    import subprocess
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], capture_output=True, text=True, check=False).stdout.strip()
+
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    return rev + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def _write(table: str, args: argparse.Namespace, payload: dict, md: list[str]) -> str:
     stem = f"scale_{table}" + (f"_{args.tag}" if args.tag else "")
-    md = md + ["", f"Machine: `{json.dumps(machine())}`", ""]
-    j, m = save(stem, {"table": table, "args": vars(args), "machine": machine(), **payload}, "\n".join(md))
+    rev = payload.get("git_revision") or git_revision()
+    md = md + ["", f"Machine: `{json.dumps(machine())}`; git revision `{rev}`", ""]
+    payload = {"table": table, "args": vars(args), "machine": machine(), **payload, "git_revision": rev}
+    j, m = save(stem, payload, "\n".join(md))
     print("\n".join(md))
     print(f"wrote {j}, {m}")
     return os.path.join(RESULTS, stem + ".png")
@@ -224,6 +237,7 @@ def t_lsun(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     real, fake, how = make_sets(args)
     generation = time.perf_counter() - t0  # timed apart: 0 when the memmaps already existed
+    rev, load = git_revision(), os.getloadavg()  # the code measured, taken before it runs
     rows = [run_method(m, real, fake, args) for m in args.methods]
     md = [
         f"# LSUN-Horse scale (thesis Table 4.10 layout) — n={args.n:,} per set, d={args.dim}, "
@@ -263,7 +277,10 @@ def t_lsun(args: argparse.Namespace) -> None:
         )
         md.append(f"| {r['method']} | {r['precision']:.4f} | {r['recall']:.4f} | {ci} | {_gib(r['anon_rss_growth'])} |")
     md.append("\nThesis Table 4.10 (LSUN-Horse, 1.5M per set, 2×V100): exact P&R 2 h 10 min, eP&R 64 min.")
-    png = _write("lsun", args, {"rows": rows, "generation_s": generation}, md)
+    md.append(
+        f"\nLoad average before / after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} (a shared machine times slower)."
+    )
+    png = _write("lsun", args, {"rows": rows, "generation_s": generation, "git_revision": rev, "loadavg": load}, md)
     for r in rows:
         plot_timeline(r, png.replace(".png", f"_{r['method']}_timeline.png"), f"{r['method']}: {md[0][2:]}")
 
