@@ -20,7 +20,10 @@
     python -m benchmarks.bench_scale report --tag 4096_long_to_1.5M \
         --from benchmarks/results/scale_scaling_4096_long.json benchmarks/results/scale_lsun_1.5M_4096_long.json
 
-Results: ``benchmarks/results/scale_<table>[_<tag>].{json,md,png}``.
+Results: ``benchmarks/results/scale_<table>[_<tag>].{json,md,png}``, with the git revision measured. Every row of a
+memmap run carries ``memmap_passes``: per set, the bytes the package asked for from its file (page-cache hits
+included; ``Stage.mapped_read``) and the full passes they make, in total and per stage. ``--spectrum heavy``: the
+heavy-tailed family of issue 31 (docs/scale-diagnosis.md).
 """
 
 from __future__ import annotations
