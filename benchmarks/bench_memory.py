@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 from benchmarks.common import gib, machine, run_worker, save
+from eprmetrics.synthetic import SPECTRA
 
 DEFAULT_N = [20000, 50000]
 DEFAULT_DIMS = [512, 2048]
@@ -122,7 +123,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--n", type=int, nargs="+", default=DEFAULT_N)
     p.add_argument("--dims", type=int, nargs="+", default=DEFAULT_DIMS)
     p.add_argument("--budgets", type=int, nargs="+", default=DEFAULT_BUDGETS_MIB, help="MiB")
-    p.add_argument("--kinds", nargs="+", default=["low", "long"], choices=("low", "long"))
+    p.add_argument("--kinds", nargs="+", default=["low", "long"], choices=SPECTRA)
     p.add_argument("--methods", nargs="+", default=["exact", "sampled"], choices=("exact", "sampled"))
     p.add_argument("--name", default="memory")
     p.add_argument("--repeat", type=int, default=1, help="fresh processes per configuration (the median is shown)")

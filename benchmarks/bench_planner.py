@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import machine, run_worker, save
+from eprmetrics.synthetic import SPECTRA
 
 DEFAULT_N = [5000, 12000, 20000, 50000]
 DEFAULT_DIMS = [512, 1024, 4096]
@@ -191,7 +192,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--dim", type=int, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, nargs="+", default=DEFAULT_N)
     p.add_argument("--dims", type=int, nargs="+", default=DEFAULT_DIMS)
-    p.add_argument("--kinds", nargs="+", default=["low", "long", "digits"], choices=("low", "long", "digits"))
+    p.add_argument("--kinds", nargs="+", default=["low", "long", "digits"], choices=(*SPECTRA, "digits"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="planner")
     p.add_argument("--repeat", type=int, default=3, help="runs of each call for sets up to --repeat-up-to")

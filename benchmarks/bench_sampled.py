@@ -30,7 +30,7 @@ import numpy as np
 from benchmarks.bench_epr import measured, rel_err
 from benchmarks.common import RESULTS, gib, machine, save
 from eprmetrics import AuditWarning, compute_epr, compute_pr
-from eprmetrics.synthetic import SyntheticSpec, generate
+from eprmetrics.synthetic import SPECTRA, SyntheticSpec, generate
 
 warnings.simplefilter("ignore", AuditWarning)  # the audit's verdict is recorded in the rows instead
 
@@ -408,7 +408,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto (every exact and estimator call)")
     ap.add_argument("--seeds", type=int, default=100, help="coverage: number of seeds")
     ap.add_argument("--backend", default="ivf-gemm", help="coverage: the sampled estimator's graph backend")
-    ap.add_argument("--spectrum", default="low", choices=("low", "long"), help="synthetic spectrum")
+    ap.add_argument("--spectrum", default="low", choices=SPECTRA, help="synthetic spectrum")
     ap.add_argument("--reuse-graphs", action="store_true", help="coverage: train the index once, reseed the sample")
     ap.add_argument("--sample-size", type=float, default=0.01, help="coverage: target half-width or count")
     ap.add_argument("--repeats", type=int, default=5, help="tradeoff: seeds per stochastic method")

@@ -20,7 +20,10 @@
     python -m benchmarks.bench_scale report --tag 4096_long_to_1.5M \
         --from benchmarks/results/scale_scaling_4096_long.json benchmarks/results/scale_lsun_1.5M_4096_long.json
 
-Results: ``benchmarks/results/scale_<table>[_<tag>].{json,md,png}``.
+Results: ``benchmarks/results/scale_<table>[_<tag>].{json,md,png}``, with the git revision measured. Every row of a
+memmap run carries ``memmap_passes``: per set, the bytes the package asked for from its file (page-cache hits
+included; ``Stage.mapped_read``) and the full passes they make, in total and per stage. ``--spectrum heavy``: the
+heavy-tailed family of issue 31 (docs/scale-diagnosis.md).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import numpy as np
 from benchmarks.common import RESULTS, machine, save
 from eprmetrics import AuditWarning, compute_epr, compute_pr
 from eprmetrics.engine import resolve_device
-from eprmetrics.synthetic import SyntheticSpec, generate, write_npy
+from eprmetrics.synthetic import SPECTRA, SyntheticSpec, generate, write_npy
 
 warnings.simplefilter("ignore", AuditWarning)
 
@@ -132,6 +135,19 @@ def make_sets(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return real, fake, f"generated on {dev} ({args.dtype})"
 
 
+def memmap_passes(stages: list[dict[str, Any]], sets: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per memory-mapped set (a .npy path): bytes the package asked for from its file over ``stages`` and
+    the full passes they make (÷ the set's bytes); per stage too."""
+    out = {}
+    for name, path in sets.items():
+        if not isinstance(path, str):
+            continue
+        key, size = os.path.abspath(path), np.load(path, mmap_mode="r").nbytes
+        per_stage = [(s.get("mapped_read") or {}).get(key, 0) for s in stages]
+        out[name] = {"bytes": sum(per_stage), "passes": sum(per_stage) / size, "per_stage": per_stage}
+    return out
+
+
 def run_method(name: str, real: Any, fake: Any, args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     opts = {"device": args.device, "seed": args.seed} if name != "exact" else {"device": args.device}
@@ -151,9 +167,11 @@ def run_method(name: str, real: Any, fake: Any, args: argparse.Namespace) -> dic
         "backend": res.backend,
         "plan": None if res.plan is None else {"path": res.plan.path, "backends": res.plan.backends},
         "stages": [s.to_dict() for s in res.stages],
+        "params": None if res.plan is None else res.plan.params,
         "rss_timeline_mib": rss_timeline,  # memory-profiler: (epoch s, MiB), page cache of the memmaps included
         "anon_timeline": mem.samples,  # (epoch s, bytes) anonymous RSS: beyond the page cache
     }
+    out["memmap_passes"] = memmap_passes(out["stages"], {"real": real, "fake": fake})
     if res.precision_ci is not None:
         out.update(precision_ci=list(res.precision_ci), recall_ci=list(res.recall_ci))
         out["sampling"] = {side: dict(v) for side, v in res.sampling.items()}
@@ -192,10 +210,23 @@ def plot_timeline(row: dict[str, Any], path: str, title: str) -> None:
     print(f"wrote {path}")
 
 
+def git_revision() -> str:
+    """The revision of the code measured (``+dirty`` when the work tree differs from it)."""
+    import subprocess
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], capture_output=True, text=True, check=False).stdout.strip()
+
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    return rev + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def _write(table: str, args: argparse.Namespace, payload: dict, md: list[str]) -> str:
     stem = f"scale_{table}" + (f"_{args.tag}" if args.tag else "")
-    md = md + ["", f"Machine: `{json.dumps(machine())}`", ""]
-    j, m = save(stem, {"table": table, "args": vars(args), "machine": machine(), **payload}, "\n".join(md))
+    rev = payload.get("git_revision") or git_revision()
+    md = md + ["", f"Machine: `{json.dumps(machine())}`; git revision `{rev}`", ""]
+    payload = {"table": table, "args": vars(args), "machine": machine(), **payload, "git_revision": rev}
+    j, m = save(stem, payload, "\n".join(md))
     print("\n".join(md))
     print(f"wrote {j}, {m}")
     return os.path.join(RESULTS, stem + ".png")
@@ -209,6 +240,7 @@ def t_lsun(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     real, fake, how = make_sets(args)
     generation = time.perf_counter() - t0  # timed apart: 0 when the memmaps already existed
+    rev, load = git_revision(), os.getloadavg()  # the code measured, taken before it runs
     rows = [run_method(m, real, fake, args) for m in args.methods]
     md = [
         f"# LSUN-Horse scale (thesis Table 4.10 layout) — n={args.n:,} per set, d={args.dim}, "
@@ -216,19 +248,27 @@ def t_lsun(args: argparse.Namespace) -> None:
         "",
         f"Data generation (timed apart, not in any figure below): {generation:.0f} s.",
         "",
-        "| method | stage | time s | peak RSS GiB | read from storage GiB | device peak GiB |",
-        "|---|---|---|---|---|---|",
+        "| method | stage | time s | peak RSS GiB | read from storage GiB | asked from memmaps GiB (passes "
+        "real/fake) | device peak GiB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for s in r["stages"]:
+        passes = r.get("memmap_passes") or {}
+        for i, s in enumerate(r["stages"]):
+            per = "/".join(
+                f"{p['per_stage'][i] / p['bytes'] * p['passes']:.2f}" if p["bytes"] else "0" for p in passes.values()
+            )
             md.append(
                 f"| {r['method']} | {s['name']} | {s['seconds']:.1f} | {_gib(s.get('rss_peak'))} | "
-                f"{_gib(s.get('storage_read'))} | {_gib(s.get('device_peak'))} |"
+                f"{_gib(s.get('storage_read'))} | {_gib(s.get('mapped_total'))} ({per or '-'}) | "
+                f"{_gib(s.get('device_peak'))} |"
             )
         read = sum(s.get("storage_read") or 0 for s in r["stages"])
+        asked = sum(s.get("mapped_total") or 0 for s in r["stages"])
+        per = "/".join(f"{p['passes']:.2f}" for p in passes.values())
         md.append(
             f"| **{r['method']}** | **total** | **{r['seconds']:.1f}** | {_gib(r['peak_rss'])} | {_gib(read)} | "
-            f"{_gib(r['peak_device'])} |"
+            f"{_gib(asked)} ({per or '-'}) | {_gib(r['peak_device'])} |"
         )
     md += ["", "| method | P | R | interval | peak anonymous RSS growth GiB |", "|---|---|---|---|---|"]
     for r in rows:
@@ -240,7 +280,10 @@ def t_lsun(args: argparse.Namespace) -> None:
         )
         md.append(f"| {r['method']} | {r['precision']:.4f} | {r['recall']:.4f} | {ci} | {_gib(r['anon_rss_growth'])} |")
     md.append("\nThesis Table 4.10 (LSUN-Horse, 1.5M per set, 2×V100): exact P&R 2 h 10 min, eP&R 64 min.")
-    png = _write("lsun", args, {"rows": rows, "generation_s": generation}, md)
+    md.append(
+        f"\nLoad average before / after: {load[0]:.2f} / {os.getloadavg()[0]:.2f} (a shared machine times slower)."
+    )
+    png = _write("lsun", args, {"rows": rows, "generation_s": generation, "git_revision": rev, "loadavg": load}, md)
     for r in rows:
         plot_timeline(r, png.replace(".png", f"_{r['method']}_timeline.png"), f"{r['method']}: {md[0][2:]}")
 
@@ -414,7 +457,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--gen-device", default="cpu", help="where memmap chunks are generated")
     ap.add_argument("--dtype", choices=("float32", "float16"), help="default: float16 for memmap, else float32")
     ap.add_argument("--memmap", help="write the sets as .npy memory maps in this folder (kept for reuse)")
-    ap.add_argument("--spectrum", default="low", choices=("low", "long"), help="synthetic spectrum (see SyntheticSpec)")
+    ap.add_argument("--spectrum", default="low", choices=SPECTRA, help="synthetic spectrum (see SyntheticSpec)")
     ap.add_argument("--defect", default="truncation")
     ap.add_argument("--strength", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)

@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Any, Iterator, Optional
 
+import numpy as np
 import psutil
 import torch
 
@@ -32,6 +33,10 @@ __all__ = [
     "Stage",
     "Profiler",
     "storage_read_bytes",
+    "mapped_file",
+    "note_read",
+    "mapped_reads",
+    "passes_over",
     "current_rss",
     "reset_peak_rss",
     "read_rss",
@@ -42,6 +47,52 @@ __all__ = [
 _STATUS = "/proc/self/status"
 # Seconds of work before an automatic (``progress=None``) bar appears.
 PROGRESS_DELAY = 2.0
+
+
+# Bytes the package has asked for from each memory-mapped file (by path), counted where rows are read.
+_MAPPED: dict[str, int] = {}
+_MAPPED_LOCK = threading.Lock()
+
+
+def mapped_file(data: object) -> Optional[str]:
+    """The file behind a numpy array that is (a view of) a memory map, or None. ``np.asarray`` of a memmap
+    is a plain array whose ``base`` chain leads to the map, so the chain is followed."""
+    seen = 0
+    while data is not None and seen < 32:
+        if isinstance(data, np.memmap) and data.filename:
+            return str(data.filename)
+        data, seen = getattr(data, "base", None), seen + 1
+    return None
+
+
+def note_read(data: object, nbytes: int) -> None:
+    """Count ``nbytes`` read from ``data`` when it is (a view of) a memory-mapped file; nothing otherwise.
+
+    Every reader of a set's rows calls this (block reads, gathers, whole-set conversions), so the tally
+    is the bytes asked for, whether the page cache or the disk served them: ``read_bytes`` of
+    ``/proc/self/io`` sees only the disk, and ``rchar`` misses a memory map's page faults."""
+    path = mapped_file(data)
+    if path is None or nbytes <= 0:
+        return
+    with _MAPPED_LOCK:
+        _MAPPED[path] = _MAPPED.get(path, 0) + int(nbytes)
+
+
+def mapped_reads() -> dict[str, int]:
+    """Bytes asked for from each memory-mapped file so far in this process (a snapshot)."""
+    with _MAPPED_LOCK:
+        return dict(_MAPPED)
+
+
+def passes_over(stages: "list[Stage]", data: object) -> Optional[tuple[int, float]]:
+    """(bytes read from the file behind ``data``, full passes = those bytes ÷ the array's bytes) over
+    ``stages``; None when ``data`` is not memory-mapped."""
+    path = mapped_file(data)
+    size = int(getattr(data, "nbytes", 0))
+    if path is None or size <= 0:
+        return None
+    read = sum((s.mapped_read or {}).get(path, 0) for s in stages)
+    return read, read / size
 
 
 def storage_read_bytes() -> Optional[int]:
@@ -145,6 +196,12 @@ class Stage:
     device_peak: Optional[int] = None
     started: float = 0.0
     storage_read: Optional[int] = None
+    mapped_read: Optional[dict[str, int]] = None
+
+    @property
+    def mapped_total(self) -> int:
+        """Bytes asked for from all memory-mapped files during the stage."""
+        return sum((self.mapped_read or {}).values())
 
     @property
     def rss_growth(self) -> int:
@@ -152,7 +209,7 @@ class Stage:
         return max(self.rss_peak - self.rss_start, 0)
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "rss_growth": self.rss_growth}
+        return {**dataclasses.asdict(self), "rss_growth": self.rss_growth, "mapped_total": self.mapped_total}
 
 
 class Profiler:
@@ -179,7 +236,7 @@ class Profiler:
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        started, read0 = time.time(), storage_read_bytes()
+        started, read0, mapped0 = time.time(), storage_read_bytes(), mapped_reads()
         start = time.perf_counter()
         try:
             yield
@@ -196,7 +253,10 @@ class Profiler:
             device_peak = torch.cuda.max_memory_allocated(self.device) if cuda else None
             read1 = storage_read_bytes()
             read = None if read0 is None or read1 is None else read1 - read0
-            self.stages.append(Stage(name, seconds, rss_start, max(peak, rss_start), device_peak, started, read))
+            mapped = {f: b - mapped0.get(f, 0) for f, b in mapped_reads().items() if b > mapped0.get(f, 0)}
+            self.stages.append(
+                Stage(name, seconds, rss_start, max(peak, rss_start), device_peak, started, read, mapped)
+            )
 
     @property
     def total_seconds(self) -> float:

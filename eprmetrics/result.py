@@ -84,6 +84,10 @@ class SideSampling(_Fields):
     # The projection screen of the exact decisions: {"dims", "pilot_share", "used", "share"} (share: of the pairs
     # screened during the decisions, those that needed a float64 distance); None where it was not tried.
     screen: Optional[dict] = None
+    # What the exact decisions cost: (query, ball) pairs inside an upper bound examined, and query scans over
+    # every ball (a query counts once per round it took part in); None where not recorded (the exact path).
+    candidates: Optional[int] = None
+    scans: Optional[int] = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -102,7 +106,9 @@ class Plan(_Fields):
 
     ``path`` is what ran: ``"exact"``, ``"sampled"`` or ``"hubness"`` (``compute_epr(method="sampled")`` takes
     the exact path when the planner predicts it cheaper). ``predicted`` and ``actual`` are seconds per stage
-    of the cost model; ``alternative`` the predicted total of the path not taken.
+    of the cost model; ``alternative`` the predicted total of the path not taken. For memory-mapped inputs,
+    ``read`` is the bytes asked for from each set's file during the call and ``passes`` those bytes ÷ the
+    set's size (full passes over it; page-cache hits included, see :func:`eprmetrics.profiling.note_read`).
     """
 
     method: str
@@ -114,6 +120,8 @@ class Plan(_Fields):
     predicted: dict[str, float] = dataclasses.field(default_factory=dict)
     actual: dict[str, float] = dataclasses.field(default_factory=dict)
     alternative: dict[str, float] = dataclasses.field(default_factory=dict)
+    read: dict[str, int] = dataclasses.field(default_factory=dict)
+    passes: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def predicted_total(self) -> Optional[float]:

@@ -38,7 +38,12 @@ import torch
 __all__ = ["SyntheticSpec", "DEFECTS", "SPECTRA", "generate", "make_pair", "write_npy"]
 
 CHUNK = 4096
-SPECTRA = ("low", "long")
+SPECTRA = ("low", "long", "heavy")
+# The "heavy" family: latent dimensions, Student-t degrees of freedom of the mixture's components, the share of
+# the pre-activation variance carried by the network's 64 output directions (the rest is full-rank noise).
+HEAVY_LATENT = 64
+HEAVY_DOF = 3
+HEAVY_SIGNAL = 0.88
 DEFECTS = ("none", "mode_drop", "truncation", "outliers", "noise")
 _REAL, _FAKE = 0, 1
 
@@ -62,17 +67,23 @@ class SyntheticSpec:
     # the features whose i-th direction has variance ∝ i^-0.8, like real embeddings. Measured on 6,000 ReLU
     # features: 64 / 128 principal directions hold 74% / 82% of the variance at d = 512 and 68% / 72% at
     # d = 2048 ("low": 84% / 91% and 81% / 86%); sentence embeddings: ~68% / ~84%.
+    # "heavy": data the generator was not fitted to, like VGG fc2 features of real images — a mixture of
+    # Student-t components (3 degrees of freedom, per-mode scales) in 64 latent dimensions, pushed through a
+    # random residual tanh layer, mapped to the features, plus full-rank anisotropic noise, then ReLU. About
+    # two thirds of the variance lies in 64 directions (tests/test_synthetic_profiling.py measures the band),
+    # and the tails put a few points far from everything (huge k-NN radii).
     spectrum: str = "low"
 
     def __post_init__(self) -> None:
         if self.spectrum not in SPECTRA:
             raise ValueError(
-                f"spectrum: expected one of {SPECTRA}, got {self.spectrum!r}; 'long' is like real embeddings"
+                f"spectrum: expected one of {SPECTRA}, got {self.spectrum!r}; 'long' is like real embeddings, "
+                "'heavy' like CNN features of real images (heavy tails, full-rank noise)"
             )
 
     @property
     def latent_dim(self) -> int:
-        return self.dim if self.spectrum == "long" else self.latent
+        return {"long": self.dim, "heavy": HEAVY_LATENT}.get(self.spectrum, self.latent)
 
 
 def _gen(seed: int, *salt: int, device: torch.device) -> torch.Generator:
@@ -86,7 +97,7 @@ class _Model:
         g = _gen(spec.seed, 99, device=device)
         self.spec = spec
         latent = spec.latent_dim
-        if spec.spectrum == "long":  # direction i of the latent space carries variance ∝ i^-0.8
+        if spec.spectrum in ("long", "heavy"):  # direction i of the latent space carries variance ∝ i^-0.8
             sigma = torch.arange(1, latent + 1, device=device, dtype=torch.float32) ** -0.4
             sigma = sigma / sigma.pow(2).sum().sqrt()
         else:
@@ -97,15 +108,59 @@ class _Model:
         w = 1.0 / torch.arange(1, spec.n_modes + 1, device=device, dtype=torch.float32) ** 0.5
         self.weights = w / w.sum()
         self.scale = float((1 + spec.mode_spread**2) ** 0.5)  # std of a pre-activation
+        self.heavy: Optional[_Heavy] = None
+        if spec.spectrum == "heavy":
+            self.heavy = _Heavy(self, g)
 
     def latents(self, n: int, g: torch.Generator, modes: int) -> torch.Tensor:
         dev = self.W.device
         weights = self.weights[:modes] / self.weights[:modes].sum()
         m = torch.multinomial(weights, n, replacement=True, generator=g)
-        return self.centers[m] + torch.randn(n, self.spec.latent_dim, generator=g, device=dev)
+        noise = torch.randn(n, self.spec.latent_dim, generator=g, device=dev)
+        if self.heavy is not None:  # Student-t components: a normal over √(χ²_ν / ν), per-mode scales
+            chi2 = torch.randn(n, HEAVY_DOF, generator=g, device=dev).pow(2).sum(1, keepdim=True)
+            noise = noise * (HEAVY_DOF / chi2).sqrt() * self.heavy.mode_scale[m, None]
+        return self.centers[m] + noise
 
-    def features(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.relu(z @ self.W + self.spec.bias * self.scale)
+    def features(self, z: torch.Tensor, g: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Features of the latents ``z``; the "heavy" family draws its noise from ``g`` (:data:`CHUNK` rows,
+        the first ``len(z)`` used: a chunk's rows do not depend on how many of them are asked for)."""
+        if self.heavy is None:
+            return torch.relu(z @ self.W + self.spec.bias * self.scale)
+        assert g is not None and z.shape[0] <= CHUNK
+        noise = torch.randn(CHUNK, self.spec.dim, generator=g, device=z.device)[: z.shape[0]]
+        return self.heavy.features(z, noise)
+
+
+class _Heavy:
+    """The "heavy" family's network: ``x = relu(gain · (√s · ŝ(z) + √(1 − s) · a ⊙ ε) + bias · gain · std)``,
+    ``ŝ(z)`` the per-feature standardised ``(z + c·tanh(z A / c)) W`` (64 directions), ``ε`` standard normal
+    noise with a per-feature power-law standard deviation ``a`` (full rank, anisotropic), random gains."""
+
+    def __init__(self, model: _Model, g: torch.Generator) -> None:
+        spec, dev = model.spec, model.W.device
+        latent = spec.latent_dim
+        self.mode_scale = torch.exp(0.4 * torch.randn(spec.n_modes, generator=g, device=dev))
+        self.A = torch.randn(latent, latent, generator=g, device=dev) * latent**-0.5
+        self.c = float((spec.mode_spread**2 + HEAVY_DOF / (HEAVY_DOF - 2)) ** 0.5)  # std of a latent coordinate
+        self.W = model.W
+        # Noise standard deviations: a power law over the features (variance ∝ i^-0.5, mean 1), in random order.
+        var = torch.arange(1, spec.dim + 1, device=dev, dtype=torch.float32) ** -0.5
+        self.noise_std = (var / var.mean()).sqrt()[torch.randperm(spec.dim, generator=g, device=dev)]
+        self.gain = torch.exp(0.3 * torch.randn(spec.dim, generator=g, device=dev))
+        model.heavy = self  # the pilot's latents are the family's (Student-t, scaled per mode)
+        pilot = model.latents(CHUNK, g, spec.n_modes)
+        self.signal_std = self._signal(pilot).std(0).clamp_min(1e-6)
+        total = (HEAVY_SIGNAL + (1 - HEAVY_SIGNAL) * self.noise_std.pow(2)).sqrt()
+        self.offset = spec.bias * self.gain * total
+
+    def _signal(self, z: torch.Tensor) -> torch.Tensor:
+        return (z + self.c * torch.tanh(z @ self.A / self.c)) @ self.W
+
+    def features(self, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        x = self._signal(z).div_(self.signal_std).mul_(HEAVY_SIGNAL**0.5)
+        x.add_(noise * self.noise_std * (1 - HEAVY_SIGNAL) ** 0.5)
+        return torch.relu(x.mul_(self.gain).add_(self.offset))
 
 
 @overload
@@ -183,11 +238,11 @@ def generate(
         z = model.latents(CHUNK, g, modes)[:rows]
         if defect == "truncation":
             z = model.centers.T @ model.weights + (1.0 - strength) * (z - model.centers.T @ model.weights)
-        x = model.features(z)
+        x = model.features(z, g)
         if defect == "outliers":
             far = torch.rand(CHUNK, generator=g, device=device)[:rows] < strength
             z_far = torch.randn(rows, spec.latent_dim, generator=g, device=device) * (3.0 * model.scale)
-            x = torch.where(far[:, None], model.features(z_far), x)
+            x = torch.where(far[:, None], model.features(z_far, g), x)
         elif defect == "noise":
             x = x + strength * model.scale * torch.randn(x.shape, generator=g, device=device)
         block = x.to(dtype)

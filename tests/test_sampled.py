@@ -300,3 +300,40 @@ def test_audit_reuses_the_hub_radii():
     assert res.audit.precision.true_radii_computed == 0 and res.audit.recall.true_radii_computed == 0
     exact = compute_pr(real, fake, density_coverage=False)
     assert (res.precision, res.recall) == (exact.precision, exact.recall)  # every point a hub: exact P&R
+
+
+def _heavy_tailed(rng, n, dim):
+    """Student-t rows (3 degrees of freedom) with a few points a hundred times farther out than the rest:
+    the sets' largest norms dwarf the typical one (issue 31)."""
+
+    def t(m):
+        x = rng.normal(size=(m, dim)) / np.sqrt(rng.chisquare(3, size=(m, 1)) / 3)
+        x[:: max(1, m // 5)] *= 100.0
+        return x.astype(np.float32)
+
+    return t(n), t(n - 60)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_heavy_tails_decide_as_brute_force_with_per_owner_rounding_bounds(rng, strict):
+    """The rounding bounds that settle true radii and pick candidate balls only count points that could lie
+    within the radius (norm ≤ ‖owner‖ + r): on heavy tails the decisions stay those of a float64 brute force,
+    and (almost) no true radius needs the extra pass over the whole set that the bound against the set's
+    largest norm sent most of them to."""
+    from eprmetrics.neighbours import Radii
+
+    k = 3
+    real, fake = _heavy_tailed(rng, 400, 16)
+    ref = brute_pr(real, fake, k=k, strict=strict)
+    engine, rp, fp = _prepared(real, fake, budget=1 << 16)
+    d = ((real[:, None, :].astype(np.float64) - real[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    with torch.inference_mode():
+        owners = torch.arange(0, 400, 3)
+        r = Radii(engine, rp, k, owners=engine.subset(rp, owners), owner_ids=owners)
+        got = r.exact2(k, torch.arange(owners.numel())).numpy()
+        np.testing.assert_allclose(got, np.sort(d, 1)[owners.numpy(), k - 1], rtol=1e-12)
+        assert r.n_redecided <= owners.numel() // 20
+        upper = UpperRadii(engine, rp, k, neighbours=torch.from_numpy(some_graph(rng, d, k, "random")))
+        hits = sampled_hits(engine, fp, torch.arange(fp.n), upper, strict).numpy()
+    np.testing.assert_array_equal(hits, ref["precision_hits"])

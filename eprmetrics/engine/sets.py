@@ -17,6 +17,7 @@ from typing import Any, Optional, Union, cast
 import numpy as np
 import torch
 
+from ..profiling import note_read
 from .scratch import Scratch
 from .transfer import storage_dtype, to_device
 
@@ -42,6 +43,7 @@ def read_rows(data: np.ndarray, start: int, stop: int) -> np.ndarray:
     pos = _file_position(data) if isinstance(data, np.memmap) else None
     if pos is None or stop <= start:
         rows = data[start:stop]
+        note_read(data, rows.nbytes)  # counted where ``data`` maps a file (see profiling.note_read)
         return np.array(rows) if not rows.flags.writeable else rows
     mm = cast(np.memmap, data)
     out = np.empty((stop - start,) + data.shape[1:], dtype=data.dtype)
@@ -57,6 +59,7 @@ def read_rows(data: np.ndarray, start: int, stop: int) -> np.ndarray:
             done += got
     finally:
         os.close(fd)
+    note_read(data, view.nbytes)
     return out
 
 
@@ -154,6 +157,7 @@ class FeatureSet:
         shape = (int(index.numel()), self.dim)
         if isinstance(data, np.ndarray):
             idx = index.cpu().numpy()
+            note_read(data, idx.size * self.dim * data.itemsize)
             if scratch is None:
                 picked = np.asarray(data[idx])
                 return torch.from_numpy(picked.astype(np.float64) if picked.dtype.kind in "iub" else picked)
@@ -181,9 +185,12 @@ class FeatureSet:
         data = np.asarray(data)  # a memmap stays a view of its file
         if self.scale == 1.0:
             if keep_float16 and data.dtype == np.float16:
-                return data
+                return data  # its reader counts what it reads
+            if data.dtype != np.float32 or not data.flags.c_contiguous:
+                note_read(data, data.nbytes)  # converted: one whole pass
             return np.ascontiguousarray(data, dtype=np.float32)
         out = np.empty(data.shape, dtype=np.float32)
+        note_read(data, data.nbytes)
         for start in range(0, data.shape[0], chunk):  # in chunks: never a whole float64 copy
             out[start : start + chunk] = np.asarray(data[start : start + chunk], dtype=np.float64) * self.scale
         return out

@@ -43,7 +43,13 @@ def _candidates(
     if radii.screen is not None:
         return _screened_candidates(radii, queries, q_index, per_tile)
     ref = radii.ref
-    hi = up32(radii.upper2 + engine.bound(ref.norm, queries.max_norm))
+    # A query of the ball's upper bound lies within U of the owner, so its norm is at most ‖b‖ + U (1e-6: the
+    # norms' fp32 centring): the rounding bound against that norm, not against the largest query's (issue 31:
+    # on heavy-tailed sets that one inflated every threshold, and the capped candidates sent queries to more rounds).
+    near = torch.clamp_max((ref.norm + radii.upper2.sqrt()) * (1 + 1e-6), queries.max_norm).nan_to_num_(
+        nan=queries.max_norm
+    )
+    hi = up32(radii.upper2 + engine.c * (ref.norm + near) ** 2)
     known = radii.known
     seen = torch.zeros(q_index.numel(), dtype=torch.int64, device=engine.device)
     kept = torch.zeros_like(seen)
@@ -231,6 +237,8 @@ def _hits(
         todo = todo[~hits]
     while todo.numel():
         pos, own, d2, more = _candidates(engine, queries, q_index[todo], radii, per_tile)
+        radii.n_scanned += todo.numel()
+        radii.n_candidates += pos.numel()
         pos, own, d2 = _refined(radii, pos, own, d2)
         sub = torch.zeros(todo.numel(), dtype=torch.bool, device=engine.device)
         _decide(radii, pos, own, d2, sub, strict)

@@ -13,6 +13,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..profiling import passes_over
 from ..result import Audit, HubStatistics, KResult, Plan, Result, SideSampling
 from .context import RunContext
 from .planner import actual_costs
@@ -53,6 +54,10 @@ def assemble(ctx: RunContext, out: Outcome) -> Result:
     head = next(iter(out.per_k.values()))
     if out.plan is not None:
         out.plan.actual = actual_costs(ctx.prof.stages)
+        for name, fs in ctx.sets.items():  # memory-mapped inputs: bytes read and full passes over each
+            got = passes_over(ctx.prof.stages, fs.data)
+            if got is not None:
+                out.plan.read[name], out.plan.passes[name] = got
     sampling = out.sampling or {}
     engine = ctx.engine
     return Result(

@@ -39,6 +39,7 @@ import torch
 from ..engine import Prepared, TileEngine
 from ..neighbours import GraphRequest, SetGraph, UpperRadii, build_graph
 from ..neighbours.screen import ScreenReport, build_screen
+from ..profiling import note_read
 from ..result import KResult, Plan, SideSampling
 from ..validation import SampleSize
 from .context import RunContext
@@ -111,6 +112,8 @@ class SideEstimate:
     strata: int
     approximate: Optional[float]  # mean of the approximate membership, when one was used
     screen: Optional[dict] = None  # what the projection screen decided and let through (None: not tried)
+    candidates: Optional[int] = None  # (query, ball) pairs inside an upper bound that the decisions examined
+    scans: Optional[int] = None  # query scans over every ball (one per round a query took part in)
 
 
 @dataclasses.dataclass
@@ -162,7 +165,9 @@ def estimate_side(
     else:
         index = design.draw(request.size)
     est = design.estimate(index, observe(index), request.confidence)
-    return SideEstimate(est, radii.n_true, len(design.units), None)
+    return SideEstimate(
+        est, radii.n_true, len(design.units), None, candidates=radii.n_candidates, scans=radii.n_scanned
+    )
 
 
 def phase_one(n: int, request: SampleRequest, seed: list[int]) -> Optional[np.ndarray]:
@@ -181,6 +186,7 @@ def _search_phase(
     if phase is None:
         return cast(tuple[np.ndarray, np.ndarray, bool], index.search_queries(x, k))
     step = max(1024, _PHASE_ONE_BYTES // max(1, x.shape[1] * x.dtype.itemsize))
+    note_read(x, phase.size * x.shape[1] * x.dtype.itemsize)  # the phase one's rows, gathered once
     parts = [index.search_queries(np.asarray(x[phase[s : s + step]]), k) for s in range(0, phase.size, step)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), parts[0][2]
 
@@ -280,6 +286,8 @@ def side_sampling(e: SideEstimate) -> SideSampling:
         approximate_membership=e.approximate,
         true_radii_computed=e.n_true_radii,
         screen=e.screen,
+        candidates=e.candidates,
+        scans=e.scans,
     )
 
 

@@ -64,6 +64,10 @@ class UpperRadii:
         self.refiner: Optional[Callable[[np.ndarray], np.ndarray]] = None
         self._refined: Optional[torch.Tensor] = None
         self.n_refined = 0
+        # What the sampled decisions cost (eprmetrics.estimators.decisions): (query, ball) pairs inside an upper
+        # bound that were examined, and queries scanned against every ball (once per round they took part in).
+        self.n_candidates = 0
+        self.n_scanned = 0
         # A projection screen of ``ref`` (:mod:`.screen`): true radii from the points within each bound only.
         self.screen: Optional[Screen] = None
         if exact is not None:

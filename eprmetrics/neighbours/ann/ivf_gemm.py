@@ -169,6 +169,17 @@ class IVFGemm(ANNBackend):
         self._offsets = self.offsets.cpu().numpy()
         self._probe_lists = self.probes.cpu().numpy()
         self._positions = torch.arange(n, device=device)
+        self._balance(n, nlist)
+
+    def _balance(self, n: int, nlist: int) -> None:
+        """How unequal the lists came out, in the used parameters (reported on ``Result.plan.params``): the
+        largest list over the mean, and the (point, candidate) pairs the self-search scans over what equal
+        lists would scan (``n · nprobe · n / nlist``): the search's cost grows with this ratio."""
+        sizes = np.diff(self._offsets).astype(np.float64)
+        scanned = float((sizes * sizes[self._probe_lists].sum(1)).sum())
+        balanced = n * self._probe_lists.shape[1] * n / max(1, nlist)
+        self.used_params["list_max_over_mean"] = round(float(sizes.max() / max(sizes.mean(), 1e-12)), 2)
+        self.used_params["scan_over_balanced"] = round(scanned / max(balanced, 1.0), 3)
 
     @staticmethod
     def _move_centers(centers: torch.Tensor, sample: torch.Tensor, assign: torch.Tensor) -> None:

@@ -38,6 +38,7 @@ import torch
 
 from ...engine import World, read_rows
 from ...engine.basis import principal_basis
+from ...profiling import note_read
 from ...validation import check_int, fail
 from .base import register_backend
 from .ivf_gemm import IVFGemm, as_rows, combine_rows
@@ -50,6 +51,7 @@ _MEASURE_ELEMENTS = 1 << 24  # candidate values gathered at once (float16 + fp32
 
 def _rows(x: np.ndarray, index: np.ndarray, device: torch.device) -> torch.Tensor:
     """Rows ``index`` (sorted) of ``x`` as fp32 on ``device`` (fancy indexing copies, even from a memmap)."""
+    note_read(x, len(index) * x.shape[1] * x.itemsize)
     return as_rows(x[index], device)
 
 
@@ -83,6 +85,7 @@ def _measured(q: torch.Tensor, ref: np.ndarray, cand: np.ndarray) -> torch.Tenso
     wide = stored if same else torch.empty((step * w, d), dtype=torch.float32, device=q.device)
     for s in range(0, b, step):
         m = min(step, b - s)
+        note_read(ref, m * w * d * ref.itemsize)  # gathered rows, padding included (a memmap: page faults)
         rows = torch.index_select(host, 0, flat[s : s + m].reshape(-1), out=stored[: m * w])
         # to the device in the stored dtype, widened there (exact: float16 values are fp32 values)
         block = rows if same else wide[: m * w].copy_(rows.to(q.device))
