@@ -265,8 +265,32 @@ def _walk_error(name: str) -> Any:
 
 
 def _folder_images(path: str, name: str) -> list[str]:
-    walk = os.walk(path, onerror=_walk_error(name))
-    return sorted(os.path.join(root, f) for root, _, names in walk for f in names if _is_image_name(f))
+    """The image files under ``path``, sorted; links to folders are followed (leaving them out would leave
+    their images out silently), each real folder once: one reached again (a link loop, or a second link to
+    the same folder) is left out with a warning naming it, so a loop cannot walk for ever."""
+    st = os.stat(path)
+    seen, again, files = {(st.st_dev, st.st_ino)}, [], []
+    for root, dirs, names in os.walk(path, onerror=_walk_error(name), followlinks=True):
+        keep = []
+        for d in dirs:
+            try:
+                st = os.stat(os.path.join(root, d))
+            except OSError as exc:
+                _walk_error(name)(exc)
+            if (st.st_dev, st.st_ino) in seen:
+                again.append(os.path.join(root, d))
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            keep.append(d)
+        dirs[:] = keep
+        files += [os.path.join(root, f) for f in names if _is_image_name(f)]
+    if again:
+        warnings.warn(
+            f"{name}: {len(again)} linked folders lead to a folder already read and were left out (a link loop, or "
+            f"two paths to the same images), the first: {again[0]} -> {os.path.realpath(again[0])}",
+            stacklevel=3,
+        )
+    return sorted(files)
 
 
 def as_image_source(
