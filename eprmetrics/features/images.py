@@ -88,12 +88,13 @@ class ImageSource(torch.utils.data.Dataset):
         except ImageError as exc:
             raise self.error(i, exc) from None
 
-    def load(self, i: int) -> tuple[torch.Tensor, bool]:
-        """Image ``i`` as uint8 3×H×W and whether it was reduced; an :class:`ImageError` naming it if unreadable."""
+    def load(self, i: int) -> tuple[torch.Tensor, bool, Optional[bytes]]:
+        """Image ``i`` as uint8 3×H×W, whether it was reduced, and the :meth:`digest` of the bytes decoded (None
+        for a tensor); an :class:`ImageError` naming it if unreadable."""
         if self.kind == "tensor":
             if self.tensor is None:
                 raise RuntimeError(f"{self.name}: a tensor image source has no tensor")
-            return self.tensor[i], False
+            return self.tensor[i], False, None
         data = self.read_bytes(i)
         try:
             arr, reduced = decode_image(data, self.limits)
@@ -101,7 +102,7 @@ class ImageSource(torch.utils.data.Dataset):
             raise self.error(i, ImageError(_describe(exc))) from None
         if not arr.flags.writeable:  # Pillow's buffer: torch wants memory it may own
             arr = arr.copy()
-        return torch.from_numpy(arr).permute(2, 0, 1), reduced
+        return torch.from_numpy(arr).permute(2, 0, 1), reduced, self.digest(i, data)
 
     def __getitem__(self, i: int) -> Optional[torch.Tensor]:
         try:
@@ -112,30 +113,46 @@ class ImageSource(torch.utils.data.Dataset):
                 return None
             raise
 
-    def fingerprint(self) -> Optional[str]:
-        """Hash of the images' bytes, in order, each length-prefixed (zip members with their names; file names do
-        not matter), with the decoding bounds that change pixels. None under ``on_error="skip"`` when a file
-        cannot be read (such runs are not cached); under ``"raise"`` the error names the file."""
+    def digest(self, i: int, data: bytes) -> bytes:
+        """What identifies image ``i`` read as ``data`` in the fingerprint: a hash of the bytes, length-prefixed,
+        with the member's name for a zip (a file's name does not matter)."""
+        member = self.items[i].encode() if self.kind == "zip" else b""
+        h = hashlib.blake2b(struct.pack("<QQ", len(member), len(data)), digest_size=20)
+        h.update(member)
+        h.update(data)
+        return h.digest()
+
+    def combine(self, digests: Sequence[bytes]) -> str:
+        """The fingerprint of images whose :meth:`digest` values are ``digests``, in order, with the decoding
+        bounds that change pixels. The feature cache keys a lookup on the digests of a first read of every file
+        and stores an entry under those of the bytes the workers decoded: a file changed between the two reads
+        cannot put its new features under its old bytes' key."""
         h = hashlib.blake2b(digest_size=20)
         h.update(f"{DECODE_VERSION}|side={self.limits.max_side}|{self.kind}|{len(self)}|".encode())
+        for d in digests:
+            h.update(d)
+        return h.hexdigest()
+
+    def fingerprint(self) -> Optional[str]:
+        """Hash of the images' bytes (see :meth:`combine`). None under ``on_error="skip"`` when a file cannot be
+        read (such runs are not cached); under ``"raise"`` the error names the file."""
         if self.kind == "tensor":
             if self.tensor is None:
                 raise RuntimeError(f"{self.name}: a tensor image source has no tensor")
+            h = hashlib.blake2b(digest_size=20)
+            h.update(f"{DECODE_VERSION}|side={self.limits.max_side}|{self.kind}|{len(self)}|".encode())
             h.update(f"{tuple(self.tensor.shape)}|{self.tensor.dtype}|".encode())
             h.update(self.tensor.contiguous().cpu().numpy().tobytes())
             return h.hexdigest()
+        digests = []
         for i in range(len(self)):
             try:
-                data = self.read_bytes(i)
+                digests.append(self.digest(i, self.read_bytes(i)))
             except ImageError:
                 if self.on_error == "skip":
                     return None
                 raise
-            member = self.items[i].encode() if self.kind == "zip" else b""
-            h.update(struct.pack("<QQ", len(member), len(data)))
-            h.update(member)
-            h.update(data)
-        return h.hexdigest()
+        return self.combine(digests)
 
     def close(self) -> None:
         """Close this process's handle on the zip archive (reopened when needed)."""
