@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..engine import resolve_device
+from ..fileio import probe_writable
 from ..profiling import tqdm_options
 from ..validation import check_int
 from . import clip, dinov2, inception, vgg16  # noqa: F401  (registration)
@@ -243,6 +244,10 @@ def extract_features(
     src = as_image_source(images, name, on_error, limits)
     check_extractor(extractor, weights)
     dev = resolve_device(device)
+    if cache_dir is not None:  # a read-only or full place is one line now, not after the extraction
+        probe_writable(os.path.expanduser(os.fspath(cache_dir)), "cache_dir", folder=True)
+    if save_to:
+        probe_writable(save_to, "save_features")
     key = _cache_key(cache_dir, extractor, weights)
     try:
         # under on_error="raise", the fingerprint's first read gives the one-line error of an unreadable image
