@@ -281,30 +281,37 @@ def _walk_error(name: str) -> Any:
     return fail
 
 
+def _holds(target: str, root: str) -> bool:
+    """Whether the real folder ``target`` is ``root`` or one of its ancestors (a link to it is a loop)."""
+    return root == target or root.startswith(target.rstrip(os.sep) + os.sep)
+
+
 def _folder_images(path: str, name: str) -> list[str]:
     """The image files under ``path``, sorted; links to folders are followed (leaving them out would leave
-    their images out silently), each real folder once: one reached again (a link loop, or a second link to
-    the same folder) is left out with a warning naming it, so a loop cannot walk for ever."""
-    st = os.stat(path)
+    their images out silently), each real folder once. A link to a folder already read or to one holding
+    ``path`` (``..``, ``/``: a loop, or the whole disk) is left out with a warning naming it."""
+    root, st = os.path.realpath(path), os.stat(path)
     seen, again, files = {(st.st_dev, st.st_ino)}, [], []
-    for root, dirs, names in os.walk(path, onerror=_walk_error(name), followlinks=True):
+    for top, dirs, names in os.walk(path, onerror=_walk_error(name), followlinks=True):
         keep = []
         for d in dirs:
+            full = os.path.join(top, d)
             try:
-                st = os.stat(os.path.join(root, d))
+                st = os.stat(full)
             except OSError as exc:
                 _walk_error(name)(exc)
-            if (st.st_dev, st.st_ino) in seen:
-                again.append(os.path.join(root, d))
+            if (st.st_dev, st.st_ino) in seen or (os.path.islink(full) and _holds(os.path.realpath(full), root)):
+                again.append(full)
                 continue
             seen.add((st.st_dev, st.st_ino))
             keep.append(d)
         dirs[:] = keep
-        files += [os.path.join(root, f) for f in names if _is_image_name(f)]
+        files += [os.path.join(top, f) for f in names if _is_image_name(f)]
     if again:
         warnings.warn(
-            f"{name}: {len(again)} linked folders lead to a folder already read and were left out (a link loop, or "
-            f"two paths to the same images), the first: {again[0]} -> {os.path.realpath(again[0])}",
+            f"{name}: {len(again)} linked folders were left out: they lead to a folder already read or to one "
+            f"holding the input (a link loop, or two paths to the same images), the first: {again[0]} -> "
+            f"{os.path.realpath(again[0])}",
             stacklevel=3,
         )
     return sorted(files)
