@@ -89,6 +89,8 @@ def probe_writable(path: PathLike, what: str, folder: bool = False) -> None:
     if folder and os.path.exists(target) and not os.path.isdir(target):
         raise OutputError(f"{what}: {target} exists and is not a folder; give a folder")
     try:
+        if os.path.islink(place):  # a link to nothing or a loop: say so (makedirs would say "a file is there")
+            os.stat(place)
         os.makedirs(place, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=place, prefix=".eprmetrics-probe-")
         try:

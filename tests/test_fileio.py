@@ -139,3 +139,14 @@ def test_check_regular_refuses_fifo_device_and_oversize(tmp_path):
     loop.symlink_to(loop)
     with pytest.raises(InputFileError, match="symlink loop"):
         check_regular(loop, "image")
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling"])
+def test_probe_names_a_link_loop_or_a_link_to_nothing(tmp_path, kind):
+    """A --cache-dir that is a symlink loop was described as "a file is where a folder is needed"."""
+    link = tmp_path / "cache"
+    link.symlink_to(link if kind == "loop" else tmp_path / "missing")
+    want = "symlink loop" if kind == "loop" else "does not exist"
+    for folder, target in ((True, link), (False, link / "out.json")):
+        with pytest.raises(OutputError, match=f"cache_dir: cannot write to {link}: .*{want}"):
+            probe_writable(target, "cache_dir", folder=folder)
