@@ -150,3 +150,44 @@ def test_probe_names_a_link_loop_or_a_link_to_nothing(tmp_path, kind):
     for folder, target in ((True, link), (False, link / "out.json")):
         with pytest.raises(OutputError, match=f"cache_dir: cannot write to {link}: .*{want}"):
             probe_writable(target, "cache_dir", folder=folder)
+
+
+def test_a_stream_is_written_straight_to_never_replaced(tmp_path):
+    """``--json /dev/stdout`` (a link to /proc/self/fd/1) or ``--json >(jq .)`` (a pipe): renaming a temporary
+    file over such a path replaced the link itself (as root, /dev/stdout) or failed; nothing partial can be
+    left in a stream, so it is written to directly."""
+    import stat
+    import threading
+
+    out = tmp_path / "redirected.json"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        path = f"/proc/self/fd/{fd}"
+        probe_writable(path, "--json")
+        with atomic_write(path, "--json", "w") as fh:
+            fh.write('{"a": 1}')
+    finally:
+        os.close(fd)
+    assert out.read_text() == '{"a": 1}' and os.listdir(tmp_path) == ["redirected.json"]
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    reader.start()
+    while not got and reader.is_alive():  # the reader opens the FIFO; then the write below finds it
+        try:
+            with atomic_write(fifo, "--json", "w") as fh:
+                fh.write("[1, 2]")
+            break
+        except OutputError:
+            continue
+    reader.join(timeout=30)
+    assert got == ["[1, 2]"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_a_fifo_nobody_reads_is_one_line_not_a_hang(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match=r"--json: could not write .*pipe: no process reads it"):
+        with atomic_write(fifo, "--json", "w") as fh:
+            fh.write("x")
