@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -57,6 +58,9 @@ _FIXES = {
 }
 
 
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
 class OutputError(OSError):
     """An output could not be written (or its place cannot be written to); the message is one line."""
 
@@ -70,8 +74,13 @@ def describe_os_error(exc: BaseException) -> str:
     code = getattr(exc, "errno", None)
     if code in _FIXES:
         return _FIXES[code]
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())
+    text = " ".join(str(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).split())
+    if code is None and _SHORT_WRITE.search(text):  # numpy's tofile: a short fwrite, the errno lost
+        return (
+            f"only part of it could be written ({text}): the disk is full or a file size limit (ulimit -f) was "
+            f"reached; free space or choose another place"
+        )
+    return text
 
 
 def _umask() -> int:
