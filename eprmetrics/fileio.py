@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import uuid
 from typing import IO, Iterator, Optional, Union
@@ -135,11 +136,28 @@ def is_stream(path: PathLike) -> bool:
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
+def _standard_fd(target: str) -> Optional[int]:
+    """1 or 2 when ``target`` is the file this process's stdout or stderr writes to, else None."""
+    st = os.stat(target)
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            other = os.fstat(fd)
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                return fd
+    return None
+
+
 @contextlib.contextmanager
 def _write_stream(target: str, what: str, mode: str) -> Iterator[IO]:
-    """Write straight to the stream ``target``; a FIFO nobody reads is an error, not a hang (``O_NONBLOCK``)."""
+    """Write straight to the stream ``target``; a FIFO nobody reads is an error, not a hang (``O_NONBLOCK``).
+    When it is this process's stdout or stderr (``/dev/stdout`` redirected to a file), it is written through
+    that descriptor, after what was printed: a new open would start at offset 0, over the report."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     try:
-        fd = os.open(target, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0))
+        std = _standard_fd(target)
+        fd = os.dup(std) if std is not None else os.open(target, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0))
         os.set_blocking(fd, True)
         with os.fdopen(fd, mode) as fh:
             yield fh

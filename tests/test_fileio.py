@@ -201,3 +201,21 @@ def test_a_fifo_nobody_reads_is_one_line_not_a_hang(tmp_path):
     with pytest.raises(OutputError, match=r"--json: could not write .*pipe: no process reads it"):
         with atomic_write(fifo, "--json", "w") as fh:
             fh.write("x")
+
+
+def test_json_to_this_process_stdout_follows_what_was_printed(tmp_path):
+    """``--json /dev/stdout > out.txt``: a new open of the file started at offset 0 and wrote the JSON over the
+    report printed before it; the process's own stdout descriptor is used instead, after a flush."""
+    out = tmp_path / "out.txt"
+    code = (
+        "import sys\n"
+        "from eprmetrics.fileio import atomic_write\n"
+        "print('the report, printed first')\n"
+        "with atomic_write('/proc/self/fd/1', '--json', 'w') as fh:\n"
+        "    fh.write('{\"precision\": 0.5}\\n')\n"
+        "print('after')\n"
+    )
+    with open(out, "w") as fh:
+        done = subprocess.run([sys.executable, "-c", code], stdout=fh, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == 'the report, printed first\n{"precision": 0.5}\nafter\n'
