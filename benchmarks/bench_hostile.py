@@ -355,7 +355,8 @@ def _cp_p_case(w: str, fx: dict[str, str]) -> tuple[str, str, dict, str]:
 
     state = torch.load(fx["weights"], weights_only=True)
     state["classifier.0.weight"].mul_(2)  # in place: the same layout, so the file keeps its size
-    other, weights = os.path.join(w, "vgg-other.pt"), os.path.join(w, "vgg-live.pt")
+    os.makedirs(os.path.join(w, "other"))  # torch.save names the archive after the file: keep the name's length
+    other, weights = os.path.join(w, "other", "vgg.pt"), os.path.join(w, "vgg-live.pt")
     torch.save(state, other)
     shutil.copy2(fx["weights"], weights)
     mtime = os.stat(weights).st_mtime_ns
@@ -364,7 +365,8 @@ def _cp_p_case(w: str, fx: dict[str, str]) -> tuple[str, str, dict, str]:
     args = ["--extractor", "vgg16", "--weights", weights, "--exact", "--k", "3", "--quiet", "--cache-dir", cache]
     run_cli([fx["real"], fx["fake"], *args, "--save-features", s1])
     shutil.copy2(other, weights)  # `cp -p`: same path, size and mtime
-    same_stat = os.stat(weights).st_size == os.stat(fx["weights"]).st_size and os.stat(weights).st_mtime_ns == mtime
+    size = os.stat(weights).st_size
+    same_stat = size == os.stat(fx["weights"]).st_size and os.stat(weights).st_mtime_ns == mtime
     r = run_cli([fx["real"], fx["fake"], *args, "--save-features", s2])
     run_cli([fx["real"], fx["fake"], *args[:-2], "--save-features", s3])
     new = _same_npy(os.path.join(s2, "real.npy"), os.path.join(s3, "real.npy"))
@@ -471,8 +473,12 @@ def _feature_file_cases(w: str, fx: dict[str, str]) -> list[tuple[str, str, dict
         same = _numbers(out) == _numbers(base) is not None
         rows.append((case, before, r, "ok" if r["rc"] == 0 and same else f"FAIL (same numbers {same})"))
     r = run_cli([fx["r"], fx["f"], "--exact", "--quiet", "--json", "/proc/self/fd/1"])  # as --json /dev/stdout
-    said = r["stdout"][r["stdout"].find("\n{") + 1 :] if "\n{" in r["stdout"] else ""
-    streamed = said.startswith("{") and json.loads(said).get("precision") == _numbers(base)[0]
+    start = 0 if r["stdout"].startswith("{") else r["stdout"].find("\n{") + 1
+    try:  # the report, then the JSON after it (not over it)
+        said, _ = json.JSONDecoder().raw_decode(r["stdout"][start:]) if start or r["stdout"][:1] == "{" else ({}, 0)
+    except ValueError:
+        said = {}
+    streamed = "eprmetrics exact" in r["stdout"] and said.get("precision") == _numbers(base)[0]
     rows.append(
         (
             "--json /dev/stdout (here /proc/self/fd/1)",
