@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
+import sys
 import tempfile
 import uuid
 from typing import IO, Iterator, Optional, Union
@@ -35,6 +37,7 @@ __all__ = [
     "open_regular",
     "check_regular",
     "describe_os_error",
+    "is_stream",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -52,7 +55,11 @@ _FIXES = {
     errno.EISDIR: "it is a folder: give a file name",
     errno.ELOOP: "too many levels of symbolic links (a symlink loop): fix the link",
     errno.ENAMETOOLONG: "the name is too long",
+    errno.ENXIO: "no process reads it (a FIFO without a reader)",
 }
+
+
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
 
 class OutputError(OSError):
@@ -68,8 +75,13 @@ def describe_os_error(exc: BaseException) -> str:
     code = getattr(exc, "errno", None)
     if code in _FIXES:
         return _FIXES[code]
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())
+    text = " ".join(str(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).split())
+    if code is None and _SHORT_WRITE.search(text):  # numpy's tofile: a short fwrite, the errno lost
+        return (
+            f"only part of it could be written ({text}): the disk is full or a file size limit (ulimit -f) was "
+            f"reached; free space or choose another place"
+        )
+    return text
 
 
 def _umask() -> int:
@@ -83,12 +95,19 @@ def probe_writable(path: PathLike, what: str, folder: bool = False) -> None:
     creating and removing a small temporary file there. Missing folders are created (as the write itself
     would). Raises :class:`OutputError` naming ``what`` and ``path`` otherwise."""
     target = os.fspath(path)
+    if not folder and is_stream(target):  # written straight to (see atomic_write): opening a FIFO would end it
+        if not os.access(target, os.W_OK):
+            code = errno.EACCES if os.path.exists(target) else errno.ENOENT
+            raise OutputError(f"{what}: cannot write to {target}: {describe_os_error(OSError(code, ''))}")
+        return
     place = target if folder else (os.path.dirname(os.path.abspath(target)) or ".")
     if not folder and os.path.isdir(target):
         raise OutputError(f"{what}: {target} is a folder; give a file name")
     if folder and os.path.exists(target) and not os.path.isdir(target):
         raise OutputError(f"{what}: {target} exists and is not a folder; give a folder")
     try:
+        if os.path.islink(place):  # a link to nothing or a loop: say so (makedirs would say "a file is there")
+            os.stat(place)
         os.makedirs(place, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=place, prefix=".eprmetrics-probe-")
         try:
@@ -103,13 +122,62 @@ def probe_writable(path: PathLike, what: str, folder: bool = False) -> None:
         raise OutputError(f"{what}: cannot write to {place}: {describe_os_error(exc)}") from exc
 
 
+def is_stream(path: PathLike) -> bool:
+    """Whether ``path`` is written as a stream, not replaced: a FIFO, a device or a socket (links followed), or
+    a path under ``/dev/`` or ``/proc/`` (``/dev/stdout``, ``/proc/self/fd/1``, ``>(jq .)``'s ``/dev/fd/63``).
+    Renaming a file over such a path would replace the link or node itself (as root, ``/dev/stdout``)."""
+    target = os.path.abspath(os.fspath(path))
+    if target.startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _standard_fd(target: str) -> Optional[int]:
+    """1 or 2 when ``target`` is the file this process's stdout or stderr writes to, else None."""
+    st = os.stat(target)
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            other = os.fstat(fd)
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                return fd
+    return None
+
+
+@contextlib.contextmanager
+def _write_stream(target: str, what: str, mode: str) -> Iterator[IO]:
+    """Write straight to the stream ``target``; a FIFO nobody reads is an error, not a hang (``O_NONBLOCK``).
+    When it is this process's stdout or stderr (``/dev/stdout`` redirected to a file), it is written through
+    that descriptor, after what was printed: a new open would start at offset 0, over the report."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        std = _standard_fd(target)
+        fd = os.dup(std) if std is not None else os.open(target, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+    except OSError as exc:
+        raise OutputError(f"{what}: could not write {target}: {describe_os_error(exc)}") from exc
+
+
 @contextlib.contextmanager
 def atomic_write(path: PathLike, what: str, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on a clean exit flush, ``fsync`` and rename it
     over ``path``. On any error the temporary file is removed and ``path`` keeps its old content (or stays
     absent); an :class:`OSError` becomes an :class:`OutputError` naming ``what`` and ``path``. A symlink at
-    ``path`` is replaced, never written through."""
+    ``path`` is replaced, never written through — except to a stream (:func:`is_stream`: ``/dev/stdout``, a
+    FIFO, a device), which is written straight to, as nothing partial can be left there."""
     target = os.fspath(path)
+    if is_stream(target):
+        with _write_stream(target, what, mode) as fh:
+            yield fh
+        return
     folder = os.path.dirname(os.path.abspath(target)) or "."
     tmp: Optional[str] = None
     try:

@@ -252,3 +252,59 @@ def test_a_forked_worker_reads_through_its_own_zip_handle(tmp_path, rng):
     os.waitpid(pid, 0)
     assert os.lseek(fd, 0, os.SEEK_CUR) == before
     src.close()
+
+
+def test_a_file_changed_between_fingerprint_and_decoding_is_cached_under_what_was_decoded(tmp_path, rng, monkeypatch):
+    """With a cache every file is read twice (fingerprint, then decoding). A file replaced between the two reads
+    stored the new image's features under the old bytes' key, and a later run on the old images got them."""
+    from eprmetrics.features.images import ImageSource
+
+    old, new = [png(rng) for _ in range(3)], [png(rng) for _ in range(3)]
+    images = folder_of(tmp_path / "imgs", old)
+    cache = tmp_path / "cache"
+    real = ImageSource.fingerprint
+
+    def then_replace(self):
+        key = real(self)
+        (images / "01.png").write_bytes(new[1])  # after the lookup's read, before the workers' read
+        return key
+
+    monkeypatch.setattr(ImageSource, "fingerprint", then_replace)
+    with pytest.warns(UserWarning, match="images changed while they were read"):
+        extract(images, cache)
+    monkeypatch.undo()
+    (images / "01.png").write_bytes(old[1])
+    np.testing.assert_array_equal(extract(images, cache), extract(images, None))  # the old images' features
+
+
+def test_another_instance_given_the_same_weights_file_hits(tmp_path, rng, monkeypatch):
+    """The key of a custom module given ``weights`` hashed its randomly initialised values before the file
+    replaced them: every fresh instance (every new process) missed. The file's content identifies them."""
+    from eprmetrics.features import base
+
+    images = folder_of(tmp_path / "imgs", [png(rng) for _ in range(3)])
+    weights, cache = tmp_path / "w.pt", tmp_path / "cache"
+    torch.save(SmallNet(seed=5).state_dict(), weights)
+    first = extract_features(images, extractor=SmallNet(seed=1), weights=weights, cache_dir=cache, progress=False)
+    monkeypatch.setattr(base, "fit_state_dict", lambda *a, **k: pytest.fail("a hit loads no weights"))
+    again = extract_features(images, extractor=SmallNet(seed=2), weights=weights, cache_dir=cache, progress=False)
+    np.testing.assert_array_equal(again, first)
+
+
+class Scaled(SmallNet):
+    """A buffer outside the state dict (``persistent=False``) changes the features; no weights file sets it."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(float(scale)), persistent=False)
+
+    def forward(self, x):
+        return self.net(x) * self.scale
+
+
+def test_a_buffer_outside_the_state_dict_is_part_of_the_key(tmp_path, rng):
+    images = folder_of(tmp_path / "imgs", [png(rng) for _ in range(3)])
+    cache = tmp_path / "cache"
+    one = extract_features(images, extractor=Scaled(1), cache_dir=cache, progress=False)
+    two = extract_features(images, extractor=Scaled(2), cache_dir=cache, progress=False)
+    np.testing.assert_allclose(two, 2 * one, rtol=1e-6)

@@ -33,7 +33,17 @@ def test_atomic_write_failure_keeps_old_and_leaves_no_temporary(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.json"]
 
 
-def test_atomic_write_over_a_file_size_limit_is_one_line_and_no_partial_file(tmp_path):
+@pytest.mark.parametrize(
+    "write",
+    [
+        "fh.write(b'x' * 1_000_000)",
+        # numpy writes arrays with fwrite: a short write is "N requested and M written", its errno lost (it was
+        # one line without a cause or a fix)
+        "__import__('numpy').save(fh, __import__('numpy').zeros(250_000, 'f4'))",
+    ],
+    ids=["write", "np.save"],
+)
+def test_atomic_write_over_a_file_size_limit_is_one_line_and_no_partial_file(tmp_path, write):
     """RLIMIT_FSIZE stands in for a full disk: the write fails part way (EFBIG) in a child process."""
     target = tmp_path / "big.bin"
     code = (
@@ -43,7 +53,7 @@ def test_atomic_write_over_a_file_size_limit_is_one_line_and_no_partial_file(tmp
         "from eprmetrics.fileio import atomic_write, OutputError\n"
         "try:\n"
         f"    with atomic_write({str(target)!r}, 'features') as fh:\n"
-        "        fh.write(b'x' * 1_000_000)\n"
+        f"        {write}\n"
         "except OutputError as e:\n"
         "    print(e); sys.exit(3)\n"
     )
@@ -139,3 +149,73 @@ def test_check_regular_refuses_fifo_device_and_oversize(tmp_path):
     loop.symlink_to(loop)
     with pytest.raises(InputFileError, match="symlink loop"):
         check_regular(loop, "image")
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling"])
+def test_probe_names_a_link_loop_or_a_link_to_nothing(tmp_path, kind):
+    """A --cache-dir that is a symlink loop was described as "a file is where a folder is needed"."""
+    link = tmp_path / "cache"
+    link.symlink_to(link if kind == "loop" else tmp_path / "missing")
+    want = "symlink loop" if kind == "loop" else "does not exist"
+    for folder, target in ((True, link), (False, link / "out.json")):
+        with pytest.raises(OutputError, match=f"cache_dir: cannot write to {link}: .*{want}"):
+            probe_writable(target, "cache_dir", folder=folder)
+
+
+def test_a_stream_is_written_straight_to_never_replaced(tmp_path):
+    """``--json /dev/stdout`` (a link to /proc/self/fd/1) or ``--json >(jq .)`` (a pipe): renaming a temporary
+    file over such a path replaced the link itself (as root, /dev/stdout) or failed; nothing partial can be
+    left in a stream, so it is written to directly."""
+    import stat
+    import threading
+
+    out = tmp_path / "redirected.json"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        path = f"/proc/self/fd/{fd}"
+        probe_writable(path, "--json")
+        with atomic_write(path, "--json", "w") as fh:
+            fh.write('{"a": 1}')
+    finally:
+        os.close(fd)
+    assert out.read_text() == '{"a": 1}' and os.listdir(tmp_path) == ["redirected.json"]
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    reader.start()
+    while not got and reader.is_alive():  # the reader opens the FIFO; then the write below finds it
+        try:
+            with atomic_write(fifo, "--json", "w") as fh:
+                fh.write("[1, 2]")
+            break
+        except OutputError:
+            continue
+    reader.join(timeout=30)
+    assert got == ["[1, 2]"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_a_fifo_nobody_reads_is_one_line_not_a_hang(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match=r"--json: could not write .*pipe: no process reads it"):
+        with atomic_write(fifo, "--json", "w") as fh:
+            fh.write("x")
+
+
+def test_json_to_this_process_stdout_follows_what_was_printed(tmp_path):
+    """``--json /dev/stdout > out.txt``: a new open of the file started at offset 0 and wrote the JSON over the
+    report printed before it; the process's own stdout descriptor is used instead, after a flush."""
+    out = tmp_path / "out.txt"
+    code = (
+        "import sys\n"
+        "from eprmetrics.fileio import atomic_write\n"
+        "print('the report, printed first')\n"
+        "with atomic_write('/proc/self/fd/1', '--json', 'w') as fh:\n"
+        "    fh.write('{\"precision\": 0.5}\\n')\n"
+        "print('after')\n"
+    )
+    with open(out, "w") as fh:
+        done = subprocess.run([sys.executable, "-c", code], stdout=fh, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == 'the report, printed first\n{"precision": 0.5}\nafter\n'

@@ -238,3 +238,24 @@ def test_cli_path_errors_one_line(folders, tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert message in err, err
+
+
+def test_linked_folders_are_followed_and_a_loop_is_read_once(tmp_path, rng):
+    """A folder linked into the input holds images the input means (left out, the count was silently wrong);
+    a link back to the input or above it (``..``, ``/``) is left out with a warning naming it (not a walk of
+    the whole disk, nor images from outside the input)."""
+    from eprmetrics.features import as_image_source
+
+    root, elsewhere = tmp_path / "real", tmp_path / "elsewhere"
+    write_images(root / "a", rng, n=3, size=8)
+    write_images(elsewhere, rng, n=2, size=8)
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (root / "a" / "loop").symlink_to(root, target_is_directory=True)
+    with pytest.warns(UserWarning, match=r"real: 1 linked folders were left out: .* the first: .*loop"):
+        src = as_image_source(str(root), "real")
+    assert len(src) == 5
+    assert sum(f.startswith(str(root / "linked")) for f in src.items) == 2
+    (root / "a" / "up").symlink_to(tmp_path, target_is_directory=True)  # holds the input: all of tmp_path
+    (root / "a" / "disk").symlink_to("/", target_is_directory=True)  # the whole disk
+    with pytest.warns(UserWarning, match=r"real: 3 linked folders were left out"):
+        assert len(as_image_source(str(root), "real")) == 5

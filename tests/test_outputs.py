@@ -128,13 +128,23 @@ def test_result_to_json_is_atomic(pair, tmp_path):
 
 
 @needs_rlimit
-@pytest.mark.parametrize("option", ["save_features", "cache_dir"])
-def test_api_image_outputs_are_probed_before_any_image_is_extracted(option, tmp_path):
+@pytest.mark.parametrize(
+    "option, call",
+    [
+        ("save_features", "compute_pr(imgs, imgs, extractor=Net(), save_features={out!r})"),
+        ("cache_dir", "compute_pr(imgs, imgs, extractor=Net(), cache_dir={out!r})"),
+        # extract_features itself (it probed nothing: a place that cannot be written failed after the extraction)
+        ("save_features", "extract_features(imgs, extractor=Net(), save_to={out!r} + '/real.npy')"),
+        ("cache_dir", "extract_features(imgs, extractor=Net(), cache_dir={out!r})"),
+    ],
+)
+def test_api_image_outputs_are_probed_before_any_image_is_extracted(option, call, tmp_path):
     pytest.importorskip("PIL")
     code = (
         "import resource, signal, sys\n"
         "import torch\n"
         "from eprmetrics import compute_pr\n"
+        "from eprmetrics.features import extract_features\n"
         "from eprmetrics.fileio import OutputError\n"
         "class Net(torch.nn.Module):\n"
         "    def forward(self, x):\n"
@@ -143,7 +153,7 @@ def test_api_image_outputs_are_probed_before_any_image_is_extracted(option, tmp_
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))\n"
         "try:\n"
-        f"    compute_pr(imgs, imgs, extractor=Net(), {option}={str(tmp_path / 'out')!r})\n"
+        f"    {call.format(out=str(tmp_path / 'out'))}\n"
         "except OutputError as e:\n"
         "    print(e); sys.exit(3)\n"
     )

@@ -1,9 +1,10 @@
 """What ``seed``, ``memory_budget`` and the command line's progress bars promise, pinned.
 
-* ``seed`` with a named backend: the same estimate at any thread count (the ANN step, the strata and the
-  sample are thread-count invariant). With ``backend="auto"`` the planner *times* the machine and may pick
-  another backend (measured: ivf-gemm with ``OMP_NUM_THREADS=1``, ivf-pca with 2, at 12k × 128), hence
-  another estimate; naming ``res.backend`` reproduces an ``auto`` run exactly.
+* ``seed`` with a named backend: the same estimate at OMP_NUM_THREADS 1 and 2 at the size pinned here (3k × 32,
+  sample_size=400) — not in general: at 12k × 128 with the default sample size a named ivf-pca differed (P 0.0926
+  vs 0.0983, review of issue 27), and the README says so. With ``backend="auto"`` the planner *times* the
+  machine and may pick another backend (measured: ivf-gemm with ``OMP_NUM_THREADS=1``, ivf-pca with 2, at
+  12k × 128), hence another estimate; naming ``res.backend`` reproduces an ``auto`` run on the same machine.
 * ``memory_budget`` bounds the tiles' workspace; the rest of the memory a call takes is reported per stage.
 * CLI progress bars only on a terminal (tqdm's convention, as the API).
 """

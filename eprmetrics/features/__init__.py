@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..engine import resolve_device
+from ..fileio import probe_writable
 from ..profiling import tqdm_options
 from ..validation import check_int
 from . import clip, dinov2, inception, vgg16  # noqa: F401  (registration)
@@ -60,13 +61,16 @@ __all__ = [
 _TORCH_STATE = {"_parameters", "_buffers", "_modules", "training", "_non_persistent_buffers_set"}
 
 
-def module_identity(module: nn.Module) -> Optional[str]:
+def module_identity(module: nn.Module, values: bool = True) -> Optional[str]:
     """What identifies a custom extractor for the feature cache, or None when it cannot be identified.
 
     The class (module and qualified name) and its source code, every sub-module's class and plain
-    attributes (e.g. a slice width kept as an int), and the state dict's bytes. Two instances that
-    differ in any of these get different keys; an attribute without a stable ``repr`` (one showing a
-    memory address) or a class whose source is not available gives None: do not cache.
+    attributes (e.g. a slice width kept as an int), the state dict's names, shapes and dtypes, its bytes
+    (``values=False``: not them — a weights file loaded strictly replaces every one, so the file's content
+    identifies them, and another instance of the module given the same file gets the same key), and the
+    bytes of buffers kept outside the state dict (``persistent=False``), which no weights file sets. Two
+    instances that compute differently get different keys; an attribute without a stable ``repr`` (one
+    showing a memory address) or a class whose source is not available gives None: do not cache.
     """
     h = hashlib.blake2b(digest_size=16)
     for name, sub in module.named_modules():
@@ -80,9 +84,15 @@ def module_identity(module: nn.Module) -> Optional[str]:
         if " at 0x" in text:
             return None
         h.update(f"{name}|{cls.__module__}.{cls.__qualname__}|{source}|{text}".encode())
-    for key, value in module.state_dict().items():
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    state = module.state_dict()
+    for key, value in state.items():
+        h.update(f"{key}|{tuple(value.shape)}|{value.dtype}|".encode())
+        if values:
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    for key, value in module.named_buffers():
+        if key not in state:
+            h.update(f"buffer:{key}|{tuple(value.shape)}|{value.dtype}|".encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return "custom:" + h.hexdigest()
 
 
@@ -90,7 +100,7 @@ def extractor_identity(extractor: Union[str, nn.Module], weights: Optional[Union
     """What identifies the network that makes features: registry name + weights identity, or a custom module's
     identity (None: it cannot be identified). The feature cache keys on it; a manifold records it."""
     if isinstance(extractor, nn.Module):
-        ident = module_identity(extractor)
+        ident = module_identity(extractor, values=weights is None)
         if ident is not None and weights is not None:
             ident += "|" + weights_fingerprint(os.fspath(weights), "")
         return ident
@@ -99,14 +109,13 @@ def extractor_identity(extractor: Union[str, nn.Module], weights: Optional[Union
     return ident if revision is None else f"{ident}|{revision}"
 
 
-def _cache_file(
+def _cache_key(
     cache_dir: Optional[Union[str, os.PathLike]],
-    src: ImageSource,
     extractor: Union[str, nn.Module],
     weights: Optional[Union[str, os.PathLike]],
-) -> Optional[str]:
-    """The cache entry for these images, extractor and weights; None: no cache, an extractor that cannot be
-    identified, or (``on_error="skip"``) an image that cannot be read — such runs are not cached."""
+) -> Optional[tuple[str, str, str]]:
+    """The cache folder, the extractor's label and identity; None: no cache, or an extractor that cannot be
+    identified (its features are not cached)."""
     if cache_dir is None:
         return None
     ident = extractor_identity(extractor, weights)
@@ -117,18 +126,23 @@ def _cache_file(
             stacklevel=4,
         )
         return None
-    images_fp = src.fingerprint()  # under on_error="raise", the one-line error of an unreadable image
-    if images_fp is None:
-        return None
     label = extractor if isinstance(extractor, str) else "custom"
-    return cache_path(os.path.expanduser(os.fspath(cache_dir)), images_fp, label, ident)
+    return os.path.expanduser(os.fspath(cache_dir)), label, ident
+
+
+def _entry(key: Optional[tuple[str, str, str]], images_fp: Optional[str]) -> Optional[str]:
+    """The cache entry of images with fingerprint ``images_fp``; None without a key or a fingerprint (under
+    ``on_error="skip"`` an image that cannot be read: such runs are not cached)."""
+    if key is None or images_fp is None:
+        return None
+    return cache_path(key[0], images_fp, key[1], key[2])
 
 
 def _extract(
     src: ImageSource, ext: Extractor, dev: torch.device, batch_size: int, num_workers: int, progress: Optional[bool]
-) -> tuple[np.ndarray, int]:
-    """The features of every readable image in ``src`` and how many were skipped; one warning for all skipped
-    images, whatever the number of workers."""
+) -> tuple[np.ndarray, LoadReport]:
+    """The features of every readable image in ``src`` and what the workers reported (skipped images, the
+    fingerprint of the bytes decoded); one warning for all skipped images, whatever the number of workers."""
     loader = torch.utils.data.DataLoader(
         LoadedImages(src),
         batch_size=batch_size,
@@ -148,7 +162,23 @@ def _extract(
     report.warn()
     if not feats:
         raise ValueError(f"{src.name}: none of the {len(src)} images could be read")
-    return torch.cat(feats).numpy().astype(np.float32, copy=False), len(report.problems)
+    return torch.cat(feats).numpy().astype(np.float32, copy=False), report
+
+
+def _decoded_entry(
+    key: Optional[tuple[str, str, str]], looked_up: Optional[str], report: LoadReport, name: str
+) -> Optional[str]:
+    """Where the features go in the cache: the entry of the bytes the workers decoded, which is the one looked
+    up unless a file changed between the fingerprint's read and the decoding's (then a warning says so)."""
+    decoded = _entry(key, report.fingerprint())
+    if looked_up is None or decoded is None or decoded == looked_up:
+        return looked_up
+    warnings.warn(
+        f"{name}: images changed while they were read (between the cache's fingerprint and decoding); the "
+        f"features are those of the bytes decoded, and are cached under their content",
+        stacklevel=4,
+    )
+    return decoded
 
 
 def _keep(path: str, features: np.ndarray, skipped: int, name: str) -> None:
@@ -214,8 +244,14 @@ def extract_features(
     src = as_image_source(images, name, on_error, limits)
     check_extractor(extractor, weights)
     dev = resolve_device(device)
+    if cache_dir is not None:  # a read-only or full place is one line now, not after the extraction
+        probe_writable(os.path.expanduser(os.fspath(cache_dir)), "cache_dir", folder=True)
+    if save_to:
+        probe_writable(save_to, "save_features")
+    key = _cache_key(cache_dir, extractor, weights)
     try:
-        path = _cache_file(cache_dir, src, extractor, weights)
+        # under on_error="raise", the fingerprint's first read gives the one-line error of an unreadable image
+        path = _entry(key, src.fingerprint() if key is not None else None)
         dim = extractor_dim(extractor) if isinstance(extractor, str) else None
         cached = None if path is None else load_cached(path, len(src), dim)
         if cached is not None:  # a hit builds no network and loads no weights
@@ -223,10 +259,12 @@ def extract_features(
                 save_atomic(save_to, cached, "save_features")
             return cached
         ext = get_extractor(extractor, weights).to(dev)
-        out, skipped = _extract(src, ext, dev, batch_size, num_workers, progress)
+        out, report = _extract(src, ext, dev, batch_size, num_workers, progress)
     finally:
         src.close()  # this process's zip handle, if any
+    skipped = len(report.problems)
     if cache_dir is not None and (path is not None or skipped):
+        path = _decoded_entry(key, path, report, name)
         _keep(path or "", out, skipped, name)
     if save_to:
         save_atomic(save_to, out, "save_features")

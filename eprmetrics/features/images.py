@@ -88,12 +88,13 @@ class ImageSource(torch.utils.data.Dataset):
         except ImageError as exc:
             raise self.error(i, exc) from None
 
-    def load(self, i: int) -> tuple[torch.Tensor, bool]:
-        """Image ``i`` as uint8 3×H×W and whether it was reduced; an :class:`ImageError` naming it if unreadable."""
+    def load(self, i: int) -> tuple[torch.Tensor, bool, Optional[bytes]]:
+        """Image ``i`` as uint8 3×H×W, whether it was reduced, and the :meth:`digest` of the bytes decoded (None
+        for a tensor); an :class:`ImageError` naming it if unreadable."""
         if self.kind == "tensor":
             if self.tensor is None:
                 raise RuntimeError(f"{self.name}: a tensor image source has no tensor")
-            return self.tensor[i], False
+            return self.tensor[i], False, None
         data = self.read_bytes(i)
         try:
             arr, reduced = decode_image(data, self.limits)
@@ -101,7 +102,7 @@ class ImageSource(torch.utils.data.Dataset):
             raise self.error(i, ImageError(_describe(exc))) from None
         if not arr.flags.writeable:  # Pillow's buffer: torch wants memory it may own
             arr = arr.copy()
-        return torch.from_numpy(arr).permute(2, 0, 1), reduced
+        return torch.from_numpy(arr).permute(2, 0, 1), reduced, self.digest(i, data)
 
     def __getitem__(self, i: int) -> Optional[torch.Tensor]:
         try:
@@ -112,30 +113,46 @@ class ImageSource(torch.utils.data.Dataset):
                 return None
             raise
 
-    def fingerprint(self) -> Optional[str]:
-        """Hash of the images' bytes, in order, each length-prefixed (zip members with their names; file names do
-        not matter), with the decoding bounds that change pixels. None under ``on_error="skip"`` when a file
-        cannot be read (such runs are not cached); under ``"raise"`` the error names the file."""
+    def digest(self, i: int, data: bytes) -> bytes:
+        """What identifies image ``i`` read as ``data`` in the fingerprint: a hash of the bytes, length-prefixed,
+        with the member's name for a zip (a file's name does not matter)."""
+        member = self.items[i].encode() if self.kind == "zip" else b""
+        h = hashlib.blake2b(struct.pack("<QQ", len(member), len(data)), digest_size=20)
+        h.update(member)
+        h.update(data)
+        return h.digest()
+
+    def combine(self, digests: Sequence[bytes]) -> str:
+        """The fingerprint of images whose :meth:`digest` values are ``digests``, in order, with the decoding
+        bounds that change pixels. The feature cache keys a lookup on the digests of a first read of every file
+        and stores an entry under those of the bytes the workers decoded: a file changed between the two reads
+        cannot put its new features under its old bytes' key."""
         h = hashlib.blake2b(digest_size=20)
         h.update(f"{DECODE_VERSION}|side={self.limits.max_side}|{self.kind}|{len(self)}|".encode())
+        for d in digests:
+            h.update(d)
+        return h.hexdigest()
+
+    def fingerprint(self) -> Optional[str]:
+        """Hash of the images' bytes (see :meth:`combine`). None under ``on_error="skip"`` when a file cannot be
+        read (such runs are not cached); under ``"raise"`` the error names the file."""
         if self.kind == "tensor":
             if self.tensor is None:
                 raise RuntimeError(f"{self.name}: a tensor image source has no tensor")
+            h = hashlib.blake2b(digest_size=20)
+            h.update(f"{DECODE_VERSION}|side={self.limits.max_side}|{self.kind}|{len(self)}|".encode())
             h.update(f"{tuple(self.tensor.shape)}|{self.tensor.dtype}|".encode())
             h.update(self.tensor.contiguous().cpu().numpy().tobytes())
             return h.hexdigest()
+        digests = []
         for i in range(len(self)):
             try:
-                data = self.read_bytes(i)
+                digests.append(self.digest(i, self.read_bytes(i)))
             except ImageError:
                 if self.on_error == "skip":
                     return None
                 raise
-            member = self.items[i].encode() if self.kind == "zip" else b""
-            h.update(struct.pack("<QQ", len(member), len(data)))
-            h.update(member)
-            h.update(data)
-        return h.hexdigest()
+        return self.combine(digests)
 
     def close(self) -> None:
         """Close this process's handle on the zip archive (reopened when needed)."""
@@ -264,9 +281,40 @@ def _walk_error(name: str) -> Any:
     return fail
 
 
+def _holds(target: str, root: str) -> bool:
+    """Whether the real folder ``target`` is ``root`` or one of its ancestors (a link to it is a loop)."""
+    return root == target or root.startswith(target.rstrip(os.sep) + os.sep)
+
+
 def _folder_images(path: str, name: str) -> list[str]:
-    walk = os.walk(path, onerror=_walk_error(name))
-    return sorted(os.path.join(root, f) for root, _, names in walk for f in names if _is_image_name(f))
+    """The image files under ``path``, sorted; links to folders are followed (leaving them out would leave
+    their images out silently), each real folder once. A link to a folder already read or to one holding
+    ``path`` (``..``, ``/``: a loop, or the whole disk) is left out with a warning naming it."""
+    root, st = os.path.realpath(path), os.stat(path)
+    seen, again, files = {(st.st_dev, st.st_ino)}, [], []
+    for top, dirs, names in os.walk(path, onerror=_walk_error(name), followlinks=True):
+        keep = []
+        for d in dirs:
+            full = os.path.join(top, d)
+            try:
+                st = os.stat(full)
+            except OSError as exc:
+                _walk_error(name)(exc)
+            if (st.st_dev, st.st_ino) in seen or (os.path.islink(full) and _holds(os.path.realpath(full), root)):
+                again.append(full)
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            keep.append(d)
+        dirs[:] = keep
+        files += [os.path.join(top, f) for f in names if _is_image_name(f)]
+    if again:
+        warnings.warn(
+            f"{name}: {len(again)} linked folders were left out: they lead to a folder already read or to one "
+            f"holding the input (a link loop, or two paths to the same images), the first: {again[0]} -> "
+            f"{os.path.realpath(again[0])}",
+            stacklevel=3,
+        )
+    return sorted(files)
 
 
 def as_image_source(

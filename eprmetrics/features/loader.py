@@ -21,6 +21,7 @@ class Loaded(NamedTuple):
     image: Optional[torch.Tensor]
     problem: Optional[str]
     reduced: Optional[str]
+    digest: Optional[bytes]  # of the bytes decoded (see ImageSource.digest); None for a tensor or a problem
 
 
 class Batch(NamedTuple):
@@ -29,6 +30,7 @@ class Batch(NamedTuple):
     images: Any
     problems: list[str]
     reduced: list[str]
+    digests: list[Optional[bytes]]
 
 
 class LoadedImages(torch.utils.data.Dataset):
@@ -42,21 +44,22 @@ class LoadedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Loaded:
         try:
-            image, reduced = self.src.load(i)
+            image, reduced, digest = self.src.load(i)
         except ImageError as exc:
-            return Loaded(None, str(exc), None)
-        return Loaded(image, None, self.src.label(i) if reduced else None)
+            return Loaded(None, str(exc), None, None)
+        return Loaded(image, None, self.src.label(i) if reduced else None, digest)
 
 
 def collate_loaded(items: list[Loaded]) -> Batch:
     images = [x.image for x in items if x.image is not None]
     problems = [x.problem for x in items if x.problem is not None]
     reduced = [x.reduced for x in items if x.reduced is not None]
+    digests = [x.digest for x in items]
     if not images:
-        return Batch(None, problems, reduced)
+        return Batch(None, problems, reduced, digests)
     if len({tuple(x.shape) for x in images}) == 1:
-        return Batch(torch.stack(images), problems, reduced)
-    return Batch(images, problems, reduced)  # mixed sizes: each image is resized on its own
+        return Batch(torch.stack(images), problems, reduced, digests)
+    return Batch(images, problems, reduced, digests)  # mixed sizes: each image is resized on its own
 
 
 class LoadReport:
@@ -67,12 +70,21 @@ class LoadReport:
         self.src = src
         self.problems: list[str] = []
         self.reduced: list[str] = []
+        self.digests: list[Optional[bytes]] = []
 
     def add(self, batch: Batch) -> None:
         if batch.problems and self.src.on_error == "raise":
             raise ImageError(batch.problems[0])
         self.problems += batch.problems
         self.reduced += batch.reduced
+        self.digests += batch.digests
+
+    def fingerprint(self) -> Optional[str]:
+        """The fingerprint of the bytes the batches decoded (:meth:`ImageSource.combine`); None when an image was
+        not read or the source is a tensor (whose lookup key is already what was decoded)."""
+        if len(self.digests) != len(self.src) or any(d is None for d in self.digests):
+            return None
+        return self.src.combine([d for d in self.digests if d is not None])
 
     def warn(self) -> None:
         name, n = self.src.name, len(self.src)
