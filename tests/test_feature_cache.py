@@ -1,10 +1,8 @@
 """The feature cache returns only what its key claims: the features of these images' bytes, through this
 extractor with these weights' content — a planted, colliding or stale entry is a miss, recomputed."""
 
-import contextlib
 import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from eprmetrics.features import ImageLimits, as_image_source, extract_features  # noqa: E402
+from tests.test_reliability import no_hang  # noqa: E402
 
 
 class SmallNet(torch.nn.Module):
@@ -45,26 +44,6 @@ def folder_of(path, blobs):
 
 def extract(images, cache, **kw):
     return extract_features(images, extractor=SmallNet(), cache_dir=cache, progress=False, batch_size=2, **kw)
-
-
-class Hung(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def hang_guard(seconds):
-    """Fail instead of hanging: SIGALRM interrupts a blocking open() of a FIFO."""
-
-    def fire(signum, frame):
-        raise Hung(f"still blocked after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def entry(cache):
@@ -223,7 +202,7 @@ def test_cli_hostile_file_while_fingerprinting_is_one_line(tmp_path, rng, capsys
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     real = folder_of(tmp_path / "real", [png(rng) for _ in range(4)])
     os.mkfifo(real / "pipe.png")
-    with hang_guard(60):
+    with no_hang(60):  # a blocking open() of the FIFO fails the test instead of hanging it
         code = main([str(real), str(real), "--cache-dir", str(tmp_path / "c"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
