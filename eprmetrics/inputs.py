@@ -26,6 +26,7 @@ from .engine import FeatureSet, read_rows
 from .features import as_image_source, extract_features, extractor_names, is_image_input
 from .features.base import check_extractor, extractor_dim
 from .fileio import check_regular, open_regular, probe_writable
+from .npyfile import NpyError, read_header
 from .validation import check_choice, check_folder, check_int, check_path_exists, check_path_like
 
 __all__ = [
@@ -202,16 +203,11 @@ def _read_array(path: str, name: str) -> np.ndarray:
 def _check_header(fh: IO[bytes], size: int, name: str, where: str) -> None:
     """The array a ``.npy`` header announces fits in the ``size`` bytes of its file."""
     try:
-        version = np.lib.format.read_magic(fh)
-    except ValueError:
-        return  # not a .npy header: numpy's own reading reports it
-    if version not in ((1, 0), (2, 0)):
-        return
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read(fh)
-    if dtype.hasobject:
-        return  # pickled objects: refused by numpy's reading, with its reason
-    need = fh.tell() + math.prod(shape) * dtype.itemsize
+        header = read_header(fh)
+    except NpyError:
+        return  # not a plain .npy array (or pickled objects): numpy's own reading reports it, with its reason
+    shape, dtype = header.shape, header.dtype
+    need = fh.tell() + header.nbytes
     if need > size:
         raise ValueError(
             f"{name}: cannot read {where!r} as a feature file (its header announces shape {tuple(shape)} of "

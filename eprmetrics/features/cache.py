@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from typing import IO, Optional
+from typing import Optional
 
 import numpy as np
 
 from ..fileio import InputFileError, atomic_write, open_regular
+from ..npyfile import read_header
 
 __all__ = ["cache_path", "load_cached", "save_atomic", "CACHE_VERSION"]
 
@@ -28,22 +29,12 @@ def cache_path(cache_dir: str, images_fp: str, extractor: str, weights_id: str) 
     return os.path.join(cache_dir, f"{extractor}-{key}.npy")
 
 
-def _header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
-    fmt = np.lib.format
-    version = fmt.read_magic(fh)
-    if version == (1, 0):
-        return fmt.read_array_header_1_0(fh)
-    if version == (2, 0):
-        return fmt.read_array_header_2_0(fh)
-    raise ValueError(f"an unknown .npy version {version}")
-
-
 def _read_entry(path: str, rows: int, dim: Optional[int]) -> np.ndarray:
     """The features in ``path`` if it holds ``rows`` × ``dim`` finite float32 values; a ValueError saying what
     it holds otherwise. The header is checked before the data is read, and the file's size against it."""
     want = f"{rows}×{dim if dim is not None else 'D'} float32 features"
     with open_regular(path, "cache_dir") as fh:
-        shape, fortran, dtype = _header(fh)
+        shape, dtype, fortran, _ = read_header(fh)
         if dtype != np.dtype(np.float32) or len(shape) != 2 or shape[0] != rows or dim not in (None, shape[1]):
             raise ValueError(f"holds a {'×'.join(map(str, shape))} {dtype} array, not {want}")
         nbytes = shape[0] * shape[1] * 4

@@ -2,7 +2,8 @@
 
 ``model``: :class:`Manifold` (fit, radii, hubs, the pairing with a fake set); ``storage``: the folder
 (atomic save, checked load of radii and features); ``meta``: ``manifold.json`` (format version, keys,
-types, content hash); ``npyfile``: ``.npy``/``.npz`` read only as far as their headers are true.
+types, content hash). ``.npy``/``.npz`` files are read through :mod:`eprmetrics.npyfile`, only as far as
+their headers are true.
 """
 
 from .meta import MANIFOLD_FILE, MANIFOLD_VERSION, ManifoldError

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ..fileio import OutputError, atomic_folder, open_regular, probe_writable
+from ..npyfile import NpyError, NpyHeader, npy_header, read_npz
 from .meta import FIX, FORMAT, MANIFOLD_FILE, MANIFOLD_VERSION, ManifoldError, content_hash, read_meta
-from .npyfile import NpyError, NpyHeader, npy_header, read_npz
 
 __all__ = [
     "FORMAT",
