@@ -8,13 +8,12 @@ import http.client
 import io
 import os
 import sys
-from contextlib import nullcontext
 from typing import Callable, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import nn
 
-from ..engine.device import float32_default
+from ..engine.device import autocast_off, float32_default
 from ..fileio import open_regular
 from .resize import check_resize_mode, resize
 
@@ -116,9 +115,7 @@ class Extractor:
         makes on the fly) and the preprocessed input is cast to the network's dtype; :func:`get_extractor`
         builds a registry network in float32 whatever the host's default dtype.
         """
-        dev_type = torch.device(device).type
-        off = torch.autocast(dev_type, enabled=False) if torch.amp.is_autocast_available(dev_type) else nullcontext()
-        with off, float32_default():
+        with autocast_off(), float32_default():
             x = self.preprocess(images, device)
             dtype = next((p.dtype for p in self.module.parameters() if p.is_floating_point()), torch.float32)
             feats = self.module(x.to(dtype) if x.is_floating_point() else x)

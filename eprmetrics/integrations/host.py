@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ..engine.device import autocast_off
 from ..features.base import Extractor
 from ..validation import fail
 
 __all__ = [
     "FrozenExtractor",
     "device_only",
-    "no_autocast",
     "tensor_dtypes",
     "restore_dtypes",
     "run_custom",
@@ -43,12 +42,6 @@ class FrozenExtractor(nn.Module):
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
         param = next(self.net.parameters(), None)
         return self.extractor(imgs, imgs.device if param is None else param.device).clone()
-
-
-def no_autocast(device: torch.device) -> AbstractContextManager:
-    """Autocast switched off on ``device`` (a host's bf16/fp16 autocast must not reach features or distances)."""
-    kind = torch.device(device).type
-    return torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else nullcontext()
 
 
 def tensor_dtypes(module: nn.Module) -> dict[str, torch.dtype]:
@@ -81,8 +74,7 @@ def restore_dtypes(module: nn.Module, dtypes: Mapping[str, torch.dtype]) -> None
 def run_custom(net: nn.Module, imgs: Any) -> Any:
     """A user network on ``imgs`` in its own dtype: autocast off, a floating input cast to its parameters'."""
     dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), None)
-    device = imgs.device if isinstance(imgs, torch.Tensor) else torch.device("cpu")
-    with no_autocast(device):
+    with autocast_off():
         if dtype is not None and isinstance(imgs, torch.Tensor) and imgs.is_floating_point():
             imgs = imgs.to(dtype)
         return net(imgs)

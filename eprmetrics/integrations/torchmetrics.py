@@ -33,12 +33,13 @@ import torch
 from torch import nn
 
 from ..defaults import DEFAULTS
+from ..engine.device import autocast_off
 from ..features import extractor_names, get_extractor
 from ..features.base import extractor_dim, fit_state_dict
 from ..manifold import Manifold, extractor_record
 from ..validation import check_bool, check_choice, fail, require
 from .common import METHODS, canonical_order, check_method, check_options, evaluate, flat_values
-from .host import FrozenExtractor, check_images, device_only, no_autocast, restore_dtypes, run_custom, tensor_dtypes
+from .host import FrozenExtractor, check_images, device_only, restore_dtypes, run_custom, tensor_dtypes
 
 if TYPE_CHECKING:
     from torchmetrics import Metric as _MetricBase
@@ -284,7 +285,7 @@ class PrecisionRecallMixin(_MetricBase):
         fake = self._gathered("fake_features")
         real = self.reference if self.reference is not None else self._gathered("real_features")
         opts = {"device": self.device, **self.options, **self._distribution()}
-        with no_autocast(self.device):
+        with autocast_off():
             res = evaluate(real, fake, method=self.method, ks=self.k, sample_size=self.sample_size, options=opts)
         # the metric's dtype (set_dtype), but never below float32: a half would round 0.5775 to 0.5776
         return _as_tensor_dict(res, self.k, torch.promote_types(self.dtype, torch.float32), self.device)
