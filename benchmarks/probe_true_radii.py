@@ -3,11 +3,13 @@
 printing passes over each memmap per stage, the sampling counters, and every true-radius batch (owners asked,
 owners computed, screen used, seconds) and every second "redo" pass of Radii.
 
-    PYTHONPATH=. python benchmarks/probe_true_radii.py heavy 20000
+    PYTHONPATH=. python benchmarks/probe_true_radii.py heavy 20000 [fp32|bf16]
+    PROBE_DIR=/work/data PROBE_ROWS=1500000 PYTHONPATH=. python benchmarks/probe_true_radii.py heavy 100000
 
 Output: printed only (the logs kept are benchmarks/results/scale_diag_probe_20k_4096_*.log).
 """
 
+import os
 import sys
 import time
 import warnings
@@ -43,10 +45,13 @@ def redo(self, rows, thr):
 
 
 Radii._redo = redo
-real = np.load(f"/tmp/eprm-scale-h/real_50000_4096_float16_{sp}.npy", mmap_mode="r")[:n]
-fake = np.load(f"/tmp/eprm-scale-h/fake_50000_4096_float16_{sp}.npy", mmap_mode="r")[:n]
+# The first n rows of larger memmaps are the n-row sets (the generator is chunk-invariant).
+folder, rows = os.environ.get("PROBE_DIR", "/tmp/eprm-scale-h"), os.environ.get("PROBE_ROWS", "50000")
+precision = sys.argv[3] if len(sys.argv) > 3 else "fp32"
+real = np.load(f"{folder}/real_{rows}_4096_float16_{sp}.npy", mmap_mode="r")[:n]
+fake = np.load(f"{folder}/fake_{rows}_4096_float16_{sp}.npy", mmap_mode="r")[:n]
 t = time.time()
-res = compute_epr(real, fake, method="sampled", seed=0, device="cpu")
+res = compute_epr(real, fake, method="sampled", seed=0, device="cpu", precision=precision)
 print(sp, n, f"{time.time() - t:.1f}s", res.precision, res.recall, res.plan.path, res.plan.backends, res.plan.params)
 print("passes", res.plan.passes)
 for side, s in res.sampling.items():

@@ -116,3 +116,43 @@ def test_default_result_holds_the_exact_value(n):
     assert res.precision_ci is not None and res.recall_ci is not None
     assert res.precision_ci[0] <= exact.precision <= res.precision_ci[1]
     assert res.recall_ci[0] <= exact.recall <= res.recall_ci[1]
+
+
+def test_decision_precision_is_bf16_only_where_measured_faster():
+    """The sampled decisions' GEMMs go to bf16 only when this device's bf16 GEMM was measured at least
+    BF16_SPEEDUP times its fp32 one, and only from the default fp32 (a precision the caller chose stays)."""
+    fast_bf16 = planner.Rates(2e11, 1e-10, 1e-9, gemm_bf16_flops=2e11 * planner.BF16_SPEEDUP)
+    slow_bf16 = planner.Rates(2e11, 1e-10, 1e-9, gemm_bf16_flops=2e11 * planner.BF16_SPEEDUP * 0.99)
+    assert planner.decision_precision("fp32", fast_bf16) == "bf16"
+    assert planner.decision_precision("fp32", slow_bf16) == "fp32"
+    assert planner.decision_precision("fp32", FAST) == "fp32"  # not measured
+    assert planner.decision_precision("tf32", fast_bf16) == "tf32"
+    # The cost model prices the decisions at the precision they will run at.
+    sets = _sets(200_000, 200_000, 512)
+    _, at32 = planner.sampled_cost(sets, 3, 0.01, 0.95, fast_bf16, precision="fp32")
+    _, at16 = planner.sampled_cost(sets, 3, 0.01, 0.95, fast_bf16, precision="bf16")
+    assert at16["sampled membership"] < at32["sampled membership"]
+    assert at16["graphs"] == at32["graphs"]
+
+
+@pytest.mark.parametrize("speedup", [0.0, float("inf")])
+def test_decision_precision_changes_no_answer(monkeypatch, speedup):
+    """bf16 or fp32 decisions (the same seed draws the same queries): identical estimates and intervals, and
+    the plan says which precision decided."""
+    real, fake = make_pair(3000, 2800, dim=48, seed=5, defect="truncation", strength=0.3)
+    kw = dict(method="sampled", backend="ivf-gemm", sample_size=0.03, seed=1)
+    monkeypatch.setattr(planner, "BF16_SPEEDUP", 1.0)
+    monkeypatch.setattr(planner, "_RATES", {})
+    monkeypatch.setattr(planner, "_measure", lambda device, dim: planner.Rates(1e10, 1e-9, 1e-9, 1e10 * speedup))
+    res = compute_epr(real, fake, **kw)
+    assert res.plan.params["decision_precision"] == ("bf16" if speedup > 1 else "fp32")
+    monkeypatch.setattr(planner, "_RATES", {})
+    monkeypatch.setattr(planner, "_measure", lambda device, dim: planner.Rates(1e10, 1e-9, 1e-9, 0.0))
+    ref = compute_epr(real, fake, **kw)
+    assert ref.plan.params["decision_precision"] == "fp32"
+    assert (res.precision, res.recall, res.precision_ci, res.recall_ci) == (
+        ref.precision,
+        ref.recall,
+        ref.precision_ci,
+        ref.recall_ci,
+    )

@@ -22,8 +22,8 @@ from tests.reference import brute_pr, lattice
 CPU = torch.device("cpu")
 
 
-def _prepared(real, fake, budget=1 << 20):
-    engine = TileEngine(real.shape[1], CPU, budget)
+def _prepared(real, fake, budget=1 << 20, precision="fp32"):
+    engine = TileEngine(real.shape[1], CPU, budget, precision=precision)
     r, f = as_feature_set(real, "real"), as_feature_set(fake, "fake")
     c = engine.center_of(r)
     return engine, engine.prepare(r, c), engine.prepare(f, c)
@@ -40,15 +40,17 @@ def test_everything_sampled_gives_exact_values_and_zero_width(backend, strict):
     assert res.sampling["precision"]["sample_size"] == 1300 and res.sampling["recall"]["half_width"] == 0.0
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("near", [None, "nearest", "random"])
 @pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("graph", ["true", "random", "partial"])
-def test_sampled_hits_equal_brute_force(rng, strict, graph, near):
+def test_sampled_hits_equal_brute_force(rng, strict, graph, near, precision):
     """Upper-bound radii from any graph of k distinct others (exact, random, or with -1 holes)
     must give the float64 brute-force membership; lattices give exact ties and zero radii, and
     sets that are half one point give radius 0 beyond the candidates and copies among the queries.
     Reference points said to be near each query (its nearest, or any, with -1 holes) only
-    change how hits are found, never the decisions."""
+    change how hits are found, never the decisions; nor does the GEMM precision of the scans and
+    true-radius rows (bf16: the planner's choice where it is faster, a rounding band ~2^-8 wide)."""
     k = 3
     for real, fake in (
         (rng.normal(size=(400, 10)).astype(np.float32), rng.normal(size=(300, 10)).astype(np.float32)),
@@ -56,7 +58,7 @@ def test_sampled_hits_equal_brute_force(rng, strict, graph, near):
         _mostly_one_point(rng, 400, 10),  # radius 0 for most, copies among the queries
     ):
         ref = brute_pr(real, fake, k=k, strict=strict)
-        engine, rp, fp = _prepared(real, fake, budget=1 << 16)  # many tiles
+        engine, rp, fp = _prepared(real, fake, budget=1 << 16, precision=precision)  # many tiles
         d = ((real[:, None, :].astype(np.float64) - real[None]) ** 2).sum(-1)
         np.fill_diagonal(d, np.inf)
         nb = some_graph(rng, d, k, graph)
@@ -314,8 +316,9 @@ def _heavy_tailed(rng, n, dim):
     return t(n), t(n - 60)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("strict", [False, True])
-def test_heavy_tails_decide_as_brute_force_with_per_owner_rounding_bounds(rng, strict):
+def test_heavy_tails_decide_as_brute_force_with_per_owner_rounding_bounds(rng, strict, precision):
     """The rounding bounds that settle true radii and pick candidate balls only count points that could lie
     within the radius (norm ≤ ‖owner‖ + r): on heavy tails the decisions stay those of a float64 brute force,
     and (almost) no true radius needs the extra pass over the whole set that the bound against the set's
@@ -325,7 +328,7 @@ def test_heavy_tails_decide_as_brute_force_with_per_owner_rounding_bounds(rng, s
     k = 3
     real, fake = _heavy_tailed(rng, 400, 16)
     ref = brute_pr(real, fake, k=k, strict=strict)
-    engine, rp, fp = _prepared(real, fake, budget=1 << 16)
+    engine, rp, fp = _prepared(real, fake, budget=1 << 16, precision=precision)
     d = ((real[:, None, :].astype(np.float64) - real[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     with torch.inference_mode():

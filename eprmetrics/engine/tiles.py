@@ -17,6 +17,7 @@ rows for the rare borderline cases.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Iterator, Optional
 
@@ -106,6 +107,17 @@ class TileEngine(TileBudget):
         self.prefetch = device.type == "cuda"
         self.scratch = Scratch()
         self.agree_budget(memory_budget)
+
+    def at_precision(self, precision: str) -> "TileEngine":
+        """This engine with its GEMMs at ``precision``: the same device, budget, workspace and ranks, the
+        rounding bound widened to match (decisions stay exact; more of them go to the float64 re-check)."""
+        precision = "fp32" if precision == "tf32" and self.device.type != "cuda" else precision
+        if precision == self.precision:
+            return self
+        view = copy.copy(self)
+        view.precision = precision
+        view.c = rounding_factor(self.dim, self.error_bound, precision)
+        return view
 
     def sqdist(self, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
         """One tile of squared distances at the engine's GEMM precision, in the pass's tile buffer: valid

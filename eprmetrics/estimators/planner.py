@@ -45,6 +45,7 @@ __all__ = [
     "sampled_cost",
     "actual_costs",
     "SAMPLED_MARGIN",
+    "decision_precision",
 ]
 
 # The sampled path must be predicted at most this share of exact's cost to be taken: the model errs,
@@ -68,16 +69,18 @@ PASS_OVERHEAD_S = 0.015
 
 @dataclasses.dataclass(frozen=True)
 class Rates:
-    """Measured costs on one device: GEMM FLOP/s, seconds per reduced tile element, per element of a float64
-    difference of gathered rows."""
+    """Measured costs on one device: GEMM FLOP/s (fp32, and bf16 where measured), seconds per reduced tile
+    element, per element of a float64 difference of gathered rows."""
 
     gemm_flops: float
     per_element: float
     per_f64_element: float
+    gemm_bf16_flops: float = 0.0  # 0: not measured
 
-    def tile(self, rows: float, cols: float, dim: int) -> float:
+    def tile(self, rows: float, cols: float, dim: int, precision: str = "fp32") -> float:
         """Seconds for ``rows × cols`` distances in ``dim`` dimensions, reduced as they are made."""
-        return 2.0 * rows * cols * dim / self.gemm_flops + rows * cols * self.per_element
+        flops = self.gemm_bf16_flops if precision == "bf16" and self.gemm_bf16_flops > 0 else self.gemm_flops
+        return 2.0 * rows * cols * dim / flops + rows * cols * self.per_element
 
 
 def _best_times(
@@ -124,6 +127,12 @@ def _measure(device: str, dim: int) -> Rates:
         torch.addmm(torch.zeros(1, t, device=dev), a, b.T, beta=1.0, alpha=-2.0)
         sync()
 
+    a16, b16 = a.bfloat16(), b.bfloat16()
+
+    def gemm_bf16() -> None:  # as sqdist_block runs a bf16 tile (the conversions of its blocks included)
+        (a.bfloat16() @ b16.T).float() if dev.type == "cpu" else torch.mm(a16, b16.T, out_dtype=torch.float32)
+        sync()
+
     d = torch.rand(t, t, generator=g, device=dev)
 
     def reduce() -> None:
@@ -145,12 +154,14 @@ def _measure(device: str, dim: int) -> Rates:
 
     for _ in range(2):  # warm-up: thread pools, kernels, first-touch page faults
         gemm()
+        gemm_bf16()
         reduce()
-    t_gemm, t_reduce, t_f64 = _best_times([gemm, reduce, f64])
+    t_gemm, t_bf16, t_reduce, t_f64 = _best_times([gemm, gemm_bf16, reduce, f64])
     return Rates(
         gemm_flops=2.0 * t * t * dim / t_gemm,
         per_element=t_reduce / (t * t),
         per_f64_element=t_f64 / (pairs * dim),
+        gemm_bf16_flops=2.0 * t * t * dim / t_bf16,
     )
 
 
@@ -177,6 +188,22 @@ class Choice:
     backends: dict[str, str]
     predicted: dict[str, float]
     alternative: dict[str, float]  # the predicted cost of the path not taken (total per path)
+    precision: str = "fp32"  # the GEMM precision of the sampled path's exact decisions (decision_precision)
+
+
+# A reduced-precision GEMM is taken for the sampled decisions only when measured this much faster: its wider
+# rounding band sends more pairs to the float64 re-check and keeps more candidates per true radius.
+BF16_SPEEDUP = 1.5
+
+
+def decision_precision(precision: str, rates: Rates) -> str:
+    """The GEMM precision of the sampled path's exact decisions (the query scans and true-radius rows, whose
+    GEMMs are nearly all of its cost on data no screen can prune): bf16 where this device's bf16 GEMM was
+    measured at least :data:`BF16_SPEEDUP` times the fp32 one, else ``precision`` (the call's). Either way the
+    decisions equal a float64 brute force: the rounding bound widens with the precision."""
+    if precision == "fp32" and rates.gemm_bf16_flops >= BF16_SPEEDUP * rates.gemm_flops:
+        return "bf16"
+    return precision
 
 
 def _sample_size(size: SampleSize, confidence: float, population: int) -> float:
@@ -277,6 +304,7 @@ def sampled_cost(
     confidence: float,
     rates: Rates,
     known: frozenset[str] = frozenset(),
+    precision: str = "fp32",
 ) -> tuple[dict[str, str], dict[str, float]]:
     """Predicted backends and seconds per stage of the sampled estimator (a set whose radii are ``known``
     brings its exact graph: no cost)."""
@@ -295,7 +323,7 @@ def sampled_cost(
             cost["approximate membership"] += _GRAPH_COSTS[graphs[r][0]].queries(n_search, n_r, dim, rates)
         s = _sample_size(size, confidence, n_q)
         rows = 0.0 if graphs[r][0] == "exact" else RADIUS_ROWS_PER_QUERY * s
-        cost["sampled membership"] += rates.tile(s + rows, n_r, dim)
+        cost["sampled membership"] += rates.tile(s + rows, n_r, dim, precision)
     return {name: b for name, (b, _) in graphs.items()}, cost
 
 
@@ -307,6 +335,7 @@ def plan_sampled(
     confidence: float,
     device: torch.device,
     known: frozenset[str] = frozenset(),
+    precision: str = "fp32",
 ) -> Choice:
     """Exact or sampled for a ``method="sampled"`` call, from the predicted costs of both (``known``: the
     sets whose exact radii were computed before the call, as by a reference manifold)."""
@@ -322,7 +351,8 @@ def plan_sampled(
     rates = calibrate(device, dim)
     planning = {"plan": time.perf_counter() - start}  # the measurement (none when cached), part of this call's cost
     exact = {**planning, **exact_cost(n_r, n_f, dim, rates, known)}
-    backends, sampled = sampled_cost(sets, k, size, confidence, rates, known)
+    decisions = decision_precision(precision, rates)
+    backends, sampled = sampled_cost(sets, k, size, confidence, rates, known, decisions)
     sampled = {**planning, **sampled}
     if backend != "auto":  # the user's backend: sampled, whatever the cost
         return Choice(
@@ -331,12 +361,13 @@ def plan_sampled(
             {n: "exact" if n in known else backend for n in sets},
             sampled,
             {"exact": sum(exact.values())},
+            decisions,
         )
     # The measurement is spent either way: the choice compares the rest.
     t_exact, t_sampled = sum(exact.values()) - planning["plan"], sum(sampled.values()) - planning["plan"]
     if t_sampled <= SAMPLED_MARGIN * t_exact:
         reason = f"sampled predicted {t_sampled:.3g} s vs exact {t_exact:.3g} s"
-        return Choice("sampled", reason, backends, sampled, {"exact": t_exact})
+        return Choice("sampled", reason, backends, sampled, {"exact": t_exact}, decisions)
     reason = (
         f"exact predicted {t_exact:.3g} s, sampled {t_sampled:.3g} s (taken only below "
         f"{SAMPLED_MARGIN:.0%} of exact): the exact answer, zero-width intervals"

@@ -224,6 +224,7 @@ def side_design(
     k: int,
     request: SampleRequest,
     reuse: Optional[SideDesign] = None,
+    engine: Optional[TileEngine] = None,
 ) -> SideDesign:
     """The upper radii, strata and near points of one of :data:`SIDES`. The projection screen is built after
     the approximate membership, which does not use it: its n × m projections and the search's buffers are never
@@ -241,13 +242,18 @@ def side_design(
 
 
 def sample_side(
-    ctx: RunContext, design: SideDesign, side: tuple[str, str, str], request: SampleRequest
+    ctx: RunContext,
+    design: SideDesign,
+    side: tuple[str, str, str],
+    request: SampleRequest,
+    engine: Optional[TileEngine] = None,
 ) -> SideEstimate:
-    """One side's estimate from its design, seeded by the context's seed and the side."""
+    """One side's estimate from its design, seeded by the context's seed and the side (``engine``: that of the
+    exact decisions, by default the context's)."""
     name, q, _ = side
     with ctx.stage(f"{request.label}{name}: exact membership of sampled {q} queries"):
         seed = [ctx.seed, SIDES.index(side)]
-        est = estimate_side(ctx.engine, ctx.prepared[q], design, request, seed, ctx.strict)
+        est = estimate_side(engine or ctx.engine, ctx.prepared[q], design, request, seed, ctx.strict)
     est.approximate = None if design.approx is None else float(np.mean(design.approx))
     if design.screen is not None:
         screen = design.upper.screen
@@ -259,14 +265,19 @@ def sample_side(
 
 
 def sample_both(
-    ctx: RunContext, graphs: dict[str, SetGraph], k: int, request: SampleRequest
+    ctx: RunContext,
+    graphs: dict[str, SetGraph],
+    k: int,
+    request: SampleRequest,
+    engine: Optional[TileEngine] = None,
 ) -> dict[str, SideEstimate]:
-    """Sampled estimates of precision and recall from the two sets' graphs. A side's projection screen (n × m
-    bfloat16 values) is released once its queries are decided: the graphs, and their upper radii, outlive it."""
+    """Sampled estimates of precision and recall from the two sets' graphs (``engine``: that of the exact
+    decisions, by default the context's). A side's projection screen (n × m bfloat16 values) is released once
+    its queries are decided: the graphs, and their upper radii, outlive it."""
     out = {}
     for side in SIDES:
-        design = side_design(ctx, graphs, side, k, request)
-        out[side[0]] = sample_side(ctx, design, side, request)
+        design = side_design(ctx, graphs, side, k, request, engine=engine)
+        out[side[0]] = sample_side(ctx, design, side, request, engine)
         design.upper.screen = None
         del design  # its strata and near points (n × 8 indices) before the next side's are made
     return out
@@ -308,7 +319,7 @@ def graph_plan(method: str, graphs: dict[str, SetGraph], choice: Optional[Choice
         method=method,
         backend=backend,
         reason=choice.reason,
-        params=graphs["real"].params,
+        params={**graphs["real"].params, "decision_precision": choice.precision},
         path=choice.path,
         backends=used,
         predicted=choice.predicted,
@@ -363,7 +374,14 @@ def run_sampled(ctx: RunContext, spec: SampledSpec) -> Outcome:
     (run inside :meth:`RunContext.run`)."""
     with ctx.stage("plan (cost model, calibrated once per process)"):
         choice = plan_sampled(
-            ctx.sets, spec.k, spec.backend, spec.sample.size, spec.sample.confidence, ctx.device, frozenset(ctx.known)
+            ctx.sets,
+            spec.k,
+            spec.backend,
+            spec.sample.size,
+            spec.sample.confidence,
+            ctx.device,
+            frozenset(ctx.known),
+            ctx.engine.precision,
         )
         if ctx.engine.world:  # the rates are measured on each rank: every rank takes rank 0's plan
             choice = Choice(**ctx.engine.world.first(dataclasses.asdict(choice)))
@@ -374,7 +392,7 @@ def run_sampled(ctx: RunContext, spec: SampledSpec) -> Outcome:
         request = GraphRequest(choice.backends[name], "sampled", spec.k, ctx.seed, spec.backend_options, choice.reason)
         known = ctx.known_graph(name, spec.k)
         graphs[name] = known or build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
-    est = sample_both(ctx, graphs, spec.k, spec.sample)
+    est = sample_both(ctx, graphs, spec.k, spec.sample, ctx.engine.at_precision(choice.precision))
     kr = KResult(k=spec.k, precision=est["precision"].estimate.value, recall=est["recall"].estimate.value)
     return Outcome(
         "sampled",

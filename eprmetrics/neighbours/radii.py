@@ -16,10 +16,20 @@ import torch
 
 from ..engine import Prepared, TileEngine, up32
 
-__all__ = ["KNN", "Radii", "RadiiState", "KnownRadii", "GivenRadii", "exact_knn", "KNN_MARGIN"]
+__all__ = ["KNN", "Radii", "RadiiState", "KnownRadii", "GivenRadii", "exact_knn", "KNN_MARGIN", "knn_margin"]
 
 # Extra fp32 candidates kept beyond k so that float64 refinement rarely needs a second look.
 KNN_MARGIN = 8
+# The same at a reduced GEMM precision (bf16: a rounding band ~2^-8 of ‖a‖‖b‖ instead of ~d·2^-24): the k-th
+# value is settled only when the last candidate kept lies beyond that band, which on concentrated
+# high-dimensional data takes tens of candidates (issue 31: with 8, most true radii of the heavy family needed
+# a second pass over the whole set).
+KNN_MARGIN_REDUCED = 40
+
+
+def knn_margin(precision: str) -> int:
+    """Candidates kept beyond k by a radii pass at the GEMM ``precision`` (see :data:`KNN_MARGIN_REDUCED`)."""
+    return KNN_MARGIN if precision in ("fp32", "tf32") else KNN_MARGIN_REDUCED
 
 
 @dataclasses.dataclass
@@ -67,7 +77,7 @@ class Radii:
         self.engine, self.ref, self.k_max = engine, ref, k_max
         self.p = ref if owners is None else owners
         self.ids = torch.arange(ref.n, device=engine.device) if owner_ids is None else owner_ids
-        K = min(k_max + KNN_MARGIN, ref.n - 1)
+        K = min(k_max + knn_margin(engine.precision), ref.n - 1)
         if owners is None:
             vals, idx = engine.self_topk(ref, K, progress=progress)
         else:
