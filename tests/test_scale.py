@@ -25,7 +25,9 @@ def test_bf16_gemms_keep_decisions_exact(rng, kind):
     ref = brute_pr(real, fake, k=3)
     assert _values(bf16) == _values(fp32)
     assert (bf16.precision, bf16.recall) == (ref["precision"], ref["recall"])
-    assert bf16.gemm_precision == "bf16" and bf16.n_redecided >= fp32.n_redecided
+    # (bf16's wider rounding band is met by keeping knn_margin("bf16") candidates per point, so it need not
+    # re-decide more rows than fp32 does)
+    assert bf16.gemm_precision == "bf16"
 
 
 def test_precision_bounds_and_tf32_on_cpu():
