@@ -107,8 +107,9 @@ def make_sets(args: argparse.Namespace) -> tuple[Any, Any, str]:
     spec = SyntheticSpec(dim=args.dim, seed=args.seed, spectrum=args.spectrum)
     if args.memmap:
         os.makedirs(args.memmap, exist_ok=True)
+        rows = max(args.rows_of or args.n, args.n)
         paths = [
-            os.path.join(args.memmap, f"{name}_{args.n}_{args.dim}_{args.dtype}_{args.spectrum}.npy")
+            os.path.join(args.memmap, f"{name}_{rows}_{args.dim}_{args.dtype}_{args.spectrum}.npy")
             for name in ("real", "fake")
         ]
         for path, stream, defect in zip(paths, (0, 1), ("none", args.defect)):
@@ -116,7 +117,7 @@ def make_sets(args: argparse.Namespace) -> tuple[Any, Any, str]:
                 t0 = time.perf_counter()
                 write_npy(
                     path,
-                    args.n,
+                    rows,
                     spec,
                     stream=stream,
                     defect=defect,
@@ -125,6 +126,9 @@ def make_sets(args: argparse.Namespace) -> tuple[Any, Any, str]:
                     device=args.gen_device,
                 )
                 print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+        if rows > args.n:  # the first n rows of larger memmaps: the generator is chunk-invariant, so the same sets
+            real, fake = (np.load(p, mmap_mode="r")[: args.n] for p in paths)
+            return real, fake, f"the first {args.n:,} rows of {rows:,}-row memmaps ({args.dtype}) in {args.memmap}"
         return paths[0], paths[1], f"memmaps ({args.dtype}) in {args.memmap}"
     import torch
 
@@ -136,13 +140,16 @@ def make_sets(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 def memmap_passes(stages: list[dict[str, Any]], sets: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per memory-mapped set (a .npy path): bytes the package asked for from its file over ``stages`` and
-    the full passes they make (÷ the set's bytes); per stage too."""
+    """Per memory-mapped set (a .npy path, or a memmap of the first rows of one): bytes the package asked for
+    from its file over ``stages`` and the full passes they make (÷ the set's bytes); per stage too."""
     out = {}
     for name, path in sets.items():
-        if not isinstance(path, str):
+        if isinstance(path, np.memmap) and path.filename:
+            key, size = os.path.abspath(path.filename), path.nbytes
+        elif isinstance(path, str):
+            key, size = os.path.abspath(path), np.load(path, mmap_mode="r").nbytes
+        else:
             continue
-        key, size = os.path.abspath(path), np.load(path, mmap_mode="r").nbytes
         per_stage = [(s.get("mapped_read") or {}).get(key, 0) for s in stages]
         out[name] = {"bytes": sum(per_stage), "passes": sum(per_stage) / size, "per_stage": per_stage}
     return out
@@ -457,6 +464,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--gen-device", default="cpu", help="where memmap chunks are generated")
     ap.add_argument("--dtype", choices=("float32", "float16"), help="default: float16 for memmap, else float32")
     ap.add_argument("--memmap", help="write the sets as .npy memory maps in this folder (kept for reuse)")
+    ap.add_argument(
+        "--rows-of",
+        type=int,
+        help="with --memmap: the sets are the first n rows of memmaps of this many rows (written if missing); "
+        "the generator is chunk-invariant, so they equal n-row sets: one 1.5M pair serves a whole scaling series",
+    )
     ap.add_argument("--spectrum", default="low", choices=SPECTRA, help="synthetic spectrum (see SyntheticSpec)")
     ap.add_argument("--defect", default="truncation")
     ap.add_argument("--strength", type=float, default=0.1)

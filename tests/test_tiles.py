@@ -195,3 +195,29 @@ def test_count_true_equals_sum(rng, shape):
     for dim in (0, 1):
         got = count_true(mask, dim)
         assert got.dtype == torch.int32 and torch.equal(got, mask.sum(dim, dtype=torch.int32))
+
+
+def test_rectangular_passes_read_the_columns_once_within_the_budget(rng):
+    """A pass of a few thousand rows (sampled queries, true-radius owners) against a set puts every row in one
+    block when the budget leaves enough columns, so the set is streamed once; the tiles stay within the budget,
+    and the result is the brute force's whatever the blocks."""
+    from eprmetrics.engine.budget import tile_workspace
+    from tests.reference import sqdist
+
+    dim, budget = 32, 64 << 20  # tiles of ~2,300 rows: one block of 1.5 tiles still leaves > 1,024 columns
+    engine = TileEngine(dim, torch.device("cpu"), budget)
+    rows, cols = engine.tile + engine.tile // 2, 2 * engine.tile
+    wide = engine.rect_blocks(rows, cols)
+    assert wide[0] == rows and tile_workspace(*wide, dim) <= budget
+    assert engine.rect_blocks(40 * engine.tile, cols)[0] == engine.tile_for(40 * engine.tile)  # too many rows
+    assert engine.rect_blocks(engine.tile // 2, cols) == (engine.tile // 2, engine.tile_for(cols))
+    x = rng.normal(size=(cols, dim)).astype(np.float32)
+    q = rng.normal(size=(rows, dim)).astype(np.float32)
+    from eprmetrics.inputs import as_feature_set
+
+    c = engine.center_of(as_feature_set(x, "real"))
+    px, pq = engine.prepare(as_feature_set(x, "real"), c), engine.prepare(as_feature_set(q, "fake"), c)
+    with torch.inference_mode():
+        vals, idx = engine.rect_topk(pq, px, 4)
+    expected = np.sort(sqdist(q, x), 1)[:, :4]
+    np.testing.assert_allclose(vals.sort(1).values.double().numpy(), expected, rtol=1e-4, atol=1e-4)

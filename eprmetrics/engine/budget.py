@@ -39,6 +39,9 @@ _OOM_RETRIES = 8
 # that fits one tile only when each half keeps at least this size.
 EFFICIENT_TILE = 4096
 SCAN_ROWS = 1024  # rows per block of the linear scans (mean, norms, float64 pair checks)
+# The fewest columns a rectangular tile keeps when all of a pass's rows go in one block (rect_blocks): narrower
+# tiles lose GEMM efficiency (see EFFICIENT_TILE).
+_MIN_RECT_COLS = 1024
 
 
 def budget_tile(memory_budget: int, dim: int) -> int:
@@ -166,6 +169,22 @@ class TileBudget:
     def tile_for(self, n: int) -> int:
         """Rows per block for ``n`` rows: the budget's tile, balanced so blocks are equal."""
         return balanced_block(n, self.tile)
+
+    def rect_blocks(self, rows: int, cols: int) -> tuple[int, int]:
+        """Row and column block sizes of a rectangular pass (``rows`` against ``cols``, e.g. a few thousand
+        sampled queries or true-radius owners against a whole set): every row in one block, with the columns
+        the budget leaves (:func:`tile_workspace`), when that keeps at least ``_MIN_RECT_COLS`` of them, so that
+        the set is read once instead of once per row block (issue 31: at 1.5M × 4096 every extra read of a
+        float16 memmap is 12 GB); square tiles otherwise, and whenever ranks share the pass (they share it
+        by row blocks)."""
+        tr, tc = self.tile_for(rows), self.tile_for(cols)
+        if rows <= tr or self.world:
+            return tr, tc
+        e, f = BYTES_PER_ELEMENT, BYTES_PER_BLOCK_ELEMENT // 2 * self.dim
+        wide = (self.memory_budget - f * rows) // (e * rows + f)
+        if wide < _MIN_RECT_COLS:
+            return tr, tc
+        return rows, balanced_block(cols, min(int(wide), _MAX_TILE * _MAX_TILE // rows))
 
     def self_tile(self, n: int) -> int:
         """Block size of a symmetric pass (:func:`self_block`)."""

@@ -311,7 +311,7 @@ class TileEngine(TileBudget):
         self, rows: Prepared, cols: Prepared, progress: Optional[Callable[[int], None]]
     ) -> Iterator[tuple[torch.Tensor, slice, slice]]:
         """Every row×column tile of this rank's row blocks, as ``(distances, row slice, column slice)``."""
-        tr, tc = self.tile_for(rows.n), self.tile_for(cols.n)
+        tr, tc = self.rect_blocks(rows.n, cols.n)
         for i0 in range(0, rows.n, tr):
             rs = slice(i0, min(i0 + tr, rows.n))
             if not self.world.mine(i0 // tr):
@@ -382,7 +382,7 @@ class TileEngine(TileBudget):
         refs: Prepared,
         select: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor],
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        t, tc = self.tile_for(q_index.numel()), self.tile_for(refs.n)
+        t, tc = self.rect_blocks(q_index.numel(), refs.n)
         for s in range(0, q_index.numel(), t):
             q_pos = torch.arange(s, min(s + t, q_index.numel()), device=self.device)
             qi = q_index[q_pos]
