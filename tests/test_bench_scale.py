@@ -65,3 +65,34 @@ def test_report_refuses_pieces_of_different_data(results):
     for bad in (str(tmp / "missing.json"), str(tmp / "c.json")):
         with pytest.raises(SystemExit, match="could not read it"):
             bench.main(["report", "--from", bad])
+
+
+def test_rows_of_serves_the_first_rows_of_larger_memmaps(tmp_path):
+    """``--rows-of N``: the sets are the first n rows of N-row memmaps (written once), equal to n-row sets, and the
+    reads of the package are counted against those files in full passes of the n rows."""
+    import argparse
+
+    import numpy as np
+
+    import benchmarks.bench_scale as bench
+    from eprmetrics.synthetic import SyntheticSpec, generate
+
+    args = argparse.Namespace(
+        n=1024,
+        rows_of=2048,
+        dim=8,
+        seed=0,
+        spectrum="heavy",
+        memmap=str(tmp_path),
+        dtype="float16",
+        defect="truncation",
+        strength=0.1,
+        gen_device="cpu",
+        device="cpu",
+    )
+    real, fake, how = bench.make_sets(args)
+    assert real.shape == (1024, 8) and "first 1,024 rows of 2,048-row memmaps" in how
+    spec = SyntheticSpec(dim=8, seed=0, spectrum="heavy")
+    np.testing.assert_array_equal(real, generate(1024, spec, stream=0).half().numpy())
+    stage = {"mapped_read": {str(tmp_path / "real_2048_8_float16_heavy.npy"): 2 * real.nbytes}}
+    assert bench.memmap_passes([stage], {"real": real})["real"]["passes"] == 2.0

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from ..engine.budget import SCAN_ROWS, balanced_block, budget_tile, self_block
 from ..neighbours.ann.ivf_gemm import load_rows
-from ..neighbours.radii import KNN_MARGIN
+from ..neighbours.radii import knn_margin
 from ..neighbours.screen import screen_tiles
 
 __all__ = [
@@ -46,17 +46,21 @@ EMBEDDING_DIMS = 65  # ivf-pca: 64 principal directions and the residual norm
 PCA_ROWS = 16384  # ivf-pca: rows its principal directions are fitted on (its default ``pca_rows``)
 
 
-def per_point_bytes(k_max: int, path: str, backend: Optional[str] = None, n_ks: int = 1) -> float:
+def per_point_bytes(
+    k_max: int, path: str, backend: Optional[str] = None, n_ks: int = 1, precision: str = "fp32"
+) -> float:
     """Bytes kept per point of one set between passes.
 
     * every path: fp32 squared norm and float64 norm (12);
     * a set's fp32 candidates (``K = k_max + 8`` values and int64 indices), float64 rounding bounds (16)
       and its float64 k-NN (``k_max`` distances and indices) — also on the sampled path, for sets that
-      get an exact graph, and for the true-radius rows it computes (a bound: every row);
+      get an exact graph, and for the true-radius rows it computes (a bound: every row; those rows keep
+      ``k_max + 40`` candidates at a reduced GEMM ``precision``, and the sampled decisions may run in bf16
+      whatever the call's: :func:`~eprmetrics.neighbours.radii.knn_margin`);
     * per k, the ball brackets (two fp32) and the ball-test accumulators (two int32, two bool);
     * the sampled path: the graph (k int64 indices and fp32 distances), float64 upper and true radii.
     """
-    K = k_max + KNN_MARGIN
+    K = k_max + (knn_margin(precision) if path == "exact" else max(knn_margin(precision), knn_margin("bf16")))
     radii = 12 * K + 16 + 16 * k_max
     kept = 12.0 + radii + n_ks * (8 + 10)
     if path != "exact":
@@ -173,7 +177,9 @@ def predicted_peak(result: Any, memory_budget: int, itemsize: int = 4, memmap: b
     path = result.plan.path if result.plan is not None else "exact"
     n_r, n_f, dim = result.n_real, result.n_fake, result.dim
     tile = result.tile or budget_tile(memory_budget, dim)
-    parts: dict[str, float] = {"kept per point": per_point_bytes(max(ks), path, result.backend, len(ks)) * (n_r + n_f)}
+    parts: dict[str, float] = {
+        "kept per point": per_point_bytes(max(ks), path, result.backend, len(ks), result.gemm_precision) * (n_r + n_f)
+    }
     transient = 0.0
     if path == "exact":
         roles = exact_workspace(n_r, n_f, dim, tile, memory_budget, itemsize)
