@@ -8,7 +8,7 @@ turn, alternating within one process on the same sets (same seed, same samples):
     python -m benchmarks.bench_decisions                      # 20k × 4096 per set, low / long / heavy
     python -m benchmarks.bench_decisions --n 50000 --rounds 2
 
-Results: ``benchmarks/results/decisions_precision.{json,md}`` with the git revision.
+Results: ``benchmarks/results/decisions_precision_<n>k.{json,md}`` with the git revision.
 """
 
 from __future__ import annotations
