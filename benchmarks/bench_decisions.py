@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     md += ["", f"Machine: `{machine()}`; git revision `{rev}`."]
     save(
-        "decisions_precision",
+        f"decisions_precision_{args.n // 1000}k",
         {"args": vars(args), "rows": rows, "machine": machine(), "git_revision": rev},
         "\n".join(md),
     )
