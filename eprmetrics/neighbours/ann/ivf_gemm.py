@@ -227,17 +227,18 @@ class IVFGemm(ANNBackend):
         for c in range(off.numel() - 1):
             a0, a1 = int(self._offsets[c]), int(self._offsets[c + 1])
             if a1 > a0 and world.mine(c):
-                vals[a0:a1], idx[a0:a1] = self._scan(c, Xp[a0:a1].float(), xp_sq[a0:a1], k)
+                vals[a0:a1], idx[a0:a1] = self._scan(c, Xp[a0:a1].float(), xp_sq[a0:a1], k, own=True)
         combine_rows(world, vals, idx)
         # back to original indices and order
         out_idx = torch.where(idx >= 0, self.order[idx.clamp_min(0)], idx)
         return vals[self.position].cpu().numpy(), out_idx[self.position].cpu().numpy(), True
 
     def _scan(
-        self, c: int, q: torch.Tensor, q_sq: torch.Tensor, k: int, nprobe: Optional[int] = None
+        self, c: int, q: torch.Tensor, q_sq: torch.Tensor, k: int, nprobe: Optional[int] = None, own: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """k smallest squared distances (and permuted positions, -1 if fewer) from ``q`` (fp32 rows) to list
-        ``c``'s probe set (its ``nprobe`` nearest lists; all probes by default)."""
+        ``c``'s probe set (its ``nprobe`` nearest lists; all probes by default). ``own``: the queries are indexed
+        points looking for their own neighbours (the graph), not foreign queries; the same scan here."""
         off, dev = self._offsets, q.device
         spans = [(int(off[j]), int(off[j + 1])) for j in self._probe_lists[c, :nprobe]]
         cand = torch.cat([self._positions[s:e] for s, e in spans])

@@ -112,7 +112,6 @@ class IVFPCA(IVFGemm):
 
     name = "ivf-pca"
     measures_distances = True
-    _foreign = False  # a search of foreign queries is in progress: scans rank by the lower bound (see _scan)
     defaults = {
         "dims": None,
         "nlist": None,
@@ -202,16 +201,16 @@ class IVFPCA(IVFGemm):
         return v_t.numpy(), i_t.numpy(), False
 
     def _scan(
-        self, c: int, q: torch.Tensor, q_sq: torch.Tensor, k: int, nprobe: Optional[int] = None
+        self, c: int, q: torch.Tensor, q_sq: torch.Tensor, k: int, nprobe: Optional[int] = None, own: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`IVFGemm._scan` ranking by ``‖Pᵀ(a − b)‖² + ρ_b²`` (the query's ``ρ`` set to 0: see the module)
-        where the scan looks for an indexed point's own k-NN (the graph, :meth:`refine`); foreign queries keep
-        the lower bound (:meth:`search_queries`)."""
-        if self.basis is not None and not self._foreign:
+        where the scan looks for an indexed point's ``own`` k-NN (the graph, :meth:`refine`); foreign queries
+        keep the lower bound (:meth:`search_queries`)."""
+        if self.basis is not None and own:
             q = q.clone()
             q[:, -1] = 0.0
             q_sq = q.pow(2).sum(1)
-        return super()._scan(c, q, q_sq, k, nprobe)
+        return super()._scan(c, q, q_sq, k, nprobe, own)
 
     def refine(self, ids: np.ndarray, k: int, wide: int = REFINE_WIDE) -> np.ndarray:
         """For indexed points ``ids`` (original indices): the fp32 distances (len × k, ascending) of the
@@ -223,7 +222,8 @@ class IVFPCA(IVFGemm):
         cand = torch.full((ids.size, wide + 1), -1, dtype=torch.int64, device=dev)
         for c in lists.unique().tolist():
             sel = (lists == c).nonzero().squeeze(1)
-            _, found = self._scan(c, self.Xp[pos[sel]].float(), self.xp_sq[pos[sel]], min(wide + 1, self.Xp.shape[0]))
+            q, q_sq = self.Xp[pos[sel]].float(), self.xp_sq[pos[sel]]
+            _, found = self._scan(c, q, q_sq, min(wide + 1, self.Xp.shape[0]), own=True)
             cand[sel, : found.shape[1]] = torch.where(found >= 0, self.order[found.clamp_min(0)], found)
         c_np = cand.cpu().numpy()
         c_np[c_np == ids[:, None]] = -1  # self
@@ -244,11 +244,7 @@ class IVFPCA(IVFGemm):
         bound ``‖z_a − z_b‖²``: the balls that hold a query are not its nearest points on heavy-tailed data, and
         the orthogonal-residual ranking of :meth:`_scan` found fewer of them (approximate membership 0.10 and
         0.007 against 0.22 and 0.075 at 20k × 4096, heavy family: weaker strata, larger samples)."""
-        self._foreign = True
-        try:
-            _, cand, _ = self._search_rows(self._query_matrix(x), min(k, self.used_params["rescore"]))
-        finally:
-            self._foreign = False
+        _, cand, _ = self._search_rows(self._query_matrix(x), min(k, self.used_params["rescore"]))
         dist, idx, squared = self._rescore(x, self.source, cand, cand.shape[1])
         pad = k - idx.shape[1]
         if pad > 0:
