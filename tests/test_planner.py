@@ -156,3 +156,26 @@ def test_decision_precision_changes_no_answer(monkeypatch, speedup):
         ref.precision_ci,
         ref.recall_ci,
     )
+
+
+def test_true_radius_rows_run_at_the_decision_precision(monkeypatch):
+    """Where the planner picks bf16 decisions, the true-radius rows are computed by the bf16 engine too, not by
+    the graph's (fp32) one: both the scans and the rows are the decisions' cost."""
+    from eprmetrics.neighbours import radii as radii_module
+
+    seen = []
+    original = radii_module.Radii.__init__
+
+    def spy(self, engine, *args, **kwargs):
+        if kwargs.get("owners") is not None:
+            seen.append(engine.precision)
+        original(self, engine, *args, **kwargs)
+
+    monkeypatch.setattr(radii_module.Radii, "__init__", spy)
+    monkeypatch.setattr(planner, "BF16_SPEEDUP", 1.0)
+    monkeypatch.setattr(planner, "_RATES", {})
+    monkeypatch.setattr(planner, "_measure", lambda device, dim: planner.Rates(1e10, 1e-9, 1e-9, 1e11))
+    real, fake = make_pair(3000, 2800, dim=48, seed=5, defect="truncation", strength=0.3)
+    res = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=0.03, seed=1)
+    assert res.plan.params["decision_precision"] == "bf16"
+    assert seen and set(seen) == {"bf16"}

@@ -7,7 +7,7 @@ nothing here knows about radii, hubs or P&R.
 from .agreement import DistributedError, call_options, fingerprint, norm_sums
 from .device import default_memory_budget, matmul_precision, resolve_device
 from .distributed import World, init
-from .rounding import ERROR_BOUNDS, PRECISIONS, U32, down32, rounding_factor, up32
+from .rounding import ERROR_BOUNDS, PRECISIONS, U32, down32, reach_norm, rounding_factor, up32
 from .sets import FeatureSet, FeatureSubset, Prepared, read_rows
 from .tiles import TileEngine, budget_for_tile, sqdist_block
 
@@ -25,6 +25,7 @@ __all__ = [
     "PRECISIONS",
     "U32",
     "rounding_factor",
+    "reach_norm",
     "down32",
     "up32",
     "FeatureSet",

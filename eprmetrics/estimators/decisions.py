@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from ..engine import FeatureSubset, Prepared, TileEngine, up32
+from ..engine import FeatureSubset, Prepared, TileEngine, reach_norm, up32
 from ..engine.reductions import count_true
 from ..engine.sets import row_keys
 from ..neighbours import UpperRadii
@@ -43,12 +43,10 @@ def _candidates(
     if radii.screen is not None:
         return _screened_candidates(radii, queries, q_index, per_tile)
     ref = radii.ref
-    # A query of the ball's upper bound lies within U of the owner, so its norm is at most ‖b‖ + U (1e-6: the
-    # norms' fp32 centring): the rounding bound against that norm, not against the largest query's (issue 31:
-    # on heavy-tailed sets that one inflated every threshold, and the capped candidates sent queries to more rounds).
-    near = torch.clamp_max((ref.norm + radii.upper2.sqrt()) * (1 + 1e-6), queries.max_norm).nan_to_num_(
-        nan=queries.max_norm
-    )
+    # A query inside the ball's upper bound has a norm of at most reach_norm: the rounding bound against that norm,
+    # not against the largest query's (issue 31: on heavy-tailed sets that one inflated every threshold, and the
+    # capped candidates sent queries to more rounds).
+    near = reach_norm(ref.norm, radii.upper2, queries.max_norm)
     hi = up32(radii.upper2 + engine.c * (ref.norm + near) ** 2)
     known = radii.known
     seen = torch.zeros(q_index.numel(), dtype=torch.int64, device=engine.device)
@@ -113,6 +111,7 @@ def _screened_candidates(
 
 
 def _decide(
+    engine: TileEngine,
     radii: UpperRadii,
     pos: torch.Tensor,
     own: torch.Tensor,
@@ -122,7 +121,7 @@ def _decide(
     first_only: bool = False,
 ) -> None:
     """Set ``hits[q]`` when some candidate ball of q truly holds it: deepest candidate first, then the rest
-    (``first_only``: the deepest alone)."""
+    (``first_only``: the deepest alone); missing true radii are computed by ``engine``'s passes."""
     if pos.numel() == 0:
         return
     o = _deepest_first(radii, pos, own, d2)
@@ -132,7 +131,7 @@ def _decide(
     for sel in (first,) if first_only else (first, ~first):
         sel = sel & ~hits[pos]
         if sel.any():
-            r2 = radii.true2(own[sel])
+            r2 = radii.true2(own[sel], engine)
             inside = d2[sel] < r2 if strict else d2[sel] <= r2
             hits[pos[sel][inside]] = True
 
@@ -171,7 +170,7 @@ def _presolve(
         return hits
     d2 = engine.exact_sqdist_pairs(queries, q_index[pos], radii.ref, own)
     pos, own, d2 = _refined(radii, pos, own, d2)
-    _decide(radii, pos, own, d2, hits, strict, first_only=True)
+    _decide(engine, radii, pos, own, d2, hits, strict, first_only=True)
     return hits
 
 
@@ -241,7 +240,7 @@ def _hits(
         radii.n_candidates += pos.numel()
         pos, own, d2 = _refined(radii, pos, own, d2)
         sub = torch.zeros(todo.numel(), dtype=torch.bool, device=engine.device)
-        _decide(radii, pos, own, d2, sub, strict)
+        _decide(engine, radii, pos, own, d2, sub, strict)
         hits[todo] = sub
         # Every candidate of a query still outside has had its true radius computed: with the
         # bounds tightened to those, a new pass over the queries that had more candidates than

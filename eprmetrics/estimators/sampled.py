@@ -224,7 +224,6 @@ def side_design(
     k: int,
     request: SampleRequest,
     reuse: Optional[SideDesign] = None,
-    engine: Optional[TileEngine] = None,
 ) -> SideDesign:
     """The upper radii, strata and near points of one of :data:`SIDES`. The projection screen is built after
     the approximate membership, which does not use it: its n × m projections and the search's buffers are never
@@ -276,7 +275,7 @@ def sample_both(
     its queries are decided: the graphs, and their upper radii, outlive it."""
     out = {}
     for side in SIDES:
-        design = side_design(ctx, graphs, side, k, request, engine=engine)
+        design = side_design(ctx, graphs, side, k, request)
         out[side[0]] = sample_side(ctx, design, side, request, engine)
         design.upper.screen = None
         del design  # its strata and near points (n × 8 indices) before the next side's are made

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..engine import Prepared, TileEngine, up32
+from ..engine import Prepared, TileEngine, reach_norm, up32
 
 __all__ = ["KNN", "Radii", "RadiiState", "KnownRadii", "GivenRadii", "exact_knn", "KNN_MARGIN", "knn_margin"]
 
@@ -170,15 +170,11 @@ class Radii:
             self._redo(bad, up32(self._d2[bad, -1] + self.delta[bad]))
 
     def reach_bound(self, rows: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
-        """The rounding bound of owners ``rows`` against the points that could lie within ``√r2`` of them.
-
-        A centred point farther in norm than ``‖a‖ + r`` is farther than ``r`` from ``a`` (triangle inequality;
-        ``1e-6`` covers the norms' fp32 centring, relative ``~u``), so only points of norm up to that bound
-        matter, and their tile values err by at most ``c(‖a‖ + min(max‖b‖, ‖a‖ + r))²``. On heavy-tailed sets
-        the set's largest norm is tens of times the typical one (issue 31: 28×), and the bound against it
-        (:attr:`delta`) left most true radii unsettled, each costing one more pass over the whole set."""
+        """The rounding bound of owners ``rows`` against the points that could lie within ``√r2`` of them
+        (:func:`~eprmetrics.engine.reach_norm`): the bound against the set's largest norm (:attr:`delta`) left
+        most true radii of heavy-tailed sets unsettled, each costing one more pass over the whole set."""
         norm = self.p.norm[rows]
-        reach = torch.clamp_max((norm + r2.clamp_min(0).sqrt()) * (1 + 1e-6), self.ref.max_norm)
+        reach = reach_norm(norm, r2, self.ref.max_norm)
         return torch.minimum(self.delta[rows], self.engine.c * (norm + reach) ** 2)
 
     def _nearest_copies(self, rows: torch.Tensor) -> torch.Tensor:
