@@ -111,7 +111,6 @@ def _screened_candidates(
 
 
 def _decide(
-    engine: TileEngine,
     radii: UpperRadii,
     pos: torch.Tensor,
     own: torch.Tensor,
@@ -121,7 +120,9 @@ def _decide(
     first_only: bool = False,
 ) -> None:
     """Set ``hits[q]`` when some candidate ball of q truly holds it: deepest candidate first, then the rest
-    (``first_only``: the deepest alone); missing true radii are computed by ``engine``'s passes."""
+    (``first_only``: the deepest alone). Missing true radii are computed by the bounds' own engine (fp32), not
+    the decisions' bf16 one: with bf16 rows the heavy family's decisions took 4x longer (the k-th needs k + 40
+    candidates and still often a second pass; benchmarks/bench_decisions.py at 20k × 4096)."""
     if pos.numel() == 0:
         return
     o = _deepest_first(radii, pos, own, d2)
@@ -131,7 +132,7 @@ def _decide(
     for sel in (first,) if first_only else (first, ~first):
         sel = sel & ~hits[pos]
         if sel.any():
-            r2 = radii.true2(own[sel], engine)
+            r2 = radii.true2(own[sel])
             inside = d2[sel] < r2 if strict else d2[sel] <= r2
             hits[pos[sel][inside]] = True
 
@@ -170,7 +171,7 @@ def _presolve(
         return hits
     d2 = engine.exact_sqdist_pairs(queries, q_index[pos], radii.ref, own)
     pos, own, d2 = _refined(radii, pos, own, d2)
-    _decide(engine, radii, pos, own, d2, hits, strict, first_only=True)
+    _decide(radii, pos, own, d2, hits, strict, first_only=True)
     return hits
 
 
@@ -240,7 +241,7 @@ def _hits(
         radii.n_candidates += pos.numel()
         pos, own, d2 = _refined(radii, pos, own, d2)
         sub = torch.zeros(todo.numel(), dtype=torch.bool, device=engine.device)
-        _decide(engine, radii, pos, own, d2, sub, strict)
+        _decide(radii, pos, own, d2, sub, strict)
         hits[todo] = sub
         # Every candidate of a query still outside has had its true radius computed: with the
         # bounds tightened to those, a new pass over the queries that had more candidates than

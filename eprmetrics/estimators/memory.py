@@ -54,13 +54,12 @@ def per_point_bytes(
     * every path: fp32 squared norm and float64 norm (12);
     * a set's fp32 candidates (``K = k_max + 8`` values and int64 indices), float64 rounding bounds (16)
       and its float64 k-NN (``k_max`` distances and indices) — also on the sampled path, for sets that
-      get an exact graph, and for the true-radius rows it computes (a bound: every row; those rows keep
-      ``k_max + 40`` candidates at a reduced GEMM ``precision``, and the sampled decisions may run in bf16
-      whatever the call's: :func:`~eprmetrics.neighbours.radii.knn_margin`);
+      get an exact graph, and for the true-radius rows it computes (a bound: every row; ``k_max + 40``
+      candidates at a reduced GEMM ``precision``, :func:`~eprmetrics.neighbours.radii.knn_margin`);
     * per k, the ball brackets (two fp32) and the ball-test accumulators (two int32, two bool);
     * the sampled path: the graph (k int64 indices and fp32 distances), float64 upper and true radii.
     """
-    K = k_max + (knn_margin(precision) if path == "exact" else max(knn_margin(precision), knn_margin("bf16")))
+    K = k_max + knn_margin(precision)
     radii = 12 * K + 16 + 16 * k_max
     kept = 12.0 + radii + n_ks * (8 + 10)
     if path != "exact":

@@ -127,9 +127,8 @@ class UpperRadii:
             known = ~torch.isnan(self._true2)
             self.upper2[known] = self._true2[known]
 
-    def true2(self, owners: torch.Tensor, engine: Optional[TileEngine] = None) -> torch.Tensor:
-        """Float64 true squared radius of ``owners`` (computed once per owner; ``engine``: the one whose passes
-        compute the missing rows, e.g. the sampled decisions' at their GEMM precision; by default this one's)."""
+    def true2(self, owners: torch.Tensor) -> torch.Tensor:
+        """Float64 true squared radius of ``owners`` (computed once per owner)."""
         todo = owners[torch.isnan(self._true2[owners])].unique()
         if todo.numel() and self.screen is not None:
             self._true2[todo] = self.screen.kth2(todo, self.upper2[todo], self.k)
@@ -137,8 +136,7 @@ class UpperRadii:
             todo = todo[torch.isnan(self._true2[todo])]  # fewer than k points within a bound: a full row
             self.n_true -= todo.numel()
         if todo.numel():
-            engine = engine or self.engine
-            r = Radii(engine, self.ref, self.k, owners=engine.subset(self.ref, todo), owner_ids=todo)
+            r = Radii(self.engine, self.ref, self.k, owners=self.engine.subset(self.ref, todo), owner_ids=todo)
             self._true2[todo] = r.exact2(self.k, torch.arange(todo.numel(), device=self.engine.device))
             self.n_true += todo.numel()
         return self._true2[owners]
