@@ -150,3 +150,48 @@ def test_options_are_checked():
         impl.resolve_params(1000, 64)
     with pytest.raises(ValueError, match=r"backend 'ivf-pca': rescore: expected a positive int"):
         get_backend("ivf-pca")(rescore=0).resolve_params(1000, 64)
+
+
+def test_second_refinement_searches_wider_and_stays_an_upper_bound(rng):
+    """Level 2 scans each list's REFINE_PROBES × nprobe nearest lists (here every list) and measures
+    REFINE_DEEP candidates: with the embedding in the full space (dims = d, ranking by true distance) it
+    finds the true k-th distance of every owner; level 1 (nprobe = 3 of the 9 lists) misses some."""
+    x = rng.normal(size=(600, 16)).astype(np.float32)
+    impl = _built(x, dims=16, nprobe=3)
+    assert impl.used_params["nlist"] == 9
+    ids = np.arange(0, 600, 3)
+    d = np.sqrt(sqdist(x[ids], x))
+    d[np.arange(ids.size), ids] = np.inf
+    true3 = np.sort(d, 1)[:, 2]
+    one, two = impl.refine(ids, 3, 1)[:, -1], impl.refine(ids, 3, 2)[:, -1]
+    np.testing.assert_allclose(two, true3, rtol=1e-5)
+    assert np.all(one >= true3 * (1 - 1e-5)) and np.any(one > true3 * (1 + 1e-3))
+
+
+def test_owners_are_refined_level_by_level_and_never_past_a_known_radius(rng):
+    """UpperRadii.refine raises each owner one level per call, up to ``upto`` and REFINE_LEVELS, skips owners
+    whose true radius is known, and keeps the smaller of the old and new bounds."""
+    from eprmetrics.neighbours.upper import REFINE_LEVELS, UpperRadii
+
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    engine = TileEngine(4, CPU, 1 << 16)
+    fs = FeatureSet(x, "real")
+    p = engine.prepare(fs, engine.center_of(fs))
+    nb = torch.from_numpy(np.argsort(sqdist(x, x), 1)[:, 1:4].copy())
+    upper = UpperRadii(engine, p, 3, neighbours=nb)
+    calls = []
+
+    def refiner(ids, level):
+        calls.append((sorted(ids.tolist()), level))
+        return np.full((ids.size, 3), 0.5 if level == 1 else 100.0, dtype=np.float32)
+
+    upper.refiner = refiner
+    before = upper.upper2.clone()
+    upper.set_true(torch.tensor([7]), torch.tensor([1.0], dtype=torch.float64))
+    owners = torch.tensor([3, 5, 7, 3])
+    assert upper.refine(owners, upto=1) and calls == [([3, 5], 1)]
+    assert not upper.refine(owners, upto=1)  # already at level 1
+    assert upper.refine(owners) and calls[-1] == ([3, 5], 2)
+    assert REFINE_LEVELS == 2 and not upper.refine(owners)
+    bound = measured_upper2(torch.full((1,), 0.5), 4).item()
+    assert torch.all(upper.upper2[[3, 5]] == torch.minimum(before[[3, 5]], torch.tensor(bound, dtype=torch.float64)))

@@ -23,6 +23,7 @@ from ..engine import FeatureSubset, Prepared, TileEngine, reach_norm, up32
 from ..engine.reductions import count_true
 from ..engine.sets import row_keys
 from ..neighbours import UpperRadii
+from ..neighbours.upper import REFINE_LEVELS
 
 __all__ = ["sampled_hits", "CANDIDATES_PER_TILE"]
 
@@ -119,33 +120,61 @@ def _decide(
     strict: bool,
     first_only: bool = False,
 ) -> None:
-    """Set ``hits[q]`` when some candidate ball of q truly holds it: deepest candidate first, then the rest
-    (``first_only``: the deepest alone). Missing true radii are computed by the bounds' own engine (fp32), not
-    the decisions' bf16 one: with bf16 rows the heavy family's decisions took 4x longer (the k-th needs k + 40
-    candidates and still often a second pass; benchmarks/bench_decisions.py at 20k × 4096)."""
+    """Set ``hits[q]`` when some candidate ball of q truly holds it: first the balls whose true radius is
+    known (no row), then the deepest ball of each query, then — their bounds refined once more, for the
+    queries still outside only — the rest (``first_only``: the deepest alone). Missing true radii are computed
+    by the bounds' own engine (fp32), not the decisions' bf16 one: with bf16 rows the heavy family's decisions
+    took 4x longer (the k-th needs k + 40 candidates and still often a second pass;
+    benchmarks/bench_decisions.py at 20k × 4096)."""
     if pos.numel() == 0:
         return
-    o = _deepest_first(radii, pos, own, d2)
-    pos, own, d2 = pos[o], own[o], d2[o]
-    first = torch.ones_like(pos, dtype=torch.bool)
-    first[1:] = pos[1:] != pos[:-1]
-    for sel in (first,) if first_only else (first, ~first):
-        sel = sel & ~hits[pos]
-        if sel.any():
-            r2 = radii.true2(own[sel])
-            inside = d2[sel] < r2 if strict else d2[sel] <= r2
-            hits[pos[sel][inside]] = True
+    known = radii.known[own]
+    _held(radii, pos, own, d2, hits, strict, known)
+    left = ~known & ~hits[pos]  # a known ball that does not hold its query is decided
+    pos, own, d2 = pos[left], own[left], d2[left]
+    while True:  # the deepest ball of each query, its bound refined to the last level before it costs a row
+        o = _deepest_first(radii, pos, own, d2)
+        pos, own, d2 = pos[o], own[o], d2[o]
+        first = torch.ones_like(pos, dtype=torch.bool)
+        first[1:] = pos[1:] != pos[:-1]
+        if not radii.refine(own[first], REFINE_LEVELS):
+            break
+        inside = d2 <= radii.upper2[own]
+        pos, own, d2 = pos[inside], own[inside], d2[inside]
+    _held(radii, pos, own, d2, hits, strict, first)
+    if first_only:
+        return
+    rest = ~first & ~hits[pos]
+    pos, own, d2 = _refined(radii, pos[rest], own[rest], d2[rest], REFINE_LEVELS)
+    _held(radii, pos, own, d2, hits, strict, torch.ones_like(pos, dtype=torch.bool))
+
+
+def _held(
+    radii: UpperRadii,
+    pos: torch.Tensor,
+    own: torch.Tensor,
+    d2: torch.Tensor,
+    hits: torch.Tensor,
+    strict: bool,
+    sel: torch.Tensor,
+) -> None:
+    """``hits[pos] = True`` where the selected pairs of queries not yet hit lie in their ball's true radius."""
+    sel = sel & ~hits[pos]
+    if sel.any():
+        r2 = radii.true2(own[sel])
+        inside = d2[sel] < r2 if strict else d2[sel] <= r2
+        hits[pos[sel][inside]] = True
 
 
 def _refined(
-    radii: UpperRadii, pos: torch.Tensor, own: torch.Tensor, d2: torch.Tensor
+    radii: UpperRadii, pos: torch.Tensor, own: torch.Tensor, d2: torch.Tensor, upto: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The candidate pairs ``d² ≤ U²`` left once the bounds of their owners are tightened by the index
-    (:meth:`UpperRadii.refine`: a wider search and a few measured rows per owner, far cheaper than the
-    true-radius row each candidate would otherwise cost)."""
+    """The candidate pairs ``d² ≤ U²`` left once the bounds of their owners are tightened by the index up to
+    refinement level ``upto`` (:meth:`UpperRadii.refine`: a wider search and a few measured rows per owner, far
+    cheaper than the true-radius row each candidate would otherwise cost)."""
     inside = d2 <= radii.upper2[own]
     pos, own, d2 = pos[inside], own[inside], d2[inside]
-    if radii.refine(own):
+    while radii.refine(own, upto):
         inside = d2 <= radii.upper2[own]
         pos, own, d2 = pos[inside], own[inside], d2[inside]
     return pos, own, d2

@@ -60,7 +60,7 @@ class SetGraph:
             self._upper = UpperRadii(engine, p, k, neighbours=nb, exact=self.full, measured=got)
             refine = getattr(self.index, "refine", None)
             if self.measured and refine is not None:  # the index measures on the set's own values
-                self._upper.refiner = lambda ids: refine(ids, k)
+                self._upper.refiner = lambda ids, level: refine(ids, k, level)
         return self._upper
 
 

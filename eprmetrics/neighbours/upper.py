@@ -19,7 +19,10 @@ from ..engine import U32, Prepared, TileEngine
 from .radii import Radii
 from .screen import Screen
 
-__all__ = ["UpperRadii", "measured_upper2"]
+__all__ = ["UpperRadii", "measured_upper2", "REFINE_LEVELS"]
+
+# Refinements of one owner's bound before it costs a true-radius row (the index decides what each level searches).
+REFINE_LEVELS = 2
 
 
 def measured_upper2(dist: torch.Tensor, dim: int) -> torch.Tensor:
@@ -59,9 +62,9 @@ class UpperRadii:
         self.engine, self.ref, self.k = engine, ref, k
         self._exact = exact
         self.n_true = 0  # owners whose true radius needed an owner-vs-all row
-        # ``refiner(ids) -> (len, k) measured fp32 distances of k distinct other points``: tighter bounds for a
+        # ``refiner(ids, level) -> (len, k) measured fp32 distances of k distinct other points``: tighter bounds for a
         # few owners on demand (an index that can search its own points again, wider); None: no refinement.
-        self.refiner: Optional[Callable[[np.ndarray], np.ndarray]] = None
+        self.refiner: Optional[Callable[[np.ndarray, int], np.ndarray]] = None
         self._refined: Optional[torch.Tensor] = None
         self.n_refined = 0
         # What the sampled decisions cost (eprmetrics.estimators.decisions): (query, ball) pairs inside an upper
@@ -103,23 +106,26 @@ class UpperRadii:
         """(n,) bool: owners whose true radius has been computed (all of them for an exact graph)."""
         return ~torch.isnan(self._true2)
 
-    def refine(self, owners: torch.Tensor) -> bool:
-        """Tighter upper bounds for ``owners`` not refined before and without a true radius (one wider
-        search of the index each, a few gathered rows); True when some bound shrank."""
+    def refine(self, owners: torch.Tensor, upto: int = REFINE_LEVELS) -> bool:
+        """Tighter upper bounds for ``owners`` without a true radius refined less than ``upto`` times (of
+        :data:`REFINE_LEVELS`), each one level further (a wider search of the index, a few gathered rows); True
+        when some owner was refined."""
         if self.refiner is None or self.is_exact or owners.numel() == 0:
             return False
         if self._refined is None:
-            self._refined = torch.zeros(self.ref.n, dtype=torch.bool, device=self.engine.device)
-        todo = owners[~self._refined[owners] & torch.isnan(self._true2[owners])].unique()
+            self._refined = torch.zeros(self.ref.n, dtype=torch.int8, device=self.engine.device)
+        todo = owners[(self._refined[owners] < min(upto, REFINE_LEVELS)) & torch.isnan(self._true2[owners])].unique()
         if todo.numel() == 0:
             return False
-        self._refined[todo] = True
-        self.n_refined += todo.numel()
-        dist = torch.from_numpy(self.refiner(todo.cpu().numpy())).to(self.engine.device)
-        new = measured_upper2(dist, self.engine.dim).amax(1)
-        shrank = new < self.upper2[todo]
-        self.upper2[todo] = torch.minimum(self.upper2[todo], new)
-        return bool(shrank.any())
+        levels = self._refined[todo]
+        for level in levels.unique().tolist():
+            ids = todo[levels == level]
+            self._refined[ids] = level + 1
+            self.n_refined += ids.numel()
+            dist = torch.from_numpy(self.refiner(ids.cpu().numpy(), level + 1)).to(self.engine.device)
+            new = measured_upper2(dist, self.engine.dim).amax(1)
+            self.upper2[ids] = torch.minimum(self.upper2[ids], new)
+        return True
 
     def tighten(self) -> None:
         """Replace the bounds of owners whose true radius is known by that radius."""

@@ -234,13 +234,22 @@ class IVFGemm(ANNBackend):
         return vals[self.position].cpu().numpy(), out_idx[self.position].cpu().numpy(), True
 
     def _scan(
-        self, c: int, q: torch.Tensor, q_sq: torch.Tensor, k: int, nprobe: Optional[int] = None, own: bool = False
+        self,
+        c: int,
+        q: torch.Tensor,
+        q_sq: torch.Tensor,
+        k: int,
+        nprobe: Optional[int] = None,
+        own: bool = False,
+        probes: Optional[np.ndarray] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """k smallest squared distances (and permuted positions, -1 if fewer) from ``q`` (fp32 rows) to list
-        ``c``'s probe set (its ``nprobe`` nearest lists; all probes by default). ``own``: the queries are indexed
-        points looking for their own neighbours (the graph), not foreign queries; the same scan here."""
+        ``c``'s probe set (its ``nprobe`` nearest lists; all probes by default; ``probes``: a wider table of
+        each list's nearest lists). ``own``: the queries are indexed points looking for their own neighbours
+        (the graph), not foreign queries; the same scan here."""
         off, dev = self._offsets, q.device
-        spans = [(int(off[j]), int(off[j + 1])) for j in self._probe_lists[c, :nprobe]]
+        table = self._probe_lists if probes is None else probes
+        spans = [(int(off[j]), int(off[j + 1])) for j in table[c, :nprobe]]
         cand = torch.cat([self._positions[s:e] for s, e in spans])
         block = torch.cat([self.Xp[s:e] for s, e in spans])
         width = int(cand.shape[0])

@@ -55,6 +55,10 @@ _RESCORE_ROWS = 1024  # points whose candidates are measured in the full space t
 # ~0.5 ms per owner on a 2-core CPU at d = 4096, against ~30 ms for the true-radius row the refinement may save at
 # 1.5M rows (bf16 GEMM); on the heavy family 128 found the true k-NN of 83% of owners, 32 of 57% (50k rows).
 REFINE_WIDE = 128
+# The second refinement of an owner still a candidate after the first: its own nearest lists (not its list's),
+# REFINE_PROBES times nprobe of them, and REFINE_DEEP measured rows.
+REFINE_PROBES = 4
+REFINE_DEEP = 256
 _MEASURE_ELEMENTS = 1 << 24  # candidate values gathered at once (float16 + fp32 buffers: 96 MiB)
 
 
@@ -201,7 +205,14 @@ class IVFPCA(IVFGemm):
         return v_t.numpy(), i_t.numpy(), False
 
     def _scan(
-        self, c: int, q: torch.Tensor, q_sq: torch.Tensor, k: int, nprobe: Optional[int] = None, own: bool = False
+        self,
+        c: int,
+        q: torch.Tensor,
+        q_sq: torch.Tensor,
+        k: int,
+        nprobe: Optional[int] = None,
+        own: bool = False,
+        probes: Optional[np.ndarray] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`IVFGemm._scan` ranking by ``‖Pᵀ(a − b)‖² + ρ_b²`` (the query's ``ρ`` set to 0: see the module)
         where the scan looks for an indexed point's ``own`` k-NN (the graph, :meth:`refine`); foreign queries
@@ -210,32 +221,45 @@ class IVFPCA(IVFGemm):
             q = q.clone()
             q[:, -1] = 0.0
             q_sq = q.pow(2).sum(1)
-        return super()._scan(c, q, q_sq, k, nprobe, own)
+        return super()._scan(c, q, q_sq, k, nprobe, own, probes)
 
-    def refine(self, ids: np.ndarray, k: int, wide: int = REFINE_WIDE) -> np.ndarray:
+    def refine(self, ids: np.ndarray, k: int, level: int = 1) -> np.ndarray:
         """For indexed points ``ids`` (original indices): the fp32 distances (len × k, ascending) of the
-        k nearest by true distance among their ``wide`` nearest in the embedding (self excluded) —
-        upper bounds of their radii tighter than the graph's, at ``wide`` gathered rows each."""
+        k nearest by true distance among their nearest in the embedding (self excluded) — upper bounds of
+        their radii tighter than the graph's. ``level`` 1: the ``REFINE_WIDE`` nearest in the probe set of
+        their list; 2: the ``REFINE_DEEP`` nearest in their own ``REFINE_PROBES × nprobe`` nearest lists."""
         dev = self.Xp.device
         pos = self.position[torch.from_numpy(ids).to(dev)]
+        wide = REFINE_WIDE if level == 1 else REFINE_DEEP
+        wide = min(wide + 1, self.Xp.shape[0])
+        cand = torch.full((ids.size, wide), -1, dtype=torch.int64, device=dev)
+        probes = None if level == 1 else self._wide_probes()
         lists = torch.searchsorted(self.offsets, pos, right=True) - 1
-        cand = torch.full((ids.size, wide + 1), -1, dtype=torch.int64, device=dev)
         for c in lists.unique().tolist():
             sel = (lists == c).nonzero().squeeze(1)
             q, q_sq = self.Xp[pos[sel]].float(), self.xp_sq[pos[sel]]
-            _, found = self._scan(c, q, q_sq, min(wide + 1, self.Xp.shape[0]), own=True)
+            _, found = self._scan(c, q, q_sq, wide, own=True, probes=probes)
             cand[sel, : found.shape[1]] = torch.where(found >= 0, self.order[found.clamp_min(0)], found)
         c_np = cand.cpu().numpy()
         c_np[c_np == ids[:, None]] = -1  # self
         out = np.full((ids.size, k), np.inf, dtype=np.float32)
-        for s in range(0, ids.size, _RESCORE_ROWS):
-            rows = ids[s : s + _RESCORE_ROWS]
+        step = max(1, _RESCORE_ROWS * REFINE_WIDE // wide)
+        for s in range(0, ids.size, step):
+            rows = ids[s : s + step]
             order = np.argsort(rows)
             q = _rows(self.source, rows[order], dev)[torch.from_numpy(np.argsort(order)).to(dev)]
-            dist = _measured(q, self.source, c_np[s : s + _RESCORE_ROWS])
+            dist = _measured(q, self.source, c_np[s : s + step])
             kk = min(k, dist.shape[1])
-            out[s : s + _RESCORE_ROWS, :kk] = torch.topk(dist, kk, dim=1, largest=False).values.cpu().numpy()
+            out[s : s + step, :kk] = torch.topk(dist, kk, dim=1, largest=False).values.cpu().numpy()
         return out
+
+    def _wide_probes(self) -> np.ndarray:
+        """Each list's ``REFINE_PROBES × nprobe`` nearest lists (computed once)."""
+        if getattr(self, "_wide", None) is None:
+            m = min(self.centers.shape[0], REFINE_PROBES * self.used_params["nprobe"])
+            c_sq = self.centers.pow(2).sum(1)
+            self._wide = self._nearest(self.centers, c_sq, self.centers, m).cpu().numpy()
+        return self._wide
 
     def search_queries(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Indexed points near other points: the ``min(k, rescore)`` nearest in the embedding, measured in the
