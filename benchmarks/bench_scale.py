@@ -172,7 +172,15 @@ def run_method(name: str, real: Any, fake: Any, args: argparse.Namespace) -> dic
         "peak_device": res.peak_device_memory,
         "device": res.device,
         "backend": res.backend,
-        "plan": None if res.plan is None else {"path": res.plan.path, "backends": res.plan.backends},
+        "plan": None
+        if res.plan is None
+        else {
+            "path": res.plan.path,
+            "backends": res.plan.backends,
+            "predicted": res.plan.predicted,
+            "revised": res.plan.revised,
+            "actual": res.plan.actual,
+        },
         "stages": [s.to_dict() for s in res.stages],
         "params": None if res.plan is None else res.plan.params,
         "rss_timeline_mib": rss_timeline,  # memory-profiler: (epoch s, MiB), page cache of the memmaps included

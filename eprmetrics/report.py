@@ -65,7 +65,8 @@ def _plan_line(res: ResultLike) -> str:
     if plan is None or not plan.path or plan.path == res.method == "hubness":
         return ""
     predicted = "-" if plan.predicted_total is None else f"{plan.predicted_total:.3g} s"
-    return f"plan: {plan.path} ({plan.reason}); predicted {predicted}, measured {plan.actual_total:.3g} s"
+    revised = "" if plan.revised_total is None else f", {plan.revised_total:.3g} s after the pilots"
+    return f"plan: {plan.path} ({plan.reason}); predicted {predicted}{revised}, measured {plan.actual_total:.3g} s"
 
 
 def _sampled_line(res: ResultLike) -> str:

@@ -88,6 +88,9 @@ class SideSampling(_Fields):
     # every ball (a query counts once per round it took part in); None where not recorded (the exact path).
     candidates: Optional[int] = None
     scans: Optional[int] = None
+    # The pilot that sized the sample (a target half-width): {"queries", "seconds"} of its exact decisions; None
+    # where the sample size was a count.
+    pilot: Optional[dict] = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -106,7 +109,10 @@ class Plan(_Fields):
 
     ``path`` is what ran: ``"exact"``, ``"sampled"`` or ``"hubness"`` (``compute_epr(method="sampled")`` takes
     the exact path when the planner predicts it cheaper). ``predicted`` and ``actual`` are seconds per stage
-    of the cost model; ``alternative`` the predicted total of the path not taken. For memory-mapped inputs,
+    of the cost model; ``alternative`` the predicted total of the path not taken; ``revised`` the prediction
+    made again once each side's pilot had run (its exact decisions extrapolated from the pilot's own time to
+    the sample it sized: the up-front model cannot know how many true radii a query of these data needs).
+    For memory-mapped inputs,
     ``read`` is the bytes asked for from each set's file during the call and ``passes`` those bytes ÷ the
     set's size (full passes over it; page-cache hits included, see :func:`eprmetrics.profiling.note_read`).
     """
@@ -120,12 +126,17 @@ class Plan(_Fields):
     predicted: dict[str, float] = dataclasses.field(default_factory=dict)
     actual: dict[str, float] = dataclasses.field(default_factory=dict)
     alternative: dict[str, float] = dataclasses.field(default_factory=dict)
+    revised: dict[str, float] = dataclasses.field(default_factory=dict)
     read: dict[str, int] = dataclasses.field(default_factory=dict)
     passes: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def predicted_total(self) -> Optional[float]:
         return sum(self.predicted.values()) if self.predicted else None
+
+    @property
+    def revised_total(self) -> Optional[float]:
+        return sum(self.revised.values()) if self.revised else None
 
     @property
     def actual_total(self) -> float:

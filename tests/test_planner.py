@@ -179,3 +179,21 @@ def test_true_radius_rows_stay_fp32_under_bf16_scans(monkeypatch):
     res = compute_epr(real, fake, method="sampled", backend="ivf-gemm", sample_size=0.03, seed=1)
     assert res.plan.params["decision_precision"] == "bf16"
     assert seen and set(seen) == {"fp32"}
+
+
+def test_the_prediction_is_revised_from_each_sides_pilot():
+    """After both pilots the plan's membership forecast is each pilot's seconds per query times the queries
+    it asked for; the other stages keep the up-front model; a count-sized sample has no pilot, no revision."""
+    real, fake = make_pair(6000, 6000, dim=32, seed=3, defect="truncation", strength=0.3)
+    res = compute_epr(real, fake, sample_size=0.05, seed=0, backend="ivf-pca")  # a backend: always sampled
+    assert res.plan.path == "sampled" and res.plan.predicted
+    sides = res.sampling.values()
+    assert all(s.pilot is not None and s.pilot["queries"] > 0 for s in sides)
+    forecast = sum(s.pilot["seconds"] / s.pilot["queries"] * s.sample_size for s in sides)
+    assert res.plan.revised["sampled membership"] == pytest.approx(forecast)
+    assert {k: v for k, v in res.plan.revised.items() if k != "sampled membership"} == {
+        k: v for k, v in res.plan.predicted.items() if k != "sampled membership"
+    }
+    assert "after the pilots" in str(res) and json.loads(res.to_json())["plan"]["revised"] == res.plan.revised
+    counted = compute_epr(real, fake, sample_size=400, seed=0, backend="ivf-pca")
+    assert counted.plan.revised == {} and all(s.pilot is None for s in counted.sampling.values())

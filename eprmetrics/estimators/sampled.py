@@ -31,6 +31,7 @@ What stays cheap as n grows:
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Optional, Union, cast
 
 import numpy as np
@@ -114,6 +115,7 @@ class SideEstimate:
     screen: Optional[dict] = None  # what the projection screen decided and let through (None: not tried)
     candidates: Optional[int] = None  # (query, ball) pairs inside an upper bound that the decisions examined
     scans: Optional[int] = None  # query scans over every ball (one per round a query took part in)
+    pilot: Optional[dict] = None  # {"queries", "seconds"} of the pilot that sized the sample
 
 
 @dataclasses.dataclass
@@ -158,15 +160,24 @@ def estimate_side(
             known.update(zip(new.tolist(), h.tolist()))
         return np.array([known[i] for i in index], dtype=np.float64)
 
+    timed = None
     if isinstance(request.size, float):
         pilot = design.draw(min(PILOT, design.N))
+        start = time.perf_counter()
         s = design.size_for(request.size, pilot, observe(pilot), request.confidence)
+        timed = {"queries": int(pilot.size), "seconds": time.perf_counter() - start}
         index = design.draw(max(s, pilot.size)) if s > pilot.size else pilot
     else:
         index = design.draw(request.size)
     est = design.estimate(index, observe(index), request.confidence)
     return SideEstimate(
-        est, radii.n_true, len(design.units), None, candidates=radii.n_candidates, scans=radii.n_scanned
+        est,
+        radii.n_true,
+        len(design.units),
+        None,
+        candidates=radii.n_candidates,
+        scans=radii.n_scanned,
+        pilot=timed,
     )
 
 
@@ -298,7 +309,18 @@ def side_sampling(e: SideEstimate) -> SideSampling:
         screen=e.screen,
         candidates=e.candidates,
         scans=e.scans,
+        pilot=e.pilot,
     )
+
+
+def revised_after_pilots(predicted: dict[str, float], est: dict[str, SideEstimate]) -> dict[str, float]:
+    """The prediction made again once both pilots had run: each side's exact decisions take its pilot's
+    seconds per query times the queries the pilot asked for (the whole sample, the pilot's own included);
+    the other stages keep the up-front model. Empty where a side had no pilot (a sample given as a count)."""
+    if not predicted or any(e.pilot is None or not e.pilot["queries"] for e in est.values()):
+        return {}
+    per_side = [e.pilot["seconds"] / e.pilot["queries"] * e.estimate.sample_size for e in est.values()]  # type: ignore[index]
+    return {**predicted, "sampled membership": float(sum(per_side))}
 
 
 def graph_plan(method: str, graphs: dict[str, SetGraph], choice: Optional[Choice] = None) -> Plan:
@@ -393,11 +415,13 @@ def run_sampled(ctx: RunContext, spec: SampledSpec) -> Outcome:
         graphs[name] = known or build_graph(ctx.engine, fs, ctx.prepared[name], request, ctx.prof, ctx.progress)
     est = sample_both(ctx, graphs, spec.k, spec.sample, ctx.engine.at_precision(choice.precision))
     kr = KResult(k=spec.k, precision=est["precision"].estimate.value, recall=est["recall"].estimate.value)
+    plan = graph_plan("sampled", graphs, choice)
+    plan.revised = revised_after_pilots(plan.predicted, est)
     return Outcome(
         "sampled",
         {spec.k: kr},
         sum(e.n_true_radii for e in est.values()),
-        plan=graph_plan("sampled", graphs, choice),
+        plan=plan,
         sampling={side: side_sampling(e) for side, e in est.items()},
         confidence=spec.sample.confidence,
     )
