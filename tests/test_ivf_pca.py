@@ -195,3 +195,24 @@ def test_owners_are_refined_level_by_level_and_never_past_a_known_radius(rng):
     assert REFINE_LEVELS == 2 and not upper.refine(owners)
     bound = measured_upper2(torch.full((1,), 0.5), 4).item()
     assert torch.all(upper.upper2[[3, 5]] == torch.minimum(before[[3, 5]], torch.tensor(bound, dtype=torch.float64)))
+
+
+def test_a_ball_of_known_radius_decides_before_any_row():
+    """A query inside a ball whose true radius is known is a hit at no cost, even where a ball of unknown
+    radius is deeper (the deepest-first order alone would spend a true-radius row on that one)."""
+    from eprmetrics.estimators.decisions import _decide
+    from eprmetrics.neighbours.upper import UpperRadii
+
+    real = np.array([[0.0, 0], [5, 0], [6, 0], [9, 0]], dtype=np.float32)
+    engine = TileEngine(2, CPU, 1 << 16)
+    fs = FeatureSet(real, "real")
+    p = engine.prepare(fs, engine.center_of(fs))
+    # found neighbours (upper bounds): 0 -> 5 (U² = 25, the true radius), 6 -> 9 (U² = 9; truly 1)
+    upper = UpperRadii(engine, p, 1, neighbours=torch.tensor([[1], [2], [3], [2]]))
+    upper.set_true(torch.tensor([0]), torch.tensor([25.0], dtype=torch.float64))
+    # the query at 4: d² = 16 to point 0 (depth 0.64), d² = 4 to point 6 (depth 0.44, deeper)
+    hits = torch.zeros(1, dtype=torch.bool)
+    _decide(
+        upper, torch.tensor([0, 0]), torch.tensor([0, 2]), torch.tensor([16.0, 4.0], dtype=torch.float64), hits, False
+    )
+    assert bool(hits[0]) and upper.n_true == 0
