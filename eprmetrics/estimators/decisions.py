@@ -121,8 +121,9 @@ def _decide(
     first_only: bool = False,
 ) -> None:
     """Set ``hits[q]`` when some candidate ball of q truly holds it: first the balls whose true radius is
-    known (no row), then the deepest ball of each query, then — their bounds refined once more, for the
-    queries still outside only — the rest (``first_only``: the deepest alone). Missing true radii are computed
+    known (no row), then the deepest ball of each query, then — for the queries still outside only — the rest
+    (``first_only``: the deepest alone). Every ball's bound is refined to the last level before it costs a row
+    (the deepest chosen again whenever a refinement moves a ball out of reach). Missing true radii are computed
     by the bounds' own engine (fp32), not the decisions' bf16 one: with bf16 rows the heavy family's decisions
     took 4x longer (the k-th needs k + 40 candidates and still often a second pass;
     benchmarks/bench_decisions.py at 20k × 4096)."""
@@ -139,8 +140,7 @@ def _decide(
         first[1:] = pos[1:] != pos[:-1]
         if not radii.refine(own[first], REFINE_LEVELS):
             break
-        inside = d2 <= radii.upper2[own]
-        pos, own, d2 = pos[inside], own[inside], d2[inside]
+        pos, own, d2 = _within_bounds(radii, pos, own, d2)
     _held(radii, pos, own, d2, hits, strict, first)
     if first_only:
         return
@@ -172,12 +172,18 @@ def _refined(
     """The candidate pairs ``d² ≤ U²`` left once the bounds of their owners are tightened by the index up to
     refinement level ``upto`` (:meth:`UpperRadii.refine`: a wider search and a few measured rows per owner, far
     cheaper than the true-radius row each candidate would otherwise cost)."""
-    inside = d2 <= radii.upper2[own]
-    pos, own, d2 = pos[inside], own[inside], d2[inside]
+    pos, own, d2 = _within_bounds(radii, pos, own, d2)
     while radii.refine(own, upto):
-        inside = d2 <= radii.upper2[own]
-        pos, own, d2 = pos[inside], own[inside], d2[inside]
+        pos, own, d2 = _within_bounds(radii, pos, own, d2)
     return pos, own, d2
+
+
+def _within_bounds(
+    radii: UpperRadii, pos: torch.Tensor, own: torch.Tensor, d2: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The candidate pairs still inside their ball's current upper bound ``d² ≤ U²``."""
+    inside = d2 <= radii.upper2[own]
+    return pos[inside], own[inside], d2[inside]
 
 
 def _presolve(

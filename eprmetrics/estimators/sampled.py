@@ -317,10 +317,14 @@ def revised_after_pilots(predicted: dict[str, float], est: dict[str, SideEstimat
     """The prediction made again once both pilots had run: each side's exact decisions take its pilot's
     seconds per query times the queries the pilot asked for (the whole sample, the pilot's own included);
     the other stages keep the up-front model. Empty where a side had no pilot (a sample given as a count)."""
-    if not predicted or any(e.pilot is None or not e.pilot["queries"] for e in est.values()):
+    if not predicted:
         return {}
-    per_side = [e.pilot["seconds"] / e.pilot["queries"] * e.estimate.sample_size for e in est.values()]  # type: ignore[index]
-    return {**predicted, "sampled membership": float(sum(per_side))}
+    total = 0.0
+    for e in est.values():
+        if e.pilot is None or not e.pilot["queries"]:
+            return {}
+        total += e.pilot["seconds"] / e.pilot["queries"] * e.estimate.sample_size
+    return {**predicted, "sampled membership": total}
 
 
 def graph_plan(method: str, graphs: dict[str, SetGraph], choice: Optional[Choice] = None) -> Plan:

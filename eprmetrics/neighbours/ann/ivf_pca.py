@@ -55,8 +55,8 @@ _RESCORE_ROWS = 1024  # points whose candidates are measured in the full space t
 # ~0.5 ms per owner on a 2-core CPU at d = 4096, against ~30 ms for the true-radius row the refinement may save at
 # 1.5M rows (bf16 GEMM); on the heavy family 128 found the true k-NN of 83% of owners, 32 of 57% (50k rows).
 REFINE_WIDE = 128
-# The second refinement of an owner still a candidate after the first: its own nearest lists (not its list's),
-# REFINE_PROBES times nprobe of them, and REFINE_DEEP measured rows.
+# The second refinement of an owner still a candidate after the first: its list's REFINE_PROBES × nprobe nearest
+# lists (level 1: nprobe of them), and REFINE_DEEP measured rows (level 1: REFINE_WIDE).
 REFINE_PROBES = 4
 REFINE_DEEP = 256
 _MEASURE_ELEMENTS = 1 << 24  # candidate values gathered at once (float16 + fp32 buffers: 96 MiB)
@@ -116,6 +116,7 @@ class IVFPCA(IVFGemm):
 
     name = "ivf-pca"
     measures_distances = True
+    _wide: Optional[np.ndarray] = None  # each list's nearest lists for the second refinement (built on first use)
     defaults = {
         "dims": None,
         "nlist": None,
@@ -171,6 +172,7 @@ class IVFPCA(IVFGemm):
     # ------------------------------------------------------------------ contract
     def build(self, x: np.ndarray, *, seed: int, device: torch.device) -> None:
         self.source = x  # kept to rescore (a memmap stays a memmap)
+        self._wide = None  # of a previous build's lists
         self._fit_basis(x, seed, device)
         self._index(self._transformed(x, device), seed)
 
@@ -227,7 +229,7 @@ class IVFPCA(IVFGemm):
         """For indexed points ``ids`` (original indices): the fp32 distances (len × k, ascending) of the
         k nearest by true distance among their nearest in the embedding (self excluded) — upper bounds of
         their radii tighter than the graph's. ``level`` 1: the ``REFINE_WIDE`` nearest in the probe set of
-        their list; 2: the ``REFINE_DEEP`` nearest in their own ``REFINE_PROBES × nprobe`` nearest lists."""
+        their list; 2: the ``REFINE_DEEP`` nearest in their list's ``REFINE_PROBES × nprobe`` nearest lists."""
         dev = self.Xp.device
         pos = self.position[torch.from_numpy(ids).to(dev)]
         wide = REFINE_WIDE if level == 1 else REFINE_DEEP
@@ -255,7 +257,7 @@ class IVFPCA(IVFGemm):
 
     def _wide_probes(self) -> np.ndarray:
         """Each list's ``REFINE_PROBES × nprobe`` nearest lists (computed once)."""
-        if getattr(self, "_wide", None) is None:
+        if self._wide is None:
             m = min(self.centers.shape[0], REFINE_PROBES * self.used_params["nprobe"])
             c_sq = self.centers.pow(2).sum(1)
             self._wide = self._nearest(self.centers, c_sq, self.centers, m).cpu().numpy()
